@@ -1,0 +1,2 @@
+//! layerfuse: a userspace union filesystem with kernel overlayfs semantics.
+#![deny(unsafe_code)]
