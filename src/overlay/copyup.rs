@@ -43,6 +43,26 @@ pub(super) fn prepare_work_dir(work_root: BorrowedFd<'_>) -> SysResult<OwnedFd> 
     Ok(work)
 }
 
+/// Open (making it if needed) `W/lf-index`, kept across mounts.
+pub(super) fn open_index_dir(work_root: BorrowedFd<'_>) -> SysResult<OwnedFd> {
+    let name = OsStr::new("lf-index");
+    match sys::mkdir_at(work_root, name, 0o700) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    sys::open_at(
+        work_root,
+        name,
+        sys::oflag::RDONLY | sys::oflag::DIRECTORY,
+        0,
+    )
+}
+
+/// The index name of a lower file with several names.
+pub(super) fn index_key(st: &Stat) -> OsString {
+    OsString::from(format!("{:x}-{:x}", st.dev, st.ino))
+}
+
 /// Remove `name` in `dir` and everything below it.
 pub(super) fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
     let st = match sys::stat_at(dir, name) {
@@ -66,6 +86,34 @@ impl Overlay {
     pub(super) fn temp_name(&self) -> OsString {
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         OsString::from(format!("#lf{:x}-{:x}", sys::getpid(), n))
+    }
+
+    /// A lower file with several names whose inode was copied up through another
+    /// name (found in the index): link this name to that copy too. Returns whether it
+    /// did. Call with the tree lock held.
+    pub(super) fn join_indexed_copy(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        st: &Stat,
+    ) -> SysResult<bool> {
+        let Some(upper) = &self.upper else {
+            return Ok(false);
+        };
+        if st.kind() == FileKind::Directory || st.nlink <= 1 {
+            return Ok(false);
+        }
+        let key = index_key(st);
+        let index = sys::borrow(&upper.index);
+        if sys::stat_at(index, &key).is_err() {
+            return Ok(false);
+        }
+        self.copy_up(parent, Data::Full)?;
+        let pdir = upper.layer.open_dir(&self.upper_path(parent))?;
+        match sys::link_at(index, &key, sys::borrow(&pdir), name) {
+            Ok(()) | Err(Errno::EEXIST) => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     /// Make sure `node` (and every ancestor) exists in the upper layer.
@@ -112,11 +160,31 @@ impl Overlay {
         let src_dir = sys::borrow(&src_dir);
         let st = sys::stat_at(src_dir, src_name)?;
         let work = sys::borrow(&upper.work);
+        let index = sys::borrow(&upper.index);
+        let indexed = kind != FileKind::Directory && st.nlink > 1;
+        let key = index_key(&st);
+        // Another name of this inode was copied up already: join it.
+        if indexed && sys::stat_at(index, &key).is_ok() {
+            let ppath = self.upper_path(&parent);
+            let pdir = upper.layer.open_dir(&ppath)?;
+            sys::link_at(index, &key, sys::borrow(&pdir), &name)?;
+            node.state.write().upper = true;
+            return Ok(());
+        }
         let tmp = self.temp_name();
         let built = self.build_copy(src_layer, src_dir, src_name, &st, work, &tmp, kind, data);
         if let Err(e) = built {
             let _ = remove_tree(work, &tmp);
             return Err(e);
+        }
+        if indexed {
+            match sys::link_at(work, &tmp, index, &key) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => {
+                    let _ = remove_tree(work, &tmp);
+                    return Err(e);
+                }
+            }
         }
         // Into place: the parent's upper path is computed now, under the tree lock
         // the caller holds, so a concurrent rename cannot move it under us.

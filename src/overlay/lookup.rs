@@ -36,6 +36,7 @@ pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<N
         upper: upper.is_some(),
         lowers: stack,
         unlinked: false,
+        stale_name: false,
     })
 }
 
@@ -75,7 +76,10 @@ impl Overlay {
         name: &OsStr,
         count: bool,
     ) -> SysResult<Arc<Node>> {
-        let r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
+        let mut r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
+        if !r.upper && self.join_indexed_copy(parent, name, &r.stat)? {
+            r.upper = true;
+        }
         Ok(self.node_for(parent, name, r, count))
     }
 
@@ -105,19 +109,21 @@ impl Overlay {
                         upper: r.upper,
                         lowers: r.lowers.clone(),
                         unlinked: false,
+                        stale_name: false,
                     },
                 )
             },
         );
-        // A node reached again by another name (a hard link) or after a rename:
-        // remember the name it was found by, unless that name is only in a lower
-        // layer while the node itself was copied up (the upper name must stay).
+        // A node reached again by another name (a hard link) keeps the name it was
+        // first found by (the one a copy-up will use), unless that name is gone or
+        // this name is the one that already lives in the upper layer.
         let mut s = node.state.write();
         let same_place =
             s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent)) && s.name == name;
-        if !same_place && (r.upper || !s.upper) {
+        if !same_place && (s.stale_name || (r.upper && !s.upper)) {
             s.parent = Some(parent.clone());
             s.name = name.to_owned();
+            s.stale_name = false;
         }
         if r.upper && !s.upper {
             s.upper = true;

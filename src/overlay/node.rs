@@ -44,6 +44,9 @@ pub struct NodeState {
     pub lowers: Vec<LowerRef>,
     /// The last name of this node was removed.
     pub unlinked: bool,
+    /// The name recorded here was removed while other names remain: the next lookup
+    /// by another name takes its place.
+    pub stale_name: bool,
 }
 
 impl NodeState {

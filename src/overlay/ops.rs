@@ -198,8 +198,11 @@ impl Overlay {
         } else {
             self.make_whiteout(pdir, name)?;
         }
+        let mut s = node.state.write();
         if last_link {
-            node.state.write().unlinked = true;
+            s.unlinked = true;
+        } else if s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, &parent)) && s.name == name {
+            s.stale_name = true;
         }
         Ok(())
     }
@@ -418,12 +421,20 @@ impl Overlay {
         {
             self.set_redirect(d, &p, samedir, qdir, newname)?;
         }
-        // A pure upper directory moved where a lower still shows a directory must not
-        // merge with it.
-        let src_pure_upper_dir = src_dir && !has_lower_dir(&src);
-        if src_pure_upper_dir && self.lower_positive(&q, newname)? {
-            let fd = sys::open_path_at(pdir, name)?;
-            sys::set_xattr(sys::borrow(&fd), self.markers.opaque(), b"y", 0)?;
+        // A pure upper directory moved into a merged directory becomes opaque, so that
+        // lower content appearing at its new name can never merge into it (the kernel's
+        // rule, which also keeps the two readings of the upper identical).
+        let merged_parent = |n: &Node| !n.state.read().lowers.is_empty();
+        if src_dir && !has_lower_dir(&src) && merged_parent(&q) {
+            self.set_opaque(pdir, name)?;
+        }
+        if exchange
+            && let Some(d) = &dst
+            && d.kind() == FileKind::Directory
+            && !has_lower_dir(d)
+            && merged_parent(&p)
+        {
+            self.set_opaque(qdir, newname)?;
         }
         if exchange {
             sys::rename_at(pdir, name, qdir, newname, rename_flag::EXCHANGE)?;
@@ -464,6 +475,11 @@ impl Overlay {
             }
         }
         Ok(())
+    }
+
+    fn set_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+        let fd = sys::open_path_at(dir, name)?;
+        sys::set_xattr(sys::borrow(&fd), self.markers.opaque(), b"y", 0)
     }
 
     /// Record where a renamed directory's lower content lives (the kernel's
