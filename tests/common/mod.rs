@@ -1389,6 +1389,10 @@ impl Pair {
     pub fn check(&self, f: impl Fn(&mut Ctx)) -> &Self {
         let mut k = Ctx::new(&self.kernel);
         f(&mut k);
+        // LAYERFUSE_TEST_SHOW=1 prints what the kernel did (with --nocapture): the oracle's log.
+        if std::env::var_os("LAYERFUSE_TEST_SHOW").is_some() {
+            eprintln!("kernel log:\n  {}", k.log.join("\n  "));
+        }
         let mut o = Ctx::new(&self.other);
         f(&mut o);
         assert_same("observations", self.other.kind, &k.log, &o.log);
