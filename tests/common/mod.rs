@@ -50,11 +50,17 @@ pub fn require_root_and_fuse() -> bool {
         missing.push("/dev/fuse does not exist");
     }
     let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !filesystems.lines().any(|l| l.trim_end().ends_with("\toverlay")) {
+    if !filesystems
+        .lines()
+        .any(|l| l.trim_end().ends_with("\toverlay"))
+    {
         // The module may just not be loaded yet.
         let _ = Command::new("modprobe").arg("overlay").status();
         let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
-        if !filesystems.lines().any(|l| l.trim_end().ends_with("\toverlay")) {
+        if !filesystems
+            .lines()
+            .any(|l| l.trim_end().ends_with("\toverlay"))
+        {
             missing.push("kernel overlay filesystem not available");
         }
     }
@@ -165,7 +171,13 @@ pub fn renameat2(old: &Path, new: &Path, flags: libc::c_uint) -> io::Result<()> 
     let (o, n) = (cpath(old), cpath(new));
     // SAFETY: valid C strings; AT_FDCWD with absolute paths.
     cvt(unsafe {
-        libc::renameat2(libc::AT_FDCWD, o.as_ptr(), libc::AT_FDCWD, n.as_ptr(), flags)
+        libc::renameat2(
+            libc::AT_FDCWD,
+            o.as_ptr(),
+            libc::AT_FDCWD,
+            n.as_ptr(),
+            flags,
+        )
     })
     .map(drop)
 }
@@ -174,7 +186,13 @@ pub fn lsetxattr(p: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     let (c, n) = (cpath(p), CString::new(name).unwrap());
     // SAFETY: valid C strings, value pointer/len from a slice.
     cvt(unsafe {
-        libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
     })
     .map(drop)
 }
@@ -200,7 +218,8 @@ pub fn llistxattr(p: &Path) -> io::Result<Vec<String>> {
     let c = cpath(p);
     let mut buf = vec![0u8; 65536];
     // SAFETY: buffer pointer/len from a live Vec.
-    let len = cvt_ssize(unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })?;
+    let len =
+        cvt_ssize(unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })?;
     buf.truncate(len);
     let mut names: Vec<String> = buf
         .split(|b| *b == 0)
@@ -244,8 +263,15 @@ pub fn utimens(p: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()>
         },
     ];
     // SAFETY: valid C string and a two-element timespec array.
-    cvt(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
-        .map(drop)
+    cvt(unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
 }
 
 /// One directory entry as the kernel returned it.
@@ -281,7 +307,10 @@ pub fn getdents(fd: &OwnedFd, bufsize: usize) -> io::Result<Vec<RawDirent>> {
         let reclen = u16::from_ne_bytes(buf[pos + 16..pos + 18].try_into().unwrap()) as usize;
         let dtype = buf[pos + 18];
         let name_bytes = &buf[pos + 19..pos + reclen];
-        let end = name_bytes.iter().position(|b| *b == 0).unwrap_or(name_bytes.len());
+        let end = name_bytes
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(name_bytes.len());
         out.push(RawDirent {
             name: name_bytes[..end].to_vec(),
             ino,
@@ -462,6 +491,9 @@ pub struct MountInfo {
     pub mountpoint: String,
     pub fstype: String,
     pub source: String,
+    /// Per-mount options (e.g. `rw,nosuid,nodev,relatime`).
+    pub mount_options: String,
+    /// Superblock options (e.g. `rw,user_id=0,group_id=0,default_permissions,allow_other`).
     pub options: String,
 }
 
@@ -497,6 +529,7 @@ pub fn mounts() -> Vec<MountInfo> {
                 mountpoint: unescape_mountinfo(l.get(4)?),
                 fstype: r.first()?.to_string(),
                 source: unescape_mountinfo(r.get(1)?),
+                mount_options: l.get(5)?.to_string(),
                 options: r.get(2).unwrap_or(&"").to_string(),
             })
         })
@@ -654,7 +687,12 @@ impl Layers {
             .arg(dir)
             .status()
             .expect("run cp");
-        assert!(st.success(), "cp -a {} {}", self.root.display(), dir.display());
+        assert!(
+            st.success(),
+            "cp -a {} {}",
+            self.root.display(),
+            dir.display()
+        );
         let l = Self::at(dir, self.lowers.len(), self.upper.is_some());
         // The work dir must start empty for every mount; the template's is never used.
         if let Some(w) = &l.work {
@@ -692,7 +730,11 @@ impl Layers {
                     conv(&p);
                 }
             }
-            set_times(dir, (md.atime(), md.atime_nsec()), (md.mtime(), md.mtime_nsec()));
+            set_times(
+                dir,
+                (md.atime(), md.atime_nsec()),
+                (md.mtime(), md.mtime_nsec()),
+            );
         }
         for l in &self.lowers {
             conv(l);
@@ -861,7 +903,9 @@ pub fn impl_under_test() -> Impl {
         Err(_) | Ok("") | Ok("layerfuse") => Impl::Layerfuse,
         Ok("kernel") => Impl::Kernel,
         Ok("fuse-overlayfs") => Impl::FuseOverlayfs,
-        Ok(other) => panic!("LAYERFUSE_TEST_IMPL={other}: expected layerfuse, kernel or fuse-overlayfs"),
+        Ok(other) => {
+            panic!("LAYERFUSE_TEST_IMPL={other}: expected layerfuse, kernel or fuse-overlayfs")
+        }
     }
 }
 
@@ -975,9 +1019,7 @@ impl TestMount {
         cmd.stdin(Stdio::null())
             .stdout(fs::File::create(layers.root.join("daemon.stdout")).unwrap())
             .stderr(fs::File::create(&err_path).unwrap());
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let mut tm = TestMount {
             kind,
             mnt: layers.mnt.clone(),
@@ -1053,6 +1095,12 @@ impl TestMount {
             }
         }
         self.mount_id = None;
+        self.child.as_mut().and_then(|c| reap(c, DEADLINE))
+    }
+
+    /// Wait (bounded) for the daemon to exit on its own, without unmounting; kill it by PID if
+    /// it does not. Drop still unmounts whatever it left.
+    pub fn wait_exit(&mut self) -> Option<ExitStatus> {
         self.child.as_mut().and_then(|c| reap(c, DEADLINE))
     }
 
@@ -1204,14 +1252,17 @@ impl Ctx {
 
     /// Remember the st_ino of `rel` under `key` (not recorded: numbers differ between sides).
     pub fn remember_ino(&mut self, key: &str, rel: &str) {
-        let ino = self.ino(rel).unwrap_or_else(|| panic!("[{:?}] stat {rel}", self.kind));
+        let ino = self
+            .ino(rel)
+            .unwrap_or_else(|| panic!("[{:?}] stat {rel}", self.kind));
         self.inos.insert(key.to_string(), ino);
     }
 
     /// Record whether `rel` has the st_ino remembered under `key`.
     pub fn same_ino(&mut self, key: &str, rel: &str) {
         let same = self.ino(rel).is_some() && self.ino(rel) == self.inos.get(key).copied();
-        self.log.push(format!("ino of {rel} == remembered {key}: {same}"));
+        self.log
+            .push(format!("ino of {rel} == remembered {key}: {same}"));
     }
 
     /// What the upper dir holds at `rel`: absent, whiteout, or the entry's type.
@@ -1242,12 +1293,20 @@ impl Ctx {
     /// Run `f` on a thread whose credentials are uid/gid (no supplementary groups). The raw
     /// syscalls change only the calling thread (glibc's wrappers would change every thread of
     /// the test process, i.e. all concurrently running tests).
-    pub fn as_user<R: Send>(&mut self, uid: u32, gid: u32, f: impl FnOnce(&mut Ctx) -> R + Send) -> R {
+    pub fn as_user<R: Send>(
+        &mut self,
+        uid: u32,
+        gid: u32,
+        f: impl FnOnce(&mut Ctx) -> R + Send,
+    ) -> R {
         std::thread::scope(|s| {
             s.spawn(|| {
                 // SAFETY: raw credential syscalls on this thread only; no memory is touched.
                 unsafe {
-                    assert_eq!(libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()), 0);
+                    assert_eq!(
+                        libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+                        0
+                    );
                     assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
                     assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
                 }
@@ -1281,6 +1340,7 @@ fn upper_kind(p: &Path) -> String {
 /// - `uuid`, `upper`: per-mount identity bookkeeping (index/nfs_export).
 /// - `metacopy`: an optional optimisation; when present on either side the data comparison for
 ///   that entry is skipped (the upper holds no data then).
+///
 /// Everything else under `trusted.overlay.` is compared: `opaque`, `redirect`, `whiteout`, and
 /// escaped `trusted.overlay.overlay.*` xattrs set through the mount.
 const UPPER_XATTRS_NOT_COMPARED: &[&str] = &[
@@ -1329,7 +1389,13 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
                 write!(s, " -> {:?}", fs::read_link(&p).unwrap()).unwrap();
             }
             if ft.is_char_device() || ft.is_block_device() {
-                write!(s, " rdev={}:{}", libc::major(md.rdev()), libc::minor(md.rdev())).unwrap();
+                write!(
+                    s,
+                    " rdev={}:{}",
+                    libc::major(md.rdev()),
+                    libc::minor(md.rdev())
+                )
+                .unwrap();
             }
             s
         };
@@ -1339,7 +1405,13 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
             if metacopy {
                 line.push_str(" data=<metacopy>");
             } else {
-                write!(line, " size={} data={}", md.size(), describe_bytes(&fs::read(&p).unwrap())).unwrap();
+                write!(
+                    line,
+                    " size={} data={}",
+                    md.size(),
+                    describe_bytes(&fs::read(&p).unwrap())
+                )
+                .unwrap();
             }
         }
         for n in xnames {
@@ -1414,7 +1486,11 @@ pub fn assert_same(what: &str, other: Impl, k: &[String], o: &[String]) {
     if k == o {
         return;
     }
-    let first = k.iter().zip(o).position(|(a, b)| a != b).unwrap_or(k.len().min(o.len()));
+    let first = k
+        .iter()
+        .zip(o)
+        .position(|(a, b)| a != b)
+        .unwrap_or(k.len().min(o.len()));
     let mut msg = format!("{what} differ between kernel overlayfs and {other:?}:\n");
     let n = k.len().max(o.len());
     for i in 0..n {

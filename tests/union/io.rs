@@ -10,14 +10,20 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 
 fn io_layers() -> Layers {
     let l = Layers::new(2);
-    l.lower(1).file("lower", "0123456789").file("d/lower2", "abcdefghij");
+    l.lower(1)
+        .file("lower", "0123456789")
+        .file("d/lower2", "abcdefghij");
     l.lower(0).file_bytes("big", &vec![7u8; 1 << 20]);
     l.upper().file("upper", "upper data");
     l
 }
 
 fn errno_of(r: libc::c_int) -> String {
-    if r == 0 { "ok".into() } else { errno_name(&std::io::Error::last_os_error()) }
+    if r == 0 {
+        "ok".into()
+    } else {
+        errno_name(&std::io::Error::last_os_error())
+    }
 }
 
 #[test]
@@ -25,7 +31,13 @@ fn fsync_fdatasync_syncfs() {
     need_root!();
     differential(&io_layers(), |c| {
         for n in ["lower", "upper", "new"] {
-            let mut f = c.must(&format!("open {n}"), fs::OpenOptions::new().create(true).append(true).open(c.p(n)));
+            let mut f = c.must(
+                &format!("open {n}"),
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(c.p(n)),
+            );
             c.must("write", f.write_all(b"+synced"));
             c.ok("fsync", f.sync_all());
             c.ok("fdatasync", f.sync_data());
@@ -45,23 +57,43 @@ fn fsync_fdatasync_syncfs() {
 fn fallocate_modes() {
     need_root!();
     differential(&io_layers(), |c| {
-        let f = c.must("open big", fs::OpenOptions::new().read(true).write(true).open(c.p("big")));
+        let f = c.must(
+            "open big",
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(c.p("big")),
+        );
         let fd = f.as_raw_fd();
         // SAFETY: fallocate on an fd we own.
         unsafe {
             c.val("extend", errno_of(libc::fallocate(fd, 0, 0, 2 << 20)));
-            c.val("keep size", errno_of(libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, 0, 4 << 20)));
+            c.val(
+                "keep size",
+                errno_of(libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, 0, 4 << 20)),
+            );
             c.val(
                 "punch hole",
-                errno_of(libc::fallocate(fd, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, 4096, 8192)),
+                errno_of(libc::fallocate(
+                    fd,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    4096,
+                    8192,
+                )),
             );
-            c.val("zero range", errno_of(libc::fallocate(fd, libc::FALLOC_FL_ZERO_RANGE, 65536, 4096)));
+            c.val(
+                "zero range",
+                errno_of(libc::fallocate(fd, libc::FALLOC_FL_ZERO_RANGE, 65536, 4096)),
+            );
         }
         c.stat("big");
         c.read("big");
         let ro = fs::File::open(c.p("lower")).unwrap();
         // SAFETY: fallocate on an fd we own (opened read-only: must fail EBADF).
-        c.val("fallocate on O_RDONLY fd", errno_of(unsafe { libc::fallocate(ro.as_raw_fd(), 0, 0, 100) }));
+        c.val(
+            "fallocate on O_RDONLY fd",
+            errno_of(unsafe { libc::fallocate(ro.as_raw_fd(), 0, 0, 100) }),
+        );
         c.in_upper("lower");
     });
 }
@@ -71,15 +103,38 @@ fn flock_and_posix_locks() {
     need_root!();
     let p = Pair::new(&io_layers());
     p.check(|c| {
-        let a = fs::OpenOptions::new().read(true).write(true).open(c.p("lower")).unwrap();
-        let b = fs::OpenOptions::new().read(true).write(true).open(c.p("lower")).unwrap();
+        let a = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(c.p("lower"))
+            .unwrap();
+        let b = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(c.p("lower"))
+            .unwrap();
         // SAFETY: flock/fcntl on fds we own, with a zeroed-then-filled flock struct.
         unsafe {
-            c.val("flock EX a", errno_of(libc::flock(a.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)));
-            c.val("flock EX b conflicts", errno_of(libc::flock(b.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)));
-            c.val("flock SH b conflicts", errno_of(libc::flock(b.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB)));
-            c.val("unlock a", errno_of(libc::flock(a.as_raw_fd(), libc::LOCK_UN)));
-            c.val("flock EX b now", errno_of(libc::flock(b.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)));
+            c.val(
+                "flock EX a",
+                errno_of(libc::flock(a.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)),
+            );
+            c.val(
+                "flock EX b conflicts",
+                errno_of(libc::flock(b.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)),
+            );
+            c.val(
+                "flock SH b conflicts",
+                errno_of(libc::flock(b.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB)),
+            );
+            c.val(
+                "unlock a",
+                errno_of(libc::flock(a.as_raw_fd(), libc::LOCK_UN)),
+            );
+            c.val(
+                "flock EX b now",
+                errno_of(libc::flock(b.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)),
+            );
             libc::flock(b.as_raw_fd(), libc::LOCK_UN);
 
             let lock = |ty: i32, start: i64, len: i64| {
@@ -92,24 +147,58 @@ fn flock_and_posix_locks() {
             };
             // Open-file-description locks: a and b are different owners within one process.
             let mut wl = lock(libc::F_WRLCK, 0, 5);
-            c.val("OFD setlk a [0,5)", errno_of(libc::fcntl(a.as_raw_fd(), libc::F_OFD_SETLK, &mut wl)));
+            c.val(
+                "OFD setlk a [0,5)",
+                errno_of(libc::fcntl(a.as_raw_fd(), libc::F_OFD_SETLK, &mut wl)),
+            );
             let mut wl2 = lock(libc::F_WRLCK, 2, 2);
-            c.val("OFD setlk b overlapping", errno_of(libc::fcntl(b.as_raw_fd(), libc::F_OFD_SETLK, &mut wl2)));
+            c.val(
+                "OFD setlk b overlapping",
+                errno_of(libc::fcntl(b.as_raw_fd(), libc::F_OFD_SETLK, &mut wl2)),
+            );
             let mut probe = lock(libc::F_WRLCK, 0, 10);
-            c.val("OFD getlk b", errno_of(libc::fcntl(b.as_raw_fd(), libc::F_OFD_GETLK, &mut probe)));
-            c.val("OFD getlk reports conflict", (probe.l_type as i32 == libc::F_WRLCK, probe.l_start, probe.l_len));
+            c.val(
+                "OFD getlk b",
+                errno_of(libc::fcntl(b.as_raw_fd(), libc::F_OFD_GETLK, &mut probe)),
+            );
+            c.val(
+                "OFD getlk reports conflict",
+                (
+                    probe.l_type as i32 == libc::F_WRLCK,
+                    probe.l_start,
+                    probe.l_len,
+                ),
+            );
             let mut wl3 = lock(libc::F_WRLCK, 5, 5);
-            c.val("OFD setlk b disjoint", errno_of(libc::fcntl(b.as_raw_fd(), libc::F_OFD_SETLK, &mut wl3)));
+            c.val(
+                "OFD setlk b disjoint",
+                errno_of(libc::fcntl(b.as_raw_fd(), libc::F_OFD_SETLK, &mut wl3)),
+            );
             let mut un = lock(libc::F_UNLCK, 0, 0);
-            c.val("OFD unlock a", errno_of(libc::fcntl(a.as_raw_fd(), libc::F_OFD_SETLK, &mut un)));
+            c.val(
+                "OFD unlock a",
+                errno_of(libc::fcntl(a.as_raw_fd(), libc::F_OFD_SETLK, &mut un)),
+            );
             let mut un = lock(libc::F_UNLCK, 0, 0);
-            c.val("OFD unlock b", errno_of(libc::fcntl(b.as_raw_fd(), libc::F_OFD_SETLK, &mut un)));
+            c.val(
+                "OFD unlock b",
+                errno_of(libc::fcntl(b.as_raw_fd(), libc::F_OFD_SETLK, &mut un)),
+            );
             // Classic POSIX locks: same process, so no conflict with itself.
             let mut pl = lock(libc::F_WRLCK, 0, 0);
-            c.val("F_SETLK a", errno_of(libc::fcntl(a.as_raw_fd(), libc::F_SETLK, &mut pl)));
+            c.val(
+                "F_SETLK a",
+                errno_of(libc::fcntl(a.as_raw_fd(), libc::F_SETLK, &mut pl)),
+            );
             let mut pq = lock(libc::F_WRLCK, 0, 0);
-            c.val("F_GETLK same process", errno_of(libc::fcntl(b.as_raw_fd(), libc::F_GETLK, &mut pq)));
-            c.val("F_GETLK unlocked for owner", pq.l_type as i32 == libc::F_UNLCK);
+            c.val(
+                "F_GETLK same process",
+                errno_of(libc::fcntl(b.as_raw_fd(), libc::F_GETLK, &mut pq)),
+            );
+            c.val(
+                "F_GETLK unlocked for owner",
+                pq.l_type as i32 == libc::F_UNLCK,
+            );
         }
     });
 }
@@ -120,12 +209,23 @@ fn mmap_shared_writable() {
     differential(&io_layers(), |c| {
         fs::write(c.p("created"), vec![b'c'; 8192]).unwrap();
         for n in ["lower", "created", "upper"] {
-            let f = fs::OpenOptions::new().read(true).write(true).open(c.p(n)).unwrap();
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(c.p(n))
+                .unwrap();
             let len = f.metadata().unwrap().len() as usize;
             // SAFETY: a shared mapping of a file we hold open, written within its length and
             // unmapped before the file is closed.
             unsafe {
-                let m = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, f.as_raw_fd(), 0);
+                let m = libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    f.as_raw_fd(),
+                    0,
+                );
                 c.val(&format!("mmap {n}"), m != libc::MAP_FAILED);
                 if m != libc::MAP_FAILED {
                     std::ptr::copy_nonoverlapping(b"MAPPED".as_ptr(), m.cast::<u8>().add(1), 6);
@@ -140,7 +240,14 @@ fn mmap_shared_writable() {
         let f = fs::File::open(c.p("d/lower2")).unwrap();
         // SAFETY: a private read-only mapping of 10 bytes, unmapped right away.
         unsafe {
-            let m = libc::mmap(std::ptr::null_mut(), 10, libc::PROT_READ, libc::MAP_PRIVATE, f.as_raw_fd(), 0);
+            let m = libc::mmap(
+                std::ptr::null_mut(),
+                10,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                f.as_raw_fd(),
+                0,
+            );
             c.val("private read mapping", m != libc::MAP_FAILED);
             libc::munmap(m, 10);
         }
@@ -152,20 +259,39 @@ fn mmap_shared_writable() {
 fn append_and_trunc() {
     need_root!();
     differential(&io_layers(), |c| {
-        let mut f = c.must("open O_APPEND lower", fs::OpenOptions::new().append(true).open(c.p("lower")));
+        let mut f = c.must(
+            "open O_APPEND lower",
+            fs::OpenOptions::new().append(true).open(c.p("lower")),
+        );
         c.must("append", f.write_all(b"AP"));
-        c.ok("pwrite at 0 with O_APPEND appends", f.write_at(b"XY", 0).map(|_| ()));
+        c.ok(
+            "pwrite at 0 with O_APPEND appends",
+            f.write_at(b"XY", 0).map(|_| ()),
+        );
         drop(f);
         c.read("lower");
-        let f = c.must("open O_TRUNC lower", fs::OpenOptions::new().write(true).truncate(true).open(c.p("d/lower2")));
+        let f = c.must(
+            "open O_TRUNC lower",
+            fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(c.p("d/lower2")),
+        );
         c.val("size after O_TRUNC", f.metadata().unwrap().size());
         drop(f);
         c.read("d/lower2");
         c.must("O_TRUNC|O_CREAT new", fs::write(c.p("t"), "abc"));
         c.must("O_TRUNC existing upper", fs::write(c.p("upper"), "x"));
         c.read("upper");
-        let mut f = fs::OpenOptions::new().read(true).write(true).open(c.p("big")).unwrap();
-        c.must("write past EOF", f.write_at(b"END", (1 << 20) + 10000).map(drop));
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(c.p("big"))
+            .unwrap();
+        c.must(
+            "write past EOF",
+            f.write_at(b"END", (1 << 20) + 10000).map(drop),
+        );
         let mut s = Vec::new();
         f.read_to_end(&mut s).unwrap();
         c.val("read all", describe_bytes(&s));
@@ -178,7 +304,10 @@ fn o_direct_open_and_read() {
     need_root!();
     differential(&io_layers(), |c| {
         for n in ["big", "upper"] {
-            let fd = c.ok(&format!("open {n} O_DIRECT"), open(&c.p(n), libc::O_RDONLY | libc::O_DIRECT, 0));
+            let fd = c.ok(
+                &format!("open {n} O_DIRECT"),
+                open(&c.p(n), libc::O_RDONLY | libc::O_DIRECT, 0),
+            );
             if let Some(fd) = fd {
                 let layout = std::alloc::Layout::from_size_align(4096, 4096).unwrap();
                 // SAFETY: an aligned 4 KiB buffer, read into by the kernel, then freed.
@@ -190,7 +319,10 @@ fn o_direct_open_and_read() {
                 }
             }
         }
-        c.ok("open lower O_DIRECT|O_WRONLY", open(&c.p("lower"), libc::O_WRONLY | libc::O_DIRECT, 0));
+        c.ok(
+            "open lower O_DIRECT|O_WRONLY",
+            open(&c.p("lower"), libc::O_WRONLY | libc::O_DIRECT, 0),
+        );
         c.in_upper("lower");
     });
 }
@@ -200,15 +332,34 @@ fn copy_file_range_between_layers() {
     need_root!();
     differential(&io_layers(), |c| {
         let src = fs::File::open(c.p("big")).unwrap();
-        let dst = fs::OpenOptions::new().create(true).write(true).truncate(true).open(c.p("copy")).unwrap();
+        let dst = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(c.p("copy"))
+            .unwrap();
         let mut total = 0i64;
         loop {
             // SAFETY: copy_file_range between two fds we own, kernel-managed offsets.
             let n = unsafe {
-                libc::copy_file_range(src.as_raw_fd(), std::ptr::null_mut(), dst.as_raw_fd(), std::ptr::null_mut(), 1 << 20, 0)
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    dst.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    1 << 20,
+                    0,
+                )
             };
             if n <= 0 {
-                c.val("copy_file_range end", if n == 0 { "eof".into() } else { errno_name(&std::io::Error::last_os_error()) });
+                c.val(
+                    "copy_file_range end",
+                    if n == 0 {
+                        "eof".into()
+                    } else {
+                        errno_name(&std::io::Error::last_os_error())
+                    },
+                );
                 break;
             }
             total += n as i64;
@@ -218,11 +369,23 @@ fn copy_file_range_between_layers() {
         c.read("copy");
         c.in_upper("big");
         // Into a lower file (copy-up of the destination), at an offset.
-        let dst = fs::OpenOptions::new().write(true).open(c.p("lower")).unwrap();
+        let dst = fs::OpenOptions::new()
+            .write(true)
+            .open(c.p("lower"))
+            .unwrap();
         let mut off_in: i64 = 0;
         let mut off_out: i64 = 4;
         // SAFETY: as above, with explicit offsets.
-        let n = unsafe { libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, 3, 0) };
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                &mut off_out,
+                3,
+                0,
+            )
+        };
         c.val("copy_file_range into lower file", n);
         drop(dst);
         c.read("lower");

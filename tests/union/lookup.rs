@@ -13,7 +13,10 @@ fn topmost_layer_wins() {
     let l = Layers::new(3);
     l.lower(0).file("a", "top");
     l.lower(1).file("a", "middle").file("b", "middle-b");
-    l.lower(2).file("a", "bottom").file("b", "bottom-b").file("c", "bottom-c");
+    l.lower(2)
+        .file("a", "bottom")
+        .file("b", "bottom-b")
+        .file("c", "bottom-c");
     l.lower(0).file("d", "lower-d").chmod("d", 0o600);
     l.upper().file("d", "upper-d").chmod("d", 0o640);
     differential(&l, |c| {
@@ -52,7 +55,10 @@ fn directories_merge_across_all_layers() {
     need_root!();
     let l = Layers::new(3);
     l.lower(0).file("d/a", "a0").file("d/same", "top");
-    l.lower(1).file("d/b", "b1").file("d/same", "mid").file("d/sub/x", "x1");
+    l.lower(1)
+        .file("d/b", "b1")
+        .file("d/same", "mid")
+        .file("d/sub/x", "x1");
     l.lower(2).file("d/c", "c2").file("d/sub/y", "y2");
     l.upper().file("d/u", "up");
     differential(&l, |c| {
@@ -69,7 +75,10 @@ fn opaque_case(mark: impl Fn(&Layers)) {
     let l = Layers::new(3);
     l.lower(0).file("d/a", "a0");
     l.lower(1).file("d/b", "b1");
-    l.lower(2).file("d/c", "c2").file("d/b", "b2").file("d/deep/z", "z");
+    l.lower(2)
+        .file("d/c", "c2")
+        .file("d/b", "b2")
+        .file("d/deep/z", "z");
     mark(&l);
     differential(&l, |c| {
         c.list("d");
@@ -115,9 +124,13 @@ fn opaque_marker_in_topmost_lower_keeps_own_entries() {
 fn whiteout_case(mark: impl Fn(&Layers)) {
     let l = Layers::new(3);
     l.lower(0).file("keep", "k");
-    l.lower(1).file("f", "hidden file").file("d/x", "hidden dir content");
+    l.lower(1)
+        .file("f", "hidden file")
+        .file("d/x", "hidden dir content");
     l.lower(1).symlink("s", "keep");
-    l.lower(2).file("f", "also hidden").file("g", "hidden by middle");
+    l.lower(2)
+        .file("f", "also hidden")
+        .file("g", "hidden by middle");
     l.lower(1).file("sub/gone", "x").file("sub/stays", "y");
     mark(&l);
     differential(&l, |c| {
@@ -134,7 +147,11 @@ fn whiteout_case(mark: impl Fn(&Layers)) {
 fn kernel_whiteouts_hide_names() {
     need_root!();
     whiteout_case(|l| {
-        l.lower(0).whiteout("f").whiteout("d").whiteout("s").whiteout("sub/gone");
+        l.lower(0)
+            .whiteout("f")
+            .whiteout("d")
+            .whiteout("s")
+            .whiteout("sub/gone");
         l.lower(1).whiteout("g");
     });
 }
@@ -156,7 +173,11 @@ fn oci_whiteouts_hide_names() {
 fn upper_whiteouts_hide_names() {
     need_root!();
     whiteout_case(|l| {
-        l.upper().whiteout("f").whiteout("d").whiteout("s").whiteout("g");
+        l.upper()
+            .whiteout("f")
+            .whiteout("d")
+            .whiteout("s")
+            .whiteout("g");
         l.upper().whiteout("sub/gone");
     });
 }
@@ -166,7 +187,9 @@ fn xattr_whiteouts_hide_names() {
     need_root!();
     // The kernel 6.7+ format: zero-size file with trusted.overlay.whiteout in an `opaque=x` dir.
     let l = Layers::new(2);
-    l.lower(1).file("d/gone", "hidden").file("d/stays", "visible");
+    l.lower(1)
+        .file("d/gone", "hidden")
+        .file("d/stays", "visible");
     l.lower(0).file("d/mine", "top").xattr_whiteout("d/gone");
     differential(&l, |c| {
         c.list("d");
@@ -181,8 +204,13 @@ fn aufs_metadata_names_never_shown() {
     need_root!();
     // `.wh..wh.*` entries (aufs bookkeeping such as .wh..wh.plnk) are never shown, in any layer.
     let l = Layers::new(2);
-    l.lower(0).file("d/real", "r").dir("d/.wh..wh.plnk").file("d/.wh..wh.aufs", "");
-    l.lower(1).file("d/other", "o").oci_whiteout("d/nothing-below");
+    l.lower(0)
+        .file("d/real", "r")
+        .dir("d/.wh..wh.plnk")
+        .file("d/.wh..wh.aufs", "");
+    l.lower(1)
+        .file("d/other", "o")
+        .oci_whiteout("d/nothing-below");
     differential(&l, |c| {
         c.list("d");
         c.stat("d/.wh..wh.plnk");
@@ -195,15 +223,32 @@ fn aufs_metadata_names_never_shown() {
 fn d_type_is_that_of_the_winning_entry() {
     need_root!();
     let l = Layers::new(2);
-    l.lower(1).file("was_file_now_dir", "x").dir("was_dir_now_file");
-    l.lower(0).dir("was_file_now_dir").file("was_dir_now_file", "f");
-    l.lower(0).file("reg", "r").dir("dir").symlink("lnk", "reg").fifo("fifo");
+    l.lower(1)
+        .file("was_file_now_dir", "x")
+        .dir("was_dir_now_file");
+    l.lower(0)
+        .dir("was_file_now_dir")
+        .file("was_dir_now_file", "f");
+    l.lower(0)
+        .file("reg", "r")
+        .dir("dir")
+        .symlink("lnk", "reg")
+        .fifo("fifo");
     l.lower(1).chardev("chr", 1, 3);
     l.lower(1).file("lnk2", "x");
     l.upper().symlink("lnk2", "reg");
     differential(&l, |c| {
         c.list("");
-        for n in ["reg", "dir", "lnk", "fifo", "chr", "lnk2", "was_file_now_dir", "was_dir_now_file"] {
+        for n in [
+            "reg",
+            "dir",
+            "lnk",
+            "fifo",
+            "chr",
+            "lnk2",
+            "was_file_now_dir",
+            "was_dir_now_file",
+        ] {
             c.stat(n);
         }
     });
@@ -234,7 +279,10 @@ fn d_ino_equals_st_ino() {
     need_root!();
     let l = Layers::new(2);
     l.lower(0).file("d/a", "a").dir("d/sub").symlink("d/l", "a");
-    l.lower(1).file("d/b", "b").dir("d/sub2").file("d/sub/deep", "x");
+    l.lower(1)
+        .file("d/b", "b")
+        .dir("d/sub2")
+        .file("d/sub/deep", "x");
     l.upper().file("d/u", "u");
     let p = Pair::new(&l);
     let steps = |c: &mut Ctx| {
@@ -242,13 +290,27 @@ fn d_ino_equals_st_ino() {
         c.dino_matches_stino("d");
         c.dino_matches_stino("d/sub");
         // After a copy-up the numbers must still agree.
-        c.must("chmod d/b", fs::set_permissions(c.p("d/b"), std::os::unix::fs::PermissionsExt::from_mode(0o600)));
+        c.must(
+            "chmod d/b",
+            fs::set_permissions(
+                c.p("d/b"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            ),
+        );
         c.dino_matches_stino("d");
     };
     let mut o = Ctx::new(&p.other);
     steps(&mut o);
-    let bad: Vec<_> = o.log.iter().filter(|l| !l.ends_with(": []") && !l.ends_with(": ok")).collect();
-    assert!(bad.is_empty(), "{:?}: d_ino differs from st_ino: {bad:?}", p.other.kind);
+    let bad: Vec<_> = o
+        .log
+        .iter()
+        .filter(|l| !l.ends_with(": []") && !l.ends_with(": ok"))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{:?}: d_ino differs from st_ino: {bad:?}",
+        p.other.kind
+    );
 }
 
 #[test]
@@ -262,9 +324,15 @@ fn st_dev_is_the_mounts_and_st_ino_unique() {
     let p = Pair::new(&l);
     p.check(|c| {
         let names = ["", "a", "b", "c", "u", "d", "d/x", "d/y"];
-        let mds: Vec<_> = names.iter().map(|n| fs::symlink_metadata(c.p(n)).unwrap()).collect();
+        let mds: Vec<_> = names
+            .iter()
+            .map(|n| fs::symlink_metadata(c.p(n)).unwrap())
+            .collect();
         let root_dev = mds[0].dev();
-        c.val("all st_dev equal to the root's", mds.iter().all(|m| m.dev() == root_dev));
+        c.val(
+            "all st_dev equal to the root's",
+            mds.iter().all(|m| m.dev() == root_dev),
+        );
         let mut seen = HashMap::new();
         for (n, m) in names.iter().zip(&mds) {
             seen.entry(m.ino()).or_insert_with(Vec::new).push(*n);
@@ -278,7 +346,10 @@ fn st_dev_is_the_mounts_and_st_ino_unique() {
 fn lower_hard_links_keep_their_nlink() {
     need_root!();
     let l = Layers::new(2);
-    l.lower(1).file("h1", "linked").hardlink("h2", "h1").hardlink("sub/h3", "h1");
+    l.lower(1)
+        .file("h1", "linked")
+        .hardlink("h2", "h1")
+        .hardlink("sub/h3", "h1");
     let p = Pair::new(&l);
     p.check(|c| {
         c.stat("h1");
@@ -323,7 +394,10 @@ fn statfs_read_only_mount_reports_top_lower() {
 fn symlinks_resolve_through_the_union() {
     need_root!();
     let l = Layers::new(2);
-    l.lower(0).symlink("rel", "d/target").symlink("abs", "/nonexistent/x").symlink("dirlink", "d");
+    l.lower(0)
+        .symlink("rel", "d/target")
+        .symlink("abs", "/nonexistent/x")
+        .symlink("dirlink", "d");
     l.lower(1).file("d/target", "through link");
     differential(&l, |c| {
         c.stat("rel");
@@ -343,17 +417,24 @@ fn listing_stable_while_directory_changes() {
     need_root!();
     let l = Layers::new(2);
     for i in 0..120 {
-        l.lower(1).file(&format!("merged/lower1-entry-with-a-long-name-{i:03}"), "x");
-        l.lower(0).file(&format!("merged/lower0-entry-with-a-long-name-{i:03}"), "x");
+        l.lower(1)
+            .file(&format!("merged/lower1-entry-with-a-long-name-{i:03}"), "x");
+        l.lower(0)
+            .file(&format!("merged/lower0-entry-with-a-long-name-{i:03}"), "x");
     }
     for i in 0..40 {
-        l.upper().file(&format!("merged/upper-entry-with-a-long-name-{i:03}"), "x");
+        l.upper()
+            .file(&format!("merged/upper-entry-with-a-long-name-{i:03}"), "x");
     }
     let p = Pair::new(&l);
     p.check(|c| {
         c.must("mkdir plain", fs::create_dir(c.p("plain")));
         for i in 0..200 {
-            fs::write(c.p(&format!("plain/created-entry-with-a-long-name-{i:03}")), b"x").unwrap();
+            fs::write(
+                c.p(&format!("plain/created-entry-with-a-long-name-{i:03}")),
+                b"x",
+            )
+            .unwrap();
         }
         for dir in ["merged", "plain"] {
             let before: Vec<String> = fs::read_dir(c.p(dir))
@@ -370,7 +451,11 @@ fn listing_stable_while_directory_changes() {
                     break;
                 }
                 calls += 1;
-                seen.extend(batch.iter().map(|d| String::from_utf8_lossy(&d.name).into_owned()));
+                seen.extend(
+                    batch
+                        .iter()
+                        .map(|d| String::from_utf8_lossy(&d.name).into_owned()),
+                );
                 // Change the directory between calls: add entries, remove one already returned
                 // and one not yet returned (sorted listing order is unrelated to readdir order).
                 if calls <= 5 {
@@ -396,17 +481,27 @@ fn listing_stable_while_directory_changes() {
             for n in &seen {
                 *counts.entry(n.as_str()).or_default() += 1;
             }
-            let mut repeated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).map(|(k, _)| *k).collect();
+            let mut repeated: Vec<_> = counts
+                .iter()
+                .filter(|(_, n)| **n > 1)
+                .map(|(k, _)| *k)
+                .collect();
             repeated.sort();
             let mut skipped: Vec<_> = before
                 .iter()
                 .filter(|n| !removed.contains(n) && !counts.contains_key(n.as_str()))
                 .collect();
             skipped.sort();
-            c.val(&format!("{dir}: listing took several getdents calls"), calls > 3);
+            c.val(
+                &format!("{dir}: listing took several getdents calls"),
+                calls > 3,
+            );
             c.val(&format!("{dir}: repeated entries"), repeated);
             c.val(&format!("{dir}: skipped unchanged entries"), skipped);
-            c.val(&format!("{dir}: . and .. returned"), counts.contains_key(".") && counts.contains_key(".."));
+            c.val(
+                &format!("{dir}: . and .. returned"),
+                counts.contains_key(".") && counts.contains_key(".."),
+            );
         }
     });
 }
@@ -418,7 +513,10 @@ fn seekdir_telldir_rewinddir() {
     need_root!();
     let l = Layers::new(2);
     for i in 0..60 {
-        l.lower(i % 2).file(&format!("d/entry-number-{i:03}-with-padding-to-fill-buffers"), "x");
+        l.lower(i % 2).file(
+            &format!("d/entry-number-{i:03}-with-padding-to-fill-buffers"),
+            "x",
+        );
     }
     l.upper().file("d/up", "u");
     let p = Pair::new(&l);
@@ -436,7 +534,11 @@ fn seekdir_telldir_rewinddir() {
                     if e.is_null() {
                         break;
                     }
-                    v.push(std::ffi::CStr::from_ptr((*e).d_name.as_ptr()).to_string_lossy().into_owned());
+                    v.push(
+                        std::ffi::CStr::from_ptr((*e).d_name.as_ptr())
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
                 }
                 v
             };
