@@ -17,6 +17,18 @@ fn all_mount_ids() -> Vec<u64> {
     mounts().iter().map(|m| m.id).collect()
 }
 
+/// Mounts made since `before` at `mnt` or below this test's own directory (other tests running
+/// in parallel mount elsewhere, and must not count).
+fn ours(before: &[u64], mnt: &Path, root: &Path) -> Vec<MountInfo> {
+    let (mnt, root) = (mnt.display().to_string(), format!("{}/", root.display()));
+    mounts()
+        .into_iter()
+        .filter(|m| {
+            !before.contains(&m.id) && (m.mountpoint == mnt || m.mountpoint.starts_with(&root))
+        })
+        .collect()
+}
+
 /// Run `layerfuse mount ARGS -f MNT` and require a refusal: non-zero exit within the deadline,
 /// exactly one non-empty line on stderr, no new mount anywhere.
 fn expect_refused(what: &str, args: &[OsString], mnt: &Path, work_root: &Path) {
@@ -32,7 +44,7 @@ fn expect_refused(what: &str, args: &[OsString], mnt: &Path, work_root: &Path) {
     let mut new_mount = None;
     wait_for(DEADLINE, || {
         status = child.try_wait().ok().flatten();
-        new_mount = mounts().into_iter().find(|m| !before.contains(&m.id));
+        new_mount = ours(&before, mnt, work_root).into_iter().next();
         status.is_some() || new_mount.is_some()
     });
     if let Some(m) = new_mount {
