@@ -111,9 +111,39 @@ impl Overlay {
         self.copy_up(parent, Data::Full)?;
         let pdir = upper.layer.open_dir(&self.upper_path(parent))?;
         match sys::link_at(index, &key, sys::borrow(&pdir), name) {
-            Ok(()) | Err(Errno::EEXIST) => Ok(true),
+            Ok(()) => {
+                self.add_nlink_adjust(index, &key, -1);
+                Ok(true)
+            }
+            Err(Errno::EEXIST) => Ok(true),
             Err(e) => Err(e),
         }
+    }
+
+    /// The `overlay.nlink` adjustment of the inode behind `fd`.
+    pub(super) fn read_nlink_adjust(&self, fd: BorrowedFd<'_>) -> i64 {
+        sys::get_xattr(fd, self.markers.nlink())
+            .ok()
+            .and_then(|v| {
+                let s = std::str::from_utf8(&v).ok()?;
+                s.strip_prefix('U')?.parse::<i64>().ok()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Change the `overlay.nlink` adjustment of `dir/name` by `delta`; returns the new one.
+    pub(super) fn add_nlink_adjust(&self, dir: BorrowedFd<'_>, name: &OsStr, delta: i64) -> i64 {
+        let Ok(fd) = sys::open_path_at(dir, name) else {
+            return 0;
+        };
+        let adjust = self.read_nlink_adjust(sys::borrow(&fd)) + delta;
+        let _ = sys::set_xattr(
+            sys::borrow(&fd),
+            self.markers.nlink(),
+            format!("U{adjust:+}").as_bytes(),
+            0,
+        );
+        adjust
     }
 
     /// Make sure `node` (and every ancestor) exists in the upper layer.
@@ -168,7 +198,10 @@ impl Overlay {
             let ppath = self.upper_path(&parent);
             let pdir = upper.layer.open_dir(&ppath)?;
             sys::link_at(index, &key, sys::borrow(&pdir), &name)?;
-            node.state.write().upper = true;
+            let adjust = self.add_nlink_adjust(index, &key, -1);
+            let mut s = node.state.write();
+            s.upper = true;
+            s.nlink_adjust = adjust;
             return Ok(());
         }
         let tmp = self.temp_name();
@@ -178,6 +211,17 @@ impl Overlay {
             return Err(e);
         }
         if indexed {
+            // Two names now (index + this one) stand for the lower's `nlink`.
+            let adjust = st.nlink as i64 - 2;
+            if let Ok(fd) = sys::open_path_at(work, &tmp) {
+                let _ = sys::set_xattr(
+                    sys::borrow(&fd),
+                    self.markers.nlink(),
+                    format!("U{adjust:+}").as_bytes(),
+                    0,
+                );
+            }
+            node.state.write().nlink_adjust = adjust;
             match sys::link_at(work, &tmp, index, &key) {
                 Ok(()) | Err(Errno::EEXIST) => {}
                 Err(e) => {
@@ -204,6 +248,10 @@ impl Overlay {
             let _ = sys::fsync(sys::borrow(&pdir));
         }
         node.state.write().upper = true;
+        if kind == FileKind::Directory {
+            // Now merged: it reports nlink 1 from here on.
+            self.attr_changed(node.ino);
+        }
         Ok(())
     }
 

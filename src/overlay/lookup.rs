@@ -37,6 +37,7 @@ pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<N
         lowers: stack,
         unlinked: false,
         stale_name: false,
+        nlink_adjust: 0,
     })
 }
 
@@ -48,6 +49,8 @@ pub(super) struct Resolved {
     pub lowers: Vec<LowerRef>,
     /// The inode number the union reports (0: let the table choose).
     pub ino: u64,
+    /// Added to the upper link count (hard links partly copied up).
+    pub nlink_adjust: i64,
 }
 
 /// How to find the next lower entry of a name.
@@ -78,7 +81,7 @@ impl Overlay {
     ) -> SysResult<Arc<Node>> {
         let mut r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
         if !r.upper && self.join_indexed_copy(parent, name, &r.stat)? {
-            r.upper = true;
+            r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
         }
         Ok(self.node_for(parent, name, r, count))
     }
@@ -110,6 +113,7 @@ impl Overlay {
                         lowers: r.lowers.clone(),
                         unlinked: false,
                         stale_name: false,
+                        nlink_adjust: r.nlink_adjust,
                     },
                 )
             },
@@ -125,8 +129,9 @@ impl Overlay {
             s.name = name.to_owned();
             s.stale_name = false;
         }
-        if r.upper && !s.upper {
+        if r.upper {
             s.upper = true;
+            s.nlink_adjust = r.nlink_adjust;
         }
         if s.kind == FileKind::Directory && !r.lowers.is_empty() && s.lowers != r.lowers {
             s.lowers = r.lowers;
@@ -148,6 +153,7 @@ impl Overlay {
         let mut search = Search::Name(name.as_encoded_bytes().to_vec());
         let mut merge_lowers = true;
         let mut has_origin = false;
+        let mut nlink_adjust = 0;
         if let (true, Some(u)) = (p_upper, &self.upper) {
             let ppath = self.upper_path(parent);
             let dir = u.layer.open_dir(&ppath)?;
@@ -169,6 +175,8 @@ impl Overlay {
                         }
                     } else if !has_origin {
                         merge_lowers = false;
+                    } else if st.nlink > 1 {
+                        nlink_adjust = self.read_nlink_adjust(sys::borrow(&fd));
                     }
                     upper_stat = Some(st);
                 }
@@ -274,6 +282,7 @@ impl Overlay {
             upper,
             lowers,
             ino,
+            nlink_adjust,
         }))
     }
 

@@ -32,8 +32,8 @@ use parking_lot::RwLock;
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 
 /// What the union needs to know to run; built and validated by `crate::config`.
 #[derive(Clone, Debug)]
@@ -114,7 +114,13 @@ pub struct Overlay {
     tree: RwLock<()>,
     /// Names of temporary entries in the work dir.
     temp_counter: AtomicU64,
+    /// Told the inode number of a node whose attributes changed without a request on
+    /// that node (a directory copied up now reports nlink 1), so caches can drop them.
+    attr_changed: OnceLock<AttrChangeHook>,
 }
+
+/// See [`Overlay::on_attr_change`].
+pub type AttrChangeHook = Box<dyn Fn(u64) + Send + Sync>;
 
 impl std::fmt::Debug for Overlay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -204,7 +210,19 @@ impl Overlay {
             handles: HandleTable::default(),
             tree: RwLock::new(()),
             temp_counter: AtomicU64::new(0),
+            attr_changed: OnceLock::new(),
         })
+    }
+
+    /// Register who to tell when a node's attributes change behind the kernel's back.
+    pub fn on_attr_change(&self, hook: AttrChangeHook) {
+        let _ = self.attr_changed.set(hook);
+    }
+
+    fn attr_changed(&self, ino: u64) {
+        if let Some(hook) = self.attr_changed.get() {
+            hook(ino);
+        }
     }
 
     pub fn is_read_only(&self) -> bool {
@@ -281,16 +299,16 @@ impl Overlay {
     }
 
     fn attr_of(&self, node: &Node, st: &Stat) -> Attr {
-        let merged = node.state.read().is_merged_dir();
+        let (merged, adjust) = {
+            let s = node.state.read();
+            (s.is_merged_dir(), if s.upper { s.nlink_adjust } else { 0 })
+        };
+        let nlink = (st.nlink as i64 + adjust).clamp(0, u32::MAX as i64) as u64;
         Attr {
             ino: node.ino,
             kind: st.kind(),
             perm: st.perm(),
-            nlink: if merged {
-                1
-            } else {
-                st.nlink.min(u32::MAX as u64) as u32
-            },
+            nlink: if merged { 1 } else { nlink as u32 },
             uid: st.uid,
             gid: st.gid,
             rdev: st.rdev,

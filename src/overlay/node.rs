@@ -47,6 +47,8 @@ pub struct NodeState {
     /// The name recorded here was removed while other names remain: the next lookup
     /// by another name takes its place.
     pub stale_name: bool,
+    /// Added to the upper inode's link count (see `MarkerNames::nlink`).
+    pub nlink_adjust: i64,
 }
 
 impl NodeState {

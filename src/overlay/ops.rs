@@ -22,6 +22,16 @@ pub enum NewEntry<'a> {
     Symlink { target: &'a OsStr },
 }
 
+/// What a new entry gets before it is moved into place.
+#[derive(Clone, Copy)]
+struct Finish {
+    perm: u32,
+    is_dir: bool,
+    is_symlink: bool,
+    opaque: bool,
+    caller: Caller,
+}
+
 /// A checked place for a new name in the upper layer.
 struct Slot {
     dir: OwnedFd,
@@ -60,9 +70,19 @@ impl Overlay {
         what: NewEntry<'_>,
         caller: Caller,
     ) -> SysResult<(Attr, Option<u64>)> {
+        if let NewEntry::Node { rdev: 0 } = what
+            && FileKind::from_mode(mode) == FileKind::CharDevice
+        {
+            // A 0/0 device would read back as a whiteout.
+            return Err(Errno::EPERM);
+        }
         let parent = self.node(parent)?;
         let _t = self.tree.read();
         let (upper, slot) = self.slot(&parent, name)?;
+        // A directory made in a merged directory (or over a whiteout) is opaque, as
+        // the kernel makes it: nothing below can ever merge into it.
+        let opaque = matches!(what, NewEntry::Dir)
+            && (slot.over_whiteout || !parent.state.read().lowers.is_empty());
         let work = sys::borrow(&upper.work);
         let (at_dir, at_name) = if slot.over_whiteout {
             (work, self.temp_name())
@@ -88,16 +108,22 @@ impl Overlay {
             NewEntry::Dir => sys::mkdir_at(at_dir, &at_name, 0o700)?,
             NewEntry::Node { rdev } => {
                 let kind = FileKind::from_mode(mode);
-                if kind == FileKind::CharDevice && rdev == 0 {
-                    // It would read back as a whiteout.
-                    return Err(Errno::EPERM);
-                }
                 sys::mknod_at(at_dir, &at_name, kind.mode_bits() | 0o600, rdev)?
             }
             NewEntry::Symlink { target } => sys::symlink_at(target, at_dir, &at_name)?,
         }
         let result = self.finish_new(
-            upper, &slot, at_dir, &at_name, name, perm, is_dir, is_symlink, caller,
+            upper,
+            &slot,
+            (at_dir, &at_name),
+            name,
+            &Finish {
+                perm,
+                is_dir,
+                is_symlink,
+                opaque,
+                caller,
+            },
         );
         if let Err(e) = result {
             let _ = if slot.over_whiteout {
@@ -113,6 +139,7 @@ impl Overlay {
             upper: true,
             lowers: Vec::new(),
             ino: self.fold_ino(upper.layer.dev, st.ino),
+            nlink_adjust: 0,
         };
         let node = self.node_for(&parent, name, r, true);
         let attr = self.attr_of(&node, &st);
@@ -121,19 +148,21 @@ impl Overlay {
     }
 
     /// Give a new entry its owner, mode and markers, then move it into place.
-    #[allow(clippy::too_many_arguments)]
     fn finish_new(
         &self,
         upper: &Upper,
         slot: &Slot,
-        at_dir: BorrowedFd<'_>,
-        at_name: &OsStr,
+        (at_dir, at_name): (BorrowedFd<'_>, &OsStr),
         name: &OsStr,
-        perm: u32,
-        is_dir: bool,
-        is_symlink: bool,
-        caller: Caller,
+        f: &Finish,
     ) -> SysResult<()> {
+        let Finish {
+            perm,
+            is_dir,
+            is_symlink,
+            opaque,
+            caller,
+        } = *f;
         // A setgid directory gives its group (the filesystem did that already).
         let pst = sys::stat_fd(sys::borrow(&slot.dir))?;
         let gid = if pst.mode & 0o2000 != 0 {
@@ -150,7 +179,7 @@ impl Overlay {
                 0
             };
             sys::chmod_path_fd(sys::borrow(&fd), perm | keep_sgid)?;
-            if is_dir && slot.over_whiteout {
+            if opaque {
                 sys::set_xattr(sys::borrow(&fd), self.markers.opaque(), b"y", 0)?;
             }
         }
@@ -188,14 +217,29 @@ impl Overlay {
         let need_whiteout = self.lower_positive(&parent, name)?;
         let pdir = upper.layer.open_dir(&self.upper_path(&parent))?;
         let pdir = sys::borrow(&pdir);
-        let in_upper = node.state.read().upper;
+        // This name (not just the node: hard links) may be in the upper or only below.
+        let name_in_upper = matches!(sys::stat_at(pdir, name), Ok(st) if !st.is_whiteout_device());
         let mut last_link = true;
-        if in_upper {
+        if name_in_upper {
             if !dir && let Ok(st) = sys::stat_at(pdir, name) {
-                last_link = st.nlink <= 1;
+                last_link = st.nlink as i64 + node.state.read().nlink_adjust <= 1;
             }
             self.remove_upper(upper, pdir, name, dir, need_whiteout)?;
         } else {
+            let (upper_node, adjust) = {
+                let s = node.state.read();
+                (s.upper, s.nlink_adjust)
+            };
+            if upper_node && adjust > 0 {
+                // A lower-only name of a copied-up hard link: one name fewer.
+                last_link = false;
+                let upath = self.upper_path(&node);
+                if let Some((d, n)) = layer::split_last(&upath) {
+                    let d = upper.layer.open_dir(d)?;
+                    let a = self.add_nlink_adjust(sys::borrow(&d), n, -1);
+                    node.state.write().nlink_adjust = a;
+                }
+            }
             self.make_whiteout(pdir, name)?;
         }
         let mut s = node.state.write();
@@ -450,14 +494,25 @@ impl Overlay {
                 }
             }
             let whiteout = self.lower_positive(&p, name)?;
-            let wflag = if whiteout { rename_flag::WHITEOUT } else { 0 };
-            match sys::rename_at(pdir, name, qdir, newname, wflag) {
-                Ok(()) => {}
-                Err(e) if whiteout && (e == Errno::EINVAL || e == Errno::EPERM) => {
-                    sys::rename_at(pdir, name, qdir, newname, 0)?;
-                    self.make_whiteout(pdir, name)?;
+            let target_is_whiteout = dst.is_none()
+                && matches!(sys::stat_at(qdir, newname), Ok(st) if st.is_whiteout_device());
+            if target_is_whiteout {
+                // Swap with the whiteout: it lands at the old name, which is where one
+                // is needed if a lower layer still has that name; else remove it.
+                sys::rename_at(pdir, name, qdir, newname, rename_flag::EXCHANGE)?;
+                if !whiteout {
+                    sys::unlink_at(pdir, name, false)?;
                 }
-                Err(e) => return Err(e),
+            } else {
+                let wflag = if whiteout { rename_flag::WHITEOUT } else { 0 };
+                match sys::rename_at(pdir, name, qdir, newname, wflag) {
+                    Ok(()) => {}
+                    Err(e) if whiteout && (e == Errno::EINVAL || e == Errno::EPERM) => {
+                        sys::rename_at(pdir, name, qdir, newname, 0)?;
+                        self.make_whiteout(pdir, name)?;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         {
