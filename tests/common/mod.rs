@@ -32,7 +32,15 @@ use std::time::{Duration, Instant};
 /// How long a mount may take to appear, or a daemon to exit after its unmount.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-pub const LAYERFUSE: &str = env!("CARGO_BIN_EXE_layerfuse");
+const LAYERFUSE: &str = env!("CARGO_BIN_EXE_layerfuse");
+
+/// The layerfuse binary: the one cargo built with these tests, or `LAYERFUSE_BIN` (to run the
+/// suite against another build without rebuilding the tests).
+pub fn layerfuse_bin() -> PathBuf {
+    std::env::var_os("LAYERFUSE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(LAYERFUSE))
+}
 
 // ---------------------------------------------------------------------------------------------
 // Environment checks
@@ -982,7 +990,7 @@ impl TestMount {
 
     /// The layerfuse command line for these layers (foreground), without spawning it.
     pub fn layerfuse_command(layers: &Layers, opts: &Opts) -> Command {
-        let mut cmd = Command::new(LAYERFUSE);
+        let mut cmd = Command::new(layerfuse_bin());
         cmd.arg("mount").arg("--lower").arg(join_lowers(layers));
         if let (Some(u), Some(w)) = (&layers.upper, &layers.work) {
             cmd.arg("--upper").arg(u).arg("--work").arg(w);
@@ -1357,14 +1365,18 @@ const UPPER_XATTRS_NOT_COMPARED: &[&str] = &[
 /// Not compared: times (the two mounts ran at different moments), nlink of regular files
 /// (index=on keeps extra links in the work dir), directory sizes, and the upper root's own
 /// xattrs (the kernel stores per-mount bookkeeping there). The work dir is never compared.
-pub fn upper_snapshot(upper: &Path) -> Vec<String> {
+///
+/// `opaque=y` on a directory is compared only where some lower has a directory at the same path:
+/// elsewhere nothing below could show through, and the kernel sets it on every directory created
+/// in a merged parent only "as an optimization" (ovl_create_upper), so its absence changes nothing.
+pub fn upper_snapshot(upper: &Path, lowers: &[PathBuf]) -> Vec<String> {
     let mut out = Vec::new();
-    walk(upper, upper, &mut out);
+    walk(upper, upper, lowers, &mut out);
     out.sort();
     out
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+fn walk(root: &Path, dir: &Path, lowers: &[PathBuf], out: &mut Vec<String>) {
     let mut names: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -1418,12 +1430,19 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
             if UPPER_XATTRS_NOT_COMPARED.contains(&n.as_str()) {
                 continue;
             }
+            if n == "trusted.overlay.opaque"
+                && !lowers
+                    .iter()
+                    .any(|l| fs::symlink_metadata(l.join(&rel)).is_ok_and(|m| m.is_dir()))
+            {
+                continue;
+            }
             let v = lgetxattr(&p, &n).unwrap_or_default();
             write!(line, " {n}={}", describe_bytes(&v)).unwrap();
         }
         out.push(line);
         if ft.is_dir() {
-            walk(root, &p, out);
+            walk(root, &p, lowers, out);
         }
     }
 }
@@ -1475,8 +1494,14 @@ impl Pair {
     pub fn check_uppers(mut self) {
         self.kernel.unmount();
         self.other.unmount();
-        let k = upper_snapshot(self.kernel.upper.as_ref().unwrap());
-        let o = upper_snapshot(self.other.upper.as_ref().unwrap());
+        let k = upper_snapshot(
+            self.kernel.upper.as_ref().unwrap(),
+            &self.kernel.layers().lowers,
+        );
+        let o = upper_snapshot(
+            self.other.upper.as_ref().unwrap(),
+            &self.other.layers().lowers,
+        );
         assert_same("upper trees", self.other.kind, &k, &o);
     }
 }
