@@ -1452,9 +1452,14 @@ fn walk(root: &Path, dir: &Path, lowers: &[PathBuf], out: &mut Vec<String>) {
 // ---------------------------------------------------------------------------------------------
 
 /// Kernel overlayfs and the implementation under test over identical copies of one template.
+///
+/// A difference found by [`Pair::check`] does not stop the test at once: the test goes on (so
+/// [`Pair::check_uppers`] still compares the uppers) and every difference is reported together,
+/// at `check_uppers` or when the pair is dropped.
 pub struct Pair {
     pub kernel: TestMount,
     pub other: TestMount,
+    failures: std::cell::RefCell<Vec<String>>,
 }
 
 impl Pair {
@@ -1473,7 +1478,11 @@ impl Pair {
             ol.oci_to_kernel();
         }
         let other = TestMount::under_test(ol, opts);
-        Pair { kernel, other }
+        Pair {
+            kernel,
+            other,
+            failures: Default::default(),
+        }
     }
 
     /// Run `f` on the kernel mount, then on the other, and require identical logs.
@@ -1486,7 +1495,9 @@ impl Pair {
         }
         let mut o = Ctx::new(&self.other);
         f(&mut o);
-        assert_same("observations", self.other.kind, &k.log, &o.log);
+        if let Err(msg) = compare("observations", self.other.kind, &k.log, &o.log) {
+            self.failures.borrow_mut().push(msg);
+        }
         self
     }
 
@@ -1502,34 +1513,48 @@ impl Pair {
             self.other.upper.as_ref().unwrap(),
             &self.other.layers().lowers,
         );
-        assert_same("upper trees", self.other.kind, &k, &o);
+        if let Err(msg) = compare("upper trees", self.other.kind, &k, &o) {
+            self.failures.borrow_mut().push(msg);
+        }
+        let failures = std::mem::take(&mut *self.failures.borrow_mut());
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 }
 
-/// Compare two logs; on a difference, panic with both logs and the first differing line marked.
-pub fn assert_same(what: &str, other: Impl, k: &[String], o: &[String]) {
-    if k == o {
-        return;
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let failures = std::mem::take(&mut *self.failures.borrow_mut());
+        if !failures.is_empty() && !std::thread::panicking() {
+            // The mounts (fields) are still dropped, i.e. unmounted, while this unwinds.
+            panic!("{}", failures.join("\n"));
+        }
     }
-    let first = k
-        .iter()
-        .zip(o)
-        .position(|(a, b)| a != b)
-        .unwrap_or(k.len().min(o.len()));
+}
+
+/// Compare two logs; on a difference, panic with both logs and the differing lines marked.
+pub fn assert_same(what: &str, other: Impl, k: &[String], o: &[String]) {
+    if let Err(msg) = compare(what, other, k, o) {
+        panic!("{msg}");
+    }
+}
+
+/// Both logs with every differing line marked `>>`, or Ok when they are equal.
+pub fn compare(what: &str, other: Impl, k: &[String], o: &[String]) -> Result<(), String> {
+    if k == o {
+        return Ok(());
+    }
     let mut msg = format!("{what} differ between kernel overlayfs and {other:?}:\n");
-    let n = k.len().max(o.len());
-    for i in 0..n {
-        let mark = if i == first { ">>" } else { "  " };
+    for i in 0..k.len().max(o.len()) {
         let a = k.get(i).map(String::as_str).unwrap_or("<none>");
         let b = o.get(i).map(String::as_str).unwrap_or("<none>");
         if a == b {
-            writeln!(msg, "{mark}   both:   {a}").unwrap();
+            writeln!(msg, "     both:   {a}").unwrap();
         } else {
-            writeln!(msg, "{mark} kernel:   {a}").unwrap();
-            writeln!(msg, "{mark} {other:?}: {b}").unwrap();
+            writeln!(msg, ">> kernel:   {a}").unwrap();
+            writeln!(msg, ">> {other:?}: {b}").unwrap();
         }
     }
-    panic!("{msg}");
+    Err(msg)
 }
 
 /// Shorthand: build nothing, just run `f` on a pair over `tpl` and compare observations and uppers.
