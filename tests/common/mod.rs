@@ -1076,10 +1076,6 @@ impl TestMount {
         self.child.as_ref().map(|c| c.id())
     }
 
-    pub fn child_mut(&mut self) -> Option<&mut Child> {
-        self.child.as_mut()
-    }
-
     /// The daemon's stderr so far.
     pub fn stderr(&self) -> String {
         fs::read_to_string(self.layers().root.join("daemon.stderr")).unwrap_or_default()
