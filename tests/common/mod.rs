@@ -32,7 +32,15 @@ use std::time::{Duration, Instant};
 /// How long a mount may take to appear, or a daemon to exit after its unmount.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-pub const LAYERFUSE: &str = env!("CARGO_BIN_EXE_layerfuse");
+const LAYERFUSE: &str = env!("CARGO_BIN_EXE_layerfuse");
+
+/// The layerfuse binary: the one cargo built with these tests, or `LAYERFUSE_BIN` (to run the
+/// suite against another build without rebuilding the tests).
+pub fn layerfuse_bin() -> PathBuf {
+    std::env::var_os("LAYERFUSE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(LAYERFUSE))
+}
 
 // ---------------------------------------------------------------------------------------------
 // Environment checks
@@ -982,7 +990,7 @@ impl TestMount {
 
     /// The layerfuse command line for these layers (foreground), without spawning it.
     pub fn layerfuse_command(layers: &Layers, opts: &Opts) -> Command {
-        let mut cmd = Command::new(LAYERFUSE);
+        let mut cmd = Command::new(layerfuse_bin());
         cmd.arg("mount").arg("--lower").arg(join_lowers(layers));
         if let (Some(u), Some(w)) = (&layers.upper, &layers.work) {
             cmd.arg("--upper").arg(u).arg("--work").arg(w);
@@ -1066,10 +1074,6 @@ impl TestMount {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
-    }
-
-    pub fn child_mut(&mut self) -> Option<&mut Child> {
-        self.child.as_mut()
     }
 
     /// The daemon's stderr so far.
@@ -1357,14 +1361,18 @@ const UPPER_XATTRS_NOT_COMPARED: &[&str] = &[
 /// Not compared: times (the two mounts ran at different moments), nlink of regular files
 /// (index=on keeps extra links in the work dir), directory sizes, and the upper root's own
 /// xattrs (the kernel stores per-mount bookkeeping there). The work dir is never compared.
-pub fn upper_snapshot(upper: &Path) -> Vec<String> {
+///
+/// `opaque=y` on a directory is compared only where some lower has a directory at the same path:
+/// elsewhere nothing below could show through, and the kernel sets it on every directory created
+/// in a merged parent only "as an optimization" (ovl_create_upper), so its absence changes nothing.
+pub fn upper_snapshot(upper: &Path, lowers: &[PathBuf]) -> Vec<String> {
     let mut out = Vec::new();
-    walk(upper, upper, &mut out);
+    walk(upper, upper, lowers, &mut out);
     out.sort();
     out
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+fn walk(root: &Path, dir: &Path, lowers: &[PathBuf], out: &mut Vec<String>) {
     let mut names: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -1418,12 +1426,19 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
             if UPPER_XATTRS_NOT_COMPARED.contains(&n.as_str()) {
                 continue;
             }
+            if n == "trusted.overlay.opaque"
+                && !lowers
+                    .iter()
+                    .any(|l| fs::symlink_metadata(l.join(&rel)).is_ok_and(|m| m.is_dir()))
+            {
+                continue;
+            }
             let v = lgetxattr(&p, &n).unwrap_or_default();
             write!(line, " {n}={}", describe_bytes(&v)).unwrap();
         }
         out.push(line);
         if ft.is_dir() {
-            walk(root, &p, out);
+            walk(root, &p, lowers, out);
         }
     }
 }
@@ -1433,9 +1448,14 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
 // ---------------------------------------------------------------------------------------------
 
 /// Kernel overlayfs and the implementation under test over identical copies of one template.
+///
+/// A difference found by [`Pair::check`] does not stop the test at once: the test goes on (so
+/// [`Pair::check_uppers`] still compares the uppers) and every difference is reported together,
+/// at `check_uppers` or when the pair is dropped.
 pub struct Pair {
     pub kernel: TestMount,
     pub other: TestMount,
+    failures: std::cell::RefCell<Vec<String>>,
 }
 
 impl Pair {
@@ -1454,7 +1474,11 @@ impl Pair {
             ol.oci_to_kernel();
         }
         let other = TestMount::under_test(ol, opts);
-        Pair { kernel, other }
+        Pair {
+            kernel,
+            other,
+            failures: Default::default(),
+        }
     }
 
     /// Run `f` on the kernel mount, then on the other, and require identical logs.
@@ -1467,7 +1491,9 @@ impl Pair {
         }
         let mut o = Ctx::new(&self.other);
         f(&mut o);
-        assert_same("observations", self.other.kind, &k.log, &o.log);
+        if let Err(msg) = compare("observations", self.other.kind, &k.log, &o.log) {
+            self.failures.borrow_mut().push(msg);
+        }
         self
     }
 
@@ -1475,36 +1501,56 @@ impl Pair {
     pub fn check_uppers(mut self) {
         self.kernel.unmount();
         self.other.unmount();
-        let k = upper_snapshot(self.kernel.upper.as_ref().unwrap());
-        let o = upper_snapshot(self.other.upper.as_ref().unwrap());
-        assert_same("upper trees", self.other.kind, &k, &o);
+        let k = upper_snapshot(
+            self.kernel.upper.as_ref().unwrap(),
+            &self.kernel.layers().lowers,
+        );
+        let o = upper_snapshot(
+            self.other.upper.as_ref().unwrap(),
+            &self.other.layers().lowers,
+        );
+        if let Err(msg) = compare("upper trees", self.other.kind, &k, &o) {
+            self.failures.borrow_mut().push(msg);
+        }
+        let failures = std::mem::take(&mut *self.failures.borrow_mut());
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 }
 
-/// Compare two logs; on a difference, panic with both logs and the first differing line marked.
-pub fn assert_same(what: &str, other: Impl, k: &[String], o: &[String]) {
-    if k == o {
-        return;
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let failures = std::mem::take(&mut *self.failures.borrow_mut());
+        if !failures.is_empty() && !std::thread::panicking() {
+            // The mounts (fields) are still dropped, i.e. unmounted, while this unwinds.
+            panic!("{}", failures.join("\n"));
+        }
     }
-    let first = k
-        .iter()
-        .zip(o)
-        .position(|(a, b)| a != b)
-        .unwrap_or(k.len().min(o.len()));
+}
+
+/// Compare two logs; on a difference, panic with both logs and the differing lines marked.
+pub fn assert_same(what: &str, other: Impl, k: &[String], o: &[String]) {
+    if let Err(msg) = compare(what, other, k, o) {
+        panic!("{msg}");
+    }
+}
+
+/// Both logs with every differing line marked `>>`, or Ok when they are equal.
+pub fn compare(what: &str, other: Impl, k: &[String], o: &[String]) -> Result<(), String> {
+    if k == o {
+        return Ok(());
+    }
     let mut msg = format!("{what} differ between kernel overlayfs and {other:?}:\n");
-    let n = k.len().max(o.len());
-    for i in 0..n {
-        let mark = if i == first { ">>" } else { "  " };
+    for i in 0..k.len().max(o.len()) {
         let a = k.get(i).map(String::as_str).unwrap_or("<none>");
         let b = o.get(i).map(String::as_str).unwrap_or("<none>");
         if a == b {
-            writeln!(msg, "{mark}   both:   {a}").unwrap();
+            writeln!(msg, "     both:   {a}").unwrap();
         } else {
-            writeln!(msg, "{mark} kernel:   {a}").unwrap();
-            writeln!(msg, "{mark} {other:?}: {b}").unwrap();
+            writeln!(msg, ">> kernel:   {a}").unwrap();
+            writeln!(msg, ">> {other:?}: {b}").unwrap();
         }
     }
-    panic!("{msg}");
+    Err(msg)
 }
 
 /// Shorthand: build nothing, just run `f` on a pair over `tpl` and compare observations and uppers.

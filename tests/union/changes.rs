@@ -550,9 +550,15 @@ fn fstat_after_unlink_reports_nlink_zero() {
                 fs::OpenOptions::new().read(true).write(true).open(c.p(n)),
             );
             c.must(&format!("unlink {n}"), fs::remove_file(c.p(n)));
-            let md = f.metadata().unwrap();
-            c.val(&format!("fstat {n} nlink"), md.nlink());
-            c.val(&format!("fstat {n} size"), md.size());
+            let md = f.metadata();
+            c.val(
+                &format!("fstat {n} nlink"),
+                md.as_ref().map(|m| m.nlink()).map_err(errno_name),
+            );
+            c.val(
+                &format!("fstat {n} size"),
+                md.as_ref().map(|m| m.size()).map_err(errno_name),
+            );
             let mut f = f;
             c.ok(
                 &format!("write to unlinked {n}"),
@@ -593,7 +599,10 @@ fn o_tmpfile_works() {
             if let Some(fd) = fd {
                 let mut f = fs::File::from(fd);
                 c.ok("write tmpfile", f.write_all(b"anonymous"));
-                c.val("tmpfile nlink", f.metadata().unwrap().nlink());
+                c.val(
+                    "tmpfile nlink",
+                    f.metadata().map(|m| m.nlink()).map_err(|e| errno_name(&e)),
+                );
                 let target = cpath(&c.p(&format!("{dir}/linked")));
                 // SAFETY: linkat with AT_EMPTY_PATH on an fd we own and a valid C string.
                 let r = unsafe {

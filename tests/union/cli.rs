@@ -34,7 +34,7 @@ fn ours(before: &[u64], mnt: &Path, root: &Path) -> Vec<MountInfo> {
 fn expect_refused(what: &str, args: &[OsString], mnt: &Path, work_root: &Path) {
     let before = all_mount_ids();
     let err = work_root.join(format!("refused-{}.stderr", what.replace(' ', "_")));
-    let mut cmd = Command::new(LAYERFUSE);
+    let mut cmd = Command::new(layerfuse_bin());
     cmd.arg("mount").args(args).arg("-f").arg(mnt);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -68,10 +68,7 @@ fn expect_refused(what: &str, args: &[OsString], mnt: &Path, work_root: &Path) {
         1,
         "{what}: expected exactly one line on stderr, got:\n{stderr}"
     );
-    let after: Vec<_> = mounts()
-        .into_iter()
-        .filter(|m| !before.contains(&m.id))
-        .collect();
+    let after = ours(&before, mnt, work_root);
     assert!(after.is_empty(), "{what}: mounted after refusal: {after:?}");
 }
 
@@ -301,7 +298,7 @@ fn daemon_mode_returns_once_live_and_umount_stops_it() {
     need_root!();
     let l = base();
     let err = l.root.join("daemon.stderr");
-    let mut cmd = Command::new(LAYERFUSE);
+    let mut cmd = Command::new(layerfuse_bin());
     cmd.arg("mount").args(std_args(&l)).arg(&l.mnt);
     // Files, not pipes: a daemon that keeps inherited pipes open would hang a pipe reader.
     cmd.stdin(Stdio::null())
@@ -325,7 +322,7 @@ fn daemon_mode_returns_once_live_and_umount_stops_it() {
     assert_eq!(fs::read_to_string(l.mnt.join("b")).unwrap(), "b");
     assert!(!guard.pids.is_empty(), "no background daemon process found");
 
-    let st = Command::new(LAYERFUSE)
+    let st = Command::new(layerfuse_bin())
         .arg("umount")
         .arg(&l.mnt)
         .status()
@@ -361,7 +358,7 @@ fn foreground_stop(stop: impl FnOnce(&TestMount)) {
 fn layerfuse_umount_stops_foreground_daemon() {
     need_root!();
     foreground_stop(|m| {
-        let st = Command::new(LAYERFUSE)
+        let st = Command::new(layerfuse_bin())
             .arg("umount")
             .arg(&m.mnt)
             .status()

@@ -254,9 +254,11 @@ fn copy_up_keeps_holes() {
         let blocks = fs::symlink_metadata(c.up("big"))
             .map(|m| m.blocks() * 512)
             .unwrap_or(u64::MAX);
+        // Three 4 KiB data blocks; the kernel copies in 1 MiB chunks around data, so up to a
+        // few MiB are allocated — far from the 64 MiB a hole-filling copy takes.
         c.val(
-            "upper copy allocates at most 1 MiB of 64 MiB",
-            blocks <= 1 << 20,
+            "upper copy allocates at most 8 MiB of 64 MiB",
+            blocks <= 8 << 20,
         );
         c.stat("big");
         c.read("big");
