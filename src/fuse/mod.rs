@@ -272,12 +272,13 @@ impl fuser::Filesystem for LayerFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.overlay.write(fh.0, offset, data) {
+        let from_page_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
+        match self.overlay.write(fh.0, offset, data, from_page_cache) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }

@@ -197,7 +197,13 @@ impl Overlay {
         if indexed && sys::stat_at(index, &key).is_ok() {
             let ppath = self.upper_path(&parent);
             let pdir = upper.layer.open_dir(&ppath)?;
+            let pst = sys::stat_fd(sys::borrow(&pdir))?;
             sys::link_at(index, &key, sys::borrow(&pdir), &name)?;
+            let _ = sys::set_times_fd(
+                sys::borrow(&pdir),
+                TimeSet::At(pst.atime),
+                TimeSet::At(pst.mtime),
+            );
             let adjust = self.add_nlink_adjust(index, &key, -1);
             let mut s = node.state.write();
             s.upper = true;
@@ -234,6 +240,8 @@ impl Overlay {
         // the caller holds, so a concurrent rename cannot move it under us.
         let ppath = self.upper_path(&parent);
         let pdir = upper.layer.open_dir(&ppath)?;
+        // A copy-up is not a change of the parent: its times are put back after.
+        let pst = sys::stat_fd(sys::borrow(&pdir))?;
         if let Err(e) = sys::rename_at(
             work,
             &tmp,
@@ -244,6 +252,11 @@ impl Overlay {
             let _ = remove_tree(work, &tmp);
             return Err(e);
         }
+        let _ = sys::set_times_fd(
+            sys::borrow(&pdir),
+            TimeSet::At(pst.atime),
+            TimeSet::At(pst.mtime),
+        );
         if !self.volatile {
             let _ = sys::fsync(sys::borrow(&pdir));
         }

@@ -27,7 +27,13 @@ pub(super) struct FileHandle {
     /// the kernel's overlayfs does).
     fd: RwLock<Arc<OwnedFd>>,
     on_lower: std::sync::atomic::AtomicBool,
+    /// The file's `security.capability`, if it had one when opened for writing:
+    /// writes from the page cache (mmap) must not strip it, but the upper
+    /// filesystem strips it on every write the daemon makes.
+    capability: Option<Vec<u8>>,
 }
+
+const CAPABILITY: &str = "security.capability";
 
 /// One open directory: a snapshot of its merged listing, taken when reading starts
 /// at offset 0, so offsets stay valid while the directory changes.
@@ -62,6 +68,15 @@ impl HandleTable {
 
     fn remove(&self, fh: u64) {
         self.handles.remove(&fh);
+    }
+
+    /// fstat through any open file of node `ino` (the kernel asks getattr without a
+    /// handle even for fstat; after the last unlink only an open fd still reaches it).
+    pub(super) fn fstat_any_of(&self, ino: u64) -> Option<Stat> {
+        self.handles.iter().find_map(|h| match &**h.value() {
+            Handle::File(f) if f.node.ino == ino => sys::stat_fd(sys::borrow(&f.fd.read())).ok(),
+            _ => None,
+        })
     }
 
     /// fstat through an open file handle (sees nlink 0 after the last unlink).
@@ -106,10 +121,16 @@ impl Overlay {
         }
         let fd = self.open_backing(&node, backing_flags(flags))?;
         let on_lower = !node.state.read().upper;
+        let capability = if write {
+            sys::get_xattr(sys::borrow(&fd), std::ffi::OsStr::new(CAPABILITY)).ok()
+        } else {
+            None
+        };
         let fh = self.handles.insert(Handle::File(FileHandle {
             node,
             fd: RwLock::new(Arc::new(fd)),
             on_lower: on_lower.into(),
+            capability,
         }));
         Ok((fh, OpenInfo { keep_cache: true }))
     }
@@ -135,6 +156,7 @@ impl Overlay {
             node,
             fd: RwLock::new(Arc::new(fd)),
             on_lower: false.into(),
+            capability: None,
         }))
     }
 
@@ -167,8 +189,24 @@ impl Overlay {
         sys::read_exact_at(sys::borrow(&fd), size as usize, offset)
     }
 
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> SysResult<u32> {
+    /// Write at `offset`. `from_page_cache`: the kernel is writing back pages (mmap),
+    /// which never strips privileges.
+    pub fn write(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        from_page_cache: bool,
+    ) -> SysResult<u32> {
         let fd = self.file_fd(fh)?;
+        let keep_cap = if from_page_cache {
+            match &*self.handles.get(fh)? {
+                Handle::File(f) => f.capability.clone(),
+                Handle::Dir(_) => None,
+            }
+        } else {
+            None
+        };
         let mut done = 0;
         while done < data.len() {
             let n = sys::pwrite(sys::borrow(&fd), &data[done..], offset + done as u64)?;
@@ -176,6 +214,9 @@ impl Overlay {
                 break;
             }
             done += n;
+        }
+        if let Some(cap) = keep_cap {
+            let _ = sys::set_xattr(sys::borrow(&fd), std::ffi::OsStr::new(CAPABILITY), &cap, 0);
         }
         Ok(done as u32)
     }

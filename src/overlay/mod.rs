@@ -299,11 +299,19 @@ impl Overlay {
     }
 
     fn attr_of(&self, node: &Node, st: &Stat) -> Attr {
-        let (merged, adjust) = {
+        let (merged, adjust, unlinked) = {
             let s = node.state.read();
-            (s.is_merged_dir(), if s.upper { s.nlink_adjust } else { 0 })
+            (
+                s.is_merged_dir(),
+                if s.upper { s.nlink_adjust } else { 0 },
+                s.unlinked && s.kind != FileKind::Directory,
+            )
         };
-        let nlink = (st.nlink as i64 + adjust).clamp(0, u32::MAX as i64) as u64;
+        let nlink = if unlinked {
+            0
+        } else {
+            (st.nlink as i64 + adjust).clamp(0, u32::MAX as i64) as u64
+        };
         Attr {
             ino: node.ino,
             kind: st.kind(),
@@ -327,7 +335,13 @@ impl Overlay {
             return Ok(self.attr_of(&node, &st));
         }
         let _t = self.tree.read();
-        let st = self.stat_node(&node)?;
+        let st = match self.stat_node(&node) {
+            Ok(st) if !node.state.read().unlinked => st,
+            other => match self.handles.fstat_any_of(ino) {
+                Some(st) => st,
+                None => other?,
+            },
+        };
         Ok(self.attr_of(&node, &st))
     }
 
