@@ -55,8 +55,11 @@ fn run_compat(args: &[OsString]) -> Result<(), String> {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // fuser warns when it finds the mount already gone at exit, which is how every
+    // unmount from outside ends: not worth a line.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},fuser::session=error"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| -> Box<dyn Write> {

@@ -5,9 +5,10 @@
 //! any moment leaves either the lower entry visible or the complete copy. Leftovers
 //! in the work dir are removed at the next mount. Parents are copied first.
 
+use super::lookup::Resolved;
 use super::node::Node;
 use super::{Overlay, Upper};
-use crate::layer::{self, Layer};
+use crate::layer;
 use crate::sys::{self, Errno, FileKind, Stat, SysResult, TimeSet};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -43,9 +44,11 @@ pub(super) fn prepare_work_dir(work_root: BorrowedFd<'_>) -> SysResult<OwnedFd> 
     Ok(work)
 }
 
-/// Open (making it if needed) `W/lf-index`, kept across mounts.
-pub(super) fn open_index_dir(work_root: BorrowedFd<'_>) -> SysResult<OwnedFd> {
-    let name = OsStr::new("lf-index");
+/// Open (making it if needed) an index dir of the work dir, kept across mounts:
+/// `W/index` (the kernel's, entries named by origin file handle) or `W/lf-index`
+/// (layerfuse's own, for files whose filesystem has no file handles).
+pub(super) fn open_index_dir(work_root: BorrowedFd<'_>, name: &str) -> SysResult<OwnedFd> {
+    let name = OsStr::new(name);
     match sys::mkdir_at(work_root, name, 0o700) {
         Ok(()) | Err(Errno::EEXIST) => {}
         Err(e) => return Err(e),
@@ -58,9 +61,28 @@ pub(super) fn open_index_dir(work_root: BorrowedFd<'_>) -> SysResult<OwnedFd> {
     )
 }
 
-/// The index name of a lower file with several names.
-pub(super) fn index_key(st: &Stat) -> OsString {
-    OsString::from(format!("{:x}-{:x}", st.dev, st.ino))
+/// Where the index keeps the copy of a lower file with several names.
+pub(super) struct IndexSlot<'a> {
+    pub dir: BorrowedFd<'a>,
+    pub key: OsString,
+}
+
+/// The index entry of a lower inode: the kernel's name (hex of its origin file
+/// handle) where there is one, so the kernel finds the same entry.
+pub(super) fn index_slot<'a>(upper: &'a Upper, origin: Option<&[u8]>, st: &Stat) -> IndexSlot<'a> {
+    match origin {
+        Some(fb) => {
+            let hex: String = fb.iter().map(|b| format!("{b:02x}")).collect();
+            IndexSlot {
+                dir: sys::borrow(&upper.kernel_index),
+                key: OsString::from(hex),
+            }
+        }
+        None => IndexSlot {
+            dir: sys::borrow(&upper.index),
+            key: OsString::from(format!("{:x}-{:x}", st.dev, st.ino)),
+        },
+    }
 }
 
 /// Remove `name` in `dir` and everything below it.
@@ -95,24 +117,32 @@ impl Overlay {
         &self,
         parent: &Arc<Node>,
         name: &OsStr,
-        st: &Stat,
+        r: &Resolved,
     ) -> SysResult<bool> {
         let Some(upper) = &self.upper else {
             return Ok(false);
         };
+        let st = &r.stat;
         if st.kind() == FileKind::Directory || st.nlink <= 1 {
             return Ok(false);
         }
-        let key = index_key(st);
-        let index = sys::borrow(&upper.index);
-        if sys::stat_at(index, &key).is_err() {
+        let Some(lower) = r.lowers.first() else {
+            return Ok(false);
+        };
+        let layer = &self.lowers[lower.layer];
+        let origin = layer
+            .open_any(&lower.path)
+            .ok()
+            .and_then(|fd| layer.origin_handle(sys::borrow(&fd)));
+        let slot = index_slot(upper, origin.as_deref(), st);
+        if sys::stat_at(slot.dir, &slot.key).is_err() {
             return Ok(false);
         }
         self.copy_up(parent, Data::Full)?;
         let pdir = upper.layer.open_dir(&self.upper_path(parent))?;
-        match sys::link_at(index, &key, sys::borrow(&pdir), name) {
+        match sys::link_at(slot.dir, &slot.key, sys::borrow(&pdir), name) {
             Ok(()) => {
-                self.add_nlink_adjust(index, &key, -1);
+                self.add_nlink_adjust(slot.dir, &slot.key, -1);
                 Ok(true)
             }
             Err(Errno::EEXIST) => Ok(true),
@@ -190,9 +220,11 @@ impl Overlay {
         let src_dir = sys::borrow(&src_dir);
         let st = sys::stat_at(src_dir, src_name)?;
         let work = sys::borrow(&upper.work);
-        let index = sys::borrow(&upper.index);
+        let origin = sys::open_path_at(src_dir, src_name)
+            .ok()
+            .and_then(|fd| src_layer.origin_handle(sys::borrow(&fd)));
         let indexed = kind != FileKind::Directory && st.nlink > 1;
-        let key = index_key(&st);
+        let IndexSlot { dir: index, key } = index_slot(upper, origin.as_deref(), &st);
         // Another name of this inode was copied up already: join it.
         if indexed && sys::stat_at(index, &key).is_ok() {
             let ppath = self.upper_path(&parent);
@@ -211,7 +243,15 @@ impl Overlay {
             return Ok(());
         }
         let tmp = self.temp_name();
-        let built = self.build_copy(src_layer, src_dir, src_name, &st, work, &tmp, kind, data);
+        let built = self.build_copy(
+            src_dir,
+            src_name,
+            &st,
+            (work, &tmp),
+            kind,
+            data,
+            origin.as_deref().unwrap_or(b""),
+        );
         if let Err(e) = built {
             let _ = remove_tree(work, &tmp);
             return Err(e);
@@ -272,16 +312,14 @@ impl Overlay {
     #[allow(clippy::too_many_arguments)]
     fn build_copy(
         &self,
-        src_layer: &Layer,
         src_dir: BorrowedFd<'_>,
         src_name: &OsStr,
         st: &Stat,
-        work: BorrowedFd<'_>,
-        tmp: &OsStr,
+        (work, tmp): (BorrowedFd<'_>, &OsStr),
         kind: FileKind,
         data: Data,
+        origin: &[u8],
     ) -> SysResult<()> {
-        let _ = src_layer;
         match kind {
             FileKind::Directory => sys::mkdir_at(work, tmp, 0o700)?,
             FileKind::Regular => {
@@ -312,9 +350,10 @@ impl Overlay {
         }
         let src = sys::open_path_at(src_dir, src_name)?;
         self.copy_xattrs(sys::borrow(&src), sys::borrow(&dst))?;
-        // Empty origin: "copied up, origin not recorded" in the kernel's format; it
-        // keeps the lower inode number for this entry (see lookup).
-        let _ = sys::set_xattr(sys::borrow(&dst), self.markers.origin(), b"", 0);
+        // The kernel's origin record (its file handle of the lower entry; empty means
+        // "copied up, origin unknown"): lookup keeps the lower inode number for it,
+        // and the kernel finds the hard-link index entry by it.
+        let _ = sys::set_xattr(sys::borrow(&dst), self.markers.origin(), origin, 0);
         sys::set_times_at(work, tmp, TimeSet::At(st.atime), TimeSet::At(st.mtime))?;
         Ok(())
     }

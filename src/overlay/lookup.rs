@@ -80,7 +80,7 @@ impl Overlay {
         count: bool,
     ) -> SysResult<Arc<Node>> {
         let mut r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
-        if !r.upper && self.join_indexed_copy(parent, name, &r.stat)? {
+        if !r.upper && self.join_indexed_copy(parent, name, &r)? {
             r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
         }
         Ok(self.node_for(parent, name, r, count))

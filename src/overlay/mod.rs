@@ -93,8 +93,10 @@ struct Upper {
     layer: Layer,
     /// `W/work`: where copies are built before they are renamed into place.
     work: OwnedFd,
-    /// `W/lf-index`: one link to every copied-up file that had several names in its
-    /// lower layer, so the other names join the same inode (the kernel's `index=on`).
+    /// `W/index` (the kernel's) and `W/lf-index`: one link to every copied-up file
+    /// that had several names in its lower layer, so the other names join the same
+    /// inode (the kernel's `index=on`).
+    kernel_index: OwnedFd,
     index: OwnedFd,
     /// Held open with an exclusive lock: one mount per work dir.
     _work_lock: OwnedFd,
@@ -177,11 +179,14 @@ impl Overlay {
                     .map_err(|e| err(w, "work dir is in use by another mount", e))?;
                 let work = copyup::prepare_work_dir(sys::borrow(&work_root))
                     .map_err(|e| err(w, "cannot prepare work dir", e))?;
-                let index = copyup::open_index_dir(sys::borrow(&work_root))
+                let index = copyup::open_index_dir(sys::borrow(&work_root), "lf-index")
+                    .map_err(|e| err(w, "cannot prepare index dir", e))?;
+                let kernel_index = copyup::open_index_dir(sys::borrow(&work_root), "index")
                     .map_err(|e| err(w, "cannot prepare index dir", e))?;
                 Some(Upper {
                     layer,
                     work,
+                    kernel_index,
                     index,
                     _work_lock: work_root,
                 })
