@@ -13,8 +13,8 @@ use convert::{errno, file_attr, file_type, time_set};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, FileHandle, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::path::Path;
@@ -59,7 +59,9 @@ impl fuser::Filesystem for LayerFs {
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_MAX_PAGES
             | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_AUTO_INVAL_DATA;
+            | InitFlags::FUSE_AUTO_INVAL_DATA
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO;
         let _ = config.add_capabilities(wanted & config.capabilities());
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
@@ -325,7 +327,12 @@ impl fuser::Filesystem for LayerFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.overlay.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // The kernel may keep listings: every change to a directory goes through
+            // this mount, and the kernel drops its copy when the directory changes.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -345,6 +352,49 @@ impl fuser::Filesystem for LayerFs {
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(e.ino), (i + 1) as u64, file_type(e.kind), &e.name) {
                 break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.overlay.readdir(fh.0, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno(e)),
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let next = (i + 1) as u64;
+            // `.` and `..` carry no lookup reference; the kernel ignores their attributes.
+            let dots = e.name == "." || e.name == "..";
+            let attr = if dots {
+                self.overlay
+                    .getattr(if e.name == "." { ino.0 } else { e.ino }, None)
+            } else {
+                self.overlay.entry_attr(fh.0, &e.name)
+            };
+            let Ok(attr) = attr else {
+                // Gone since the listing was taken: leave it out.
+                continue;
+            };
+            if reply.add(
+                INodeNo(attr.ino),
+                next,
+                &e.name,
+                &TTL,
+                &file_attr(&attr),
+                Generation(0),
+            ) {
+                break;
+            }
+            if !dots {
+                self.overlay.count_lookup(attr.ino);
             }
         }
         reply.ok();

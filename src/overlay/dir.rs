@@ -2,6 +2,7 @@
 //! name, whiteouts and reserved names left out.
 
 use super::Overlay;
+use super::dircache::LayerId;
 use super::node::Node;
 use crate::layer::{DirMarkers, Listed};
 use crate::sys::{self, FileKind, SysResult};
@@ -102,13 +103,13 @@ impl Overlay {
         let mut merge = Merge::default();
         if upper {
             let u = self.upper()?;
-            let fd = u.layer.open_dir(&self.upper_path(node))?;
+            let fd = self.dir_fd(LayerId::Upper, &self.upper_path(node))?;
             let list = u.layer.list(sys::borrow(&fd), &DirMarkers::default())?;
             merge.add(list, None);
         }
         for l in &lowers {
             let layer = &self.lowers[l.layer];
-            let fd = match layer.open_dir(&l.path) {
+            let fd = match self.dir_fd(LayerId::Lower(l.layer), &l.path) {
                 Ok(fd) => fd,
                 Err(_) => continue,
             };

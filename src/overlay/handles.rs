@@ -110,7 +110,7 @@ impl Overlay {
         if write && self.upper.is_none() {
             return Err(Errno::EROFS);
         }
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
         if write {
             let data = if flags & oflag::TRUNC != 0 {
                 Data::Empty
@@ -176,7 +176,7 @@ impl Overlay {
             return Err(Errno::EBADF);
         };
         if f.on_lower.load(Ordering::Acquire) && f.node.state.read().upper {
-            let _t = self.tree.read();
+            let _t = self.tree.read_recursive();
             let fd = self.open_backing(&f.node, oflag::RDONLY)?;
             *f.fd.write() = Arc::new(fd);
             f.on_lower.store(false, Ordering::Release);
@@ -236,7 +236,7 @@ impl Overlay {
                 }
             }
             Handle::Dir(d) => {
-                let _t = self.tree.read();
+                let _t = self.tree.read_recursive();
                 if d.node.state.read().upper {
                     let u = self.upper()?;
                     let fd = u.layer.open_dir(&self.upper_path(&d.node))?;
@@ -297,10 +297,30 @@ impl Overlay {
         };
         let mut snap = d.snapshot.lock();
         if offset == 0 || snap.is_none() {
-            let _t = self.tree.read();
+            let _t = self.tree.read_recursive();
             *snap = Some(Arc::new(self.list_dir(&d.node)?));
         }
         Ok(snap.clone().unwrap_or_default())
+    }
+
+    /// Attributes of one entry of an open directory, for a listing that carries them
+    /// (readdirplus). Does not count a kernel reference: call [`Overlay::count_lookup`]
+    /// for each entry actually handed to the kernel.
+    pub fn entry_attr(&self, dir_fh: u64, name: &std::ffi::OsStr) -> SysResult<super::Attr> {
+        let h = self.handles.get(dir_fh)?;
+        let Handle::Dir(d) = &*h else {
+            return Err(Errno::ENOTDIR);
+        };
+        let _t = self.tree.read_recursive();
+        let (node, st) = self.lookup_node(&d.node, name, false)?;
+        Ok(self.attr_of(&node, &st))
+    }
+
+    /// Count one kernel reference to a node handed out by [`Overlay::entry_attr`].
+    pub fn count_lookup(&self, ino: u64) {
+        if let Some(n) = self.nodes.get(ino) {
+            self.nodes.count_lookup(&n);
+        }
     }
 
     pub fn releasedir(&self, fh: u64) {

@@ -1,6 +1,7 @@
 //! Resolving one name across the layers: topmost wins, directories merge down to
 //! the first opaque one, whiteouts end the search, redirects send it elsewhere.
 
+use super::dircache::LayerId;
 use super::node::{LowerRef, Node, NodeState};
 use super::{Attr, Overlay, check_name};
 use crate::layer::{self, DirMarkers, Found, Layer, RelPath};
@@ -66,24 +67,33 @@ impl Overlay {
     pub fn lookup(&self, parent: u64, name: &OsStr) -> SysResult<(Attr, u64)> {
         check_name(name)?;
         let parent = self.node(parent)?;
-        let _t = self.tree.read();
-        let node = self.lookup_node(&parent, name, true)?;
-        let st = self.stat_node(&node)?;
+        let _t = self.tree.read_recursive();
+        let (node, st) = self.lookup_node(&parent, name, true)?;
         Ok((self.attr_of(&node, &st), 0))
     }
 
-    /// Find (or make) the node of `name` in `parent`. Call with the tree lock held.
+    /// Find (or make) the node of `name` in `parent`, with the stat of what it shows.
+    /// Call with the tree lock held.
     pub(super) fn lookup_node(
         &self,
         parent: &Arc<Node>,
         name: &OsStr,
         count: bool,
-    ) -> SysResult<Arc<Node>> {
+    ) -> SysResult<(Arc<Node>, Stat)> {
         let mut r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
         if !r.upper && self.join_indexed_copy(parent, name, &r)? {
             r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
         }
-        Ok(self.node_for(parent, name, r, count))
+        let (found_upper, st) = (r.upper, r.stat);
+        let node = self.node_for(parent, name, r, count);
+        // The stat resolving made is the node's own unless the node is a hard link
+        // already copied up through another name.
+        let st = if node.state.read().upper == found_upper {
+            st
+        } else {
+            self.stat_node(&node)?
+        };
+        Ok((node, st))
     }
 
     /// Turn a resolved entry into its node.
@@ -156,7 +166,7 @@ impl Overlay {
         let mut nlink_adjust = 0;
         if let (true, Some(u)) = (p_upper, &self.upper) {
             let ppath = self.upper_path(parent);
-            let dir = u.layer.open_dir(&ppath)?;
+            let dir = self.dir_fd(LayerId::Upper, &ppath)?;
             match u
                 .layer
                 .find(sys::borrow(&dir), name, &DirMarkers::default())?
@@ -200,7 +210,7 @@ impl Overlay {
                 let Some((dpath, leaf)) = layer::split_last(&path) else {
                     continue;
                 };
-                let dir = match layer.open_dir(dpath) {
+                let dir = match self.dir_fd(LayerId::Lower(li), dpath) {
                     Ok(d) => d,
                     Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
                     Err(e) => return Err(e),
@@ -240,7 +250,7 @@ impl Overlay {
                     // A non-directory below a directory ends the merge.
                     break;
                 }
-                let child = match layer.open_dir(&path) {
+                let child = match self.dir_fd(LayerId::Lower(li), &path) {
                     Ok(c) => c,
                     Err(_) => break,
                 };
@@ -292,7 +302,7 @@ impl Overlay {
         let p_lowers = parent.state.read().lowers.clone();
         for pl in &p_lowers {
             let layer = &self.lowers[pl.layer];
-            let dir = match layer.open_dir(&pl.path) {
+            let dir = match self.dir_fd(LayerId::Lower(pl.layer), &pl.path) {
                 Ok(d) => d,
                 Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
                 Err(e) => return Err(e),

@@ -10,6 +10,7 @@
 
 mod copyup;
 mod dir;
+mod dircache;
 mod handles;
 mod lookup;
 mod node;
@@ -26,6 +27,7 @@ pub use ops::NewEntry;
 
 use crate::layer::{Layer, MarkerNames, RelPath};
 use crate::sys::{self, Stat};
+use dircache::{DirCache, LayerId};
 use handles::HandleTable;
 use node::{Node, NodeTable};
 use parking_lot::RwLock;
@@ -119,6 +121,8 @@ pub struct Overlay {
     /// Told the inode number of a node whose attributes changed without a request on
     /// that node (a directory copied up now reports nlink 1), so caches can drop them.
     attr_changed: OnceLock<AttrChangeHook>,
+    /// Open directories of every layer, bounded (see `dircache`).
+    dirs: DirCache,
 }
 
 /// See [`Overlay::on_attr_change`].
@@ -216,6 +220,7 @@ impl Overlay {
             tree: RwLock::new(()),
             temp_counter: AtomicU64::new(0),
             attr_changed: OnceLock::new(),
+            dirs: DirCache::new(256),
         })
     }
 
@@ -287,6 +292,34 @@ impl Overlay {
         path
     }
 
+    /// The directory at `path` of a layer, from the cache when it is there.
+    fn dir_fd(&self, id: LayerId, path: &[u8]) -> SysResult<Arc<OwnedFd>> {
+        if let Some(fd) = self.dirs.get(id, path) {
+            return Ok(fd);
+        }
+        let layer = match id {
+            LayerId::Upper => &self.upper()?.layer,
+            LayerId::Lower(i) => self.lowers.get(i).ok_or(Errno::EIO)?,
+        };
+        let fd = Arc::new(layer.open_dir(path)?);
+        self.dirs.insert(id, path, fd.clone());
+        Ok(fd)
+    }
+
+    /// Stat the entry at `path` of a layer.
+    fn stat_in(&self, id: LayerId, path: &[u8]) -> SysResult<Stat> {
+        match crate::layer::split_last(path) {
+            Some((dir, name)) => {
+                let d = self.dir_fd(id, dir)?;
+                sys::stat_at(sys::borrow(&d), name)
+            }
+            None => {
+                let d = self.dir_fd(id, path)?;
+                sys::stat_fd(sys::borrow(&d))
+            }
+        }
+    }
+
     /// Stat the object a node shows right now.
     fn stat_node(&self, node: &Node) -> SysResult<Stat> {
         let (upper, lower) = {
@@ -294,11 +327,10 @@ impl Overlay {
             (s.upper, s.lowers.first().cloned())
         };
         if upper {
-            let u = self.upper()?;
-            return u.layer.stat(&self.upper_path(node));
+            return self.stat_in(LayerId::Upper, &self.upper_path(node));
         }
         match lower {
-            Some(l) => self.lowers[l.layer].stat(&l.path),
+            Some(l) => self.stat_in(LayerId::Lower(l.layer), &l.path),
             None => Err(Errno::ENOENT),
         }
     }
@@ -339,7 +371,7 @@ impl Overlay {
         if let Some(st) = fh.and_then(|fh| self.handles.fstat(fh)) {
             return Ok(self.attr_of(&node, &st));
         }
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
         let st = match self.stat_node(&node) {
             Ok(st) if !node.state.read().unlinked => st,
             other => match self.handles.fstat_any_of(ino) {
@@ -364,7 +396,7 @@ impl Overlay {
 
     pub fn readlink(&self, ino: u64) -> SysResult<std::ffi::OsString> {
         let node = self.node(ino)?;
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
         let (upper, lower) = {
             let s = node.state.read();
             (s.upper, s.lowers.first().cloned())

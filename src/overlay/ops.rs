@@ -77,7 +77,7 @@ impl Overlay {
             return Err(Errno::EPERM);
         }
         let parent = self.node(parent)?;
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
         let (upper, slot) = self.slot(&parent, name)?;
         // A directory made in a merged directory (or over a whiteout) is opaque, as
         // the kernel makes it: nothing below can ever merge into it.
@@ -202,8 +202,8 @@ impl Overlay {
         check_name(name)?;
         let parent = self.node(parent)?;
         let upper = self.upper()?;
-        let _t = self.tree.read();
-        let node = self.lookup_node(&parent, name, false)?;
+        let _t = self.tree.read_recursive();
+        let (node, _) = self.lookup_node(&parent, name, false)?;
         let kind = node.kind();
         match (dir, kind == FileKind::Directory) {
             (true, false) => return Err(Errno::ENOTDIR),
@@ -212,6 +212,10 @@ impl Overlay {
         }
         if dir && !self.dir_is_empty(&node)? {
             return Err(Errno::ENOTEMPTY);
+        }
+        if dir {
+            // Cached fds of upper directories below it would outlive it.
+            self.dirs.drop_upper();
         }
         self.copy_up(&parent, Data::Full)?;
         let need_whiteout = self.lower_positive(&parent, name)?;
@@ -290,7 +294,7 @@ impl Overlay {
             return Err(Errno::EPERM);
         }
         let newparent = self.node(newparent)?;
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
         let (upper, slot) = self.slot(&newparent, name)?;
         self.copy_up(&node, Data::Full)?;
         let src_path = self.upper_path(&node);
@@ -322,7 +326,7 @@ impl Overlay {
     /// Change attributes, copying up first.
     pub fn setattr(&self, ino: u64, set: SetAttr) -> SysResult<Attr> {
         let node = self.node(ino)?;
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
         let changes = set.mode.is_some()
             || set.uid.is_some()
             || set.gid.is_some()
@@ -397,7 +401,7 @@ impl Overlay {
         let p = self.node(parent)?;
         let q = self.node(newparent)?;
         let _t = self.tree.write();
-        let src = self.lookup_node(&p, name, false)?;
+        let (src, _) = self.lookup_node(&p, name, false)?;
         let dst = self
             .resolve(&q, newname)?
             .map(|r| self.node_for(&q, newname, r, false));
@@ -445,6 +449,14 @@ impl Overlay {
             && (has_lower_dir(&src) || (exchange && dst.as_ref().is_some_and(|d| has_lower_dir(d))))
         {
             return Err(Errno::EXDEV);
+        }
+        if src_dir
+            || dst
+                .as_ref()
+                .is_some_and(|d| d.kind() == FileKind::Directory)
+        {
+            // Upper paths of directories change: cached fds must be looked up again.
+            self.dirs.drop_upper();
         }
         self.copy_up(&p, Data::Full)?;
         self.copy_up(&q, Data::Full)?;

@@ -27,7 +27,7 @@ impl Overlay {
 
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> SysResult<Vec<u8>> {
         let node = self.node(ino)?;
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
         let fd = self.object_fd(&node)?;
         let stored = self.markers.stored_name(name.as_bytes());
         sys::get_xattr(sys::borrow(&fd), OsStr::from_bytes(&stored))
@@ -36,7 +36,7 @@ impl Overlay {
     /// Visible xattr names, each NUL-terminated, as listxattr returns them.
     pub fn listxattr(&self, ino: u64) -> SysResult<Vec<u8>> {
         let node = self.node(ino)?;
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
         let fd = self.object_fd(&node)?;
         let mut out = Vec::new();
         for name in sys::list_xattr(sys::borrow(&fd))? {
@@ -51,7 +51,7 @@ impl Overlay {
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
         let node = self.node(ino)?;
         self.upper()?;
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
         self.copy_up(&node, Data::Full)?;
         let fd = self.object_fd(&node)?;
         let stored = self.markers.stored_name(name.as_bytes());
@@ -61,7 +61,7 @@ impl Overlay {
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> SysResult<()> {
         let node = self.node(ino)?;
         self.upper()?;
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
         let stored = self.markers.stored_name(name.as_bytes());
         let stored = OsStr::from_bytes(&stored);
         if !node.state.read().upper {
