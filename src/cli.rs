@@ -3,6 +3,7 @@
 //! container runtimes and `mount.fuse3` use.
 
 use crate::config::{MountRequest, split_lowers};
+use crate::overlay::IdMap;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -71,6 +72,14 @@ pub struct MountArgs {
     /// Mount read-only even with an upper. Example: --read-only
     #[arg(long)]
     pub read_only: bool,
+    /// Show stored user ids HOST..HOST+COUNT as CONTAINER..CONTAINER+COUNT (and store
+    /// the reverse); several triples may follow each other.
+    /// Example: --uidmapping 0:100000:65536
+    #[arg(long, value_name = "CONTAINER:HOST:COUNT")]
+    pub uidmapping: Option<String>,
+    /// The same for group ids. Example: --gidmapping 0:100000:65536
+    #[arg(long, value_name = "CONTAINER:HOST:COUNT")]
+    pub gidmapping: Option<String>,
     /// Kernel mount flags, comma separated (nodev, nosuid, noexec, noatime).
     /// Example: -o nodev,noexec
     #[arg(short = 'o', value_name = "FLAGS")]
@@ -97,8 +106,15 @@ pub struct UmountArgs {
 }
 
 impl MountArgs {
-    pub fn request(&self) -> MountRequest {
-        MountRequest {
+    pub fn request(&self) -> Result<MountRequest, String> {
+        let mut ownership = crate::overlay::Ownership::default();
+        if let Some(m) = &self.uidmapping {
+            ownership.uids.ranges = IdMap::parse_ranges(m)?;
+        }
+        if let Some(m) = &self.gidmapping {
+            ownership.gids.ranges = IdMap::parse_ranges(m)?;
+        }
+        Ok(MountRequest {
             lowers: split_lowers(&self.lower),
             upper: self.upper.clone(),
             work: self.work.clone(),
@@ -114,7 +130,8 @@ impl MountArgs {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect(),
-        }
+            ownership,
+        })
     }
 }
 
@@ -180,6 +197,20 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, String> {
             ("volatile", None) | ("fsync", Some("0")) => req.volatile = true,
             ("redirect_dir", Some(v)) => req.redirect_dir = v != "off" && v != "nofollow",
             ("userxattr", None) => req.userxattr = true,
+            ("uidmapping", Some(v)) => req.ownership.uids.ranges = IdMap::parse_ranges(v)?,
+            ("gidmapping", Some(v)) => req.ownership.gids.ranges = IdMap::parse_ranges(v)?,
+            ("squash_to_root", None) => {
+                req.ownership.uids.squash = Some(0);
+                req.ownership.gids.squash = Some(0);
+            }
+            ("squash_to_uid", Some(v)) => {
+                req.ownership.uids.squash =
+                    Some(v.parse().map_err(|_| format!("bad squash_to_uid={v}"))?)
+            }
+            ("squash_to_gid", Some(v)) => {
+                req.ownership.gids.squash =
+                    Some(v.parse().map_err(|_| format!("bad squash_to_gid={v}"))?)
+            }
             ("ro", None) => req.read_only = true,
             ("rw", None) | ("dev", None) | ("suid", None) | ("exec", None) | ("atime", None) => {}
             ("nodev" | "nosuid" | "noexec" | "noatime" | "sync" | "dirsync", None) => {
@@ -268,6 +299,22 @@ mod tests {
         let c = parse_compat(&a).unwrap();
         assert_eq!(c.request.mountpoint, PathBuf::from("/mnt"));
         assert_eq!(c.unknown, vec!["frobnicate".to_string()]);
+    }
+
+    #[test]
+    fn id_mappings_and_squash_are_understood() {
+        let a = argv(&[
+            "layerfuse",
+            "-o",
+            "lowerdir=/a,uidmapping=:0:100000:65536,gidmapping=0:100000:65536,squash_to_gid=5",
+            "/m",
+        ]);
+        let c = parse_compat(&a).unwrap();
+        assert!(c.unknown.is_empty());
+        assert_eq!(c.request.ownership.uids.shown(100001), 1);
+        assert_eq!(c.request.ownership.gids.shown(100001), 5);
+        let bad = argv(&["layerfuse", "-o", "lowerdir=/a,uidmapping=1:2", "/m"]);
+        assert!(parse_compat(&bad).is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Validated settings: argv becomes a [`MountConfig`] before any work starts, and
 //! every bad input becomes one [`ConfigError`] line naming the path and the problem.
 
-use crate::overlay::OverlayConfig;
+use crate::overlay::{OverlayConfig, Ownership};
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -124,6 +124,7 @@ pub struct MountRequest {
     pub volatile: bool,
     pub read_only: bool,
     pub flags: Vec<String>,
+    pub ownership: Ownership,
 }
 
 impl MountRequest {
@@ -196,6 +197,7 @@ impl MountRequest {
                 redirect_dir: self.redirect_dir,
                 userxattr: self.userxattr,
                 volatile: self.volatile,
+                ownership: self.ownership.clone(),
             },
             mountpoint,
             flags: self.flags.clone(),

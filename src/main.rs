@@ -31,7 +31,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Mount(m) => {
                 init_logging(&m.log_level);
-                mount_or_spawn(m.request(), m.foreground)
+                m.request()
+                    .and_then(|req| mount_or_spawn(req, m.foreground))
             }
             Command::Umount(u) => umount(&u.mountpoint, u.lazy),
         }

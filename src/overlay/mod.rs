@@ -12,6 +12,7 @@ mod copyup;
 mod dir;
 mod dircache;
 mod handles;
+mod ids;
 mod lookup;
 mod node;
 mod ops;
@@ -22,6 +23,7 @@ mod xattr;
 pub use crate::sys::{Errno, FileKind, FsStats, SysResult, TimeSet, Timespec, rename_flag};
 pub use dir::DirEntry;
 pub use handles::OpenInfo;
+pub use ids::{IdMap, IdRange, Ownership};
 pub use node::ROOT_INO;
 pub use ops::NewEntry;
 
@@ -50,6 +52,8 @@ pub struct OverlayConfig {
     pub userxattr: bool,
     /// Skip fsync on copy-up and on the caller's fsync.
     pub volatile: bool,
+    /// How stored owners show through the mount (id mappings, squashing).
+    pub ownership: Ownership,
 }
 
 /// The identity of whoever made a request.
@@ -110,6 +114,7 @@ pub struct Overlay {
     markers: MarkerNames,
     redirect_dir: bool,
     volatile: bool,
+    ownership: Ownership,
     /// Distinct devices of the layers, for folding inode numbers into one space.
     devices: Vec<u64>,
     nodes: NodeTable,
@@ -214,6 +219,7 @@ impl Overlay {
             markers,
             redirect_dir: cfg.redirect_dir,
             volatile: cfg.volatile,
+            ownership: cfg.ownership.clone(),
             devices,
             nodes: NodeTable::new(Node::new(ROOT_INO, root_state)),
             handles: HandleTable::default(),
@@ -354,8 +360,8 @@ impl Overlay {
             kind: st.kind(),
             perm: st.perm(),
             nlink: if merged { 1 } else { nlink as u32 },
-            uid: st.uid,
-            gid: st.gid,
+            uid: self.ownership.uids.shown(st.uid),
+            gid: self.ownership.gids.shown(st.gid),
             rdev: st.rdev,
             size: st.size,
             blocks: st.blocks,

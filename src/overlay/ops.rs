@@ -76,6 +76,19 @@ impl Overlay {
             // A 0/0 device would read back as a whiteout.
             return Err(Errno::EPERM);
         }
+        let caller = Caller {
+            uid: self
+                .ownership
+                .uids
+                .stored(caller.uid)
+                .ok_or(Errno::EOVERFLOW)?,
+            gid: self
+                .ownership
+                .gids
+                .stored(caller.gid)
+                .ok_or(Errno::EOVERFLOW)?,
+            umask: caller.umask,
+        };
         let parent = self.node(parent)?;
         let _t = self.tree.read_recursive();
         let (upper, slot) = self.slot(&parent, name)?;
@@ -351,12 +364,15 @@ impl Overlay {
         };
         let dir = sys::borrow(&dir);
         if set.uid.is_some() || set.gid.is_some() {
-            sys::chown_at(
-                dir,
-                &name,
-                set.uid.unwrap_or(u32::MAX),
-                set.gid.unwrap_or(u32::MAX),
-            )?;
+            let uid = match set.uid {
+                Some(u) => self.ownership.uids.stored(u).ok_or(Errno::EINVAL)?,
+                None => u32::MAX,
+            };
+            let gid = match set.gid {
+                Some(g) => self.ownership.gids.stored(g).ok_or(Errno::EINVAL)?,
+                None => u32::MAX,
+            };
+            sys::chown_at(dir, &name, uid, gid)?;
         }
         if let Some(mode) = set.mode {
             if node.kind() == FileKind::Symlink {

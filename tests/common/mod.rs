@@ -1020,7 +1020,7 @@ impl TestMount {
         Self::spawn_fuse(Impl::FuseOverlayfs, cmd, layers)
     }
 
-    fn spawn_fuse(kind: Impl, mut cmd: Command, layers: Layers) -> TestMount {
+    pub fn spawn_fuse(kind: Impl, mut cmd: Command, layers: Layers) -> TestMount {
         let before: Vec<u64> = mounts_at(&layers.mnt).iter().map(|m| m.id).collect();
         // stderr/stdout to files, not pipes: a chatty daemon must never block on a full pipe.
         let err_path = layers.root.join("daemon.stderr");
