@@ -28,9 +28,53 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Mount a union (returns once it is live; the daemon stays in the background).
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// Unmount a union; its daemon then exits.
     Umount(UmountArgs),
+    /// Manage named volumes (they outlive every mount that uses them).
+    Volume(VolumeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeArgs {
+    /// The volume store. Example: --root /srv/layerfuse
+    #[arg(long, value_name = "DIR", global = true)]
+    pub root: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: VolumeCommand,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VolumeCommand {
+    /// Make a volume (a random id without NAME). Example: layerfuse volume create appdata
+    Create { name: Option<String> },
+    /// List volumes. Example: layerfuse volume ls --format json
+    Ls {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Show a volume: name, created, host path, size, live mounts using it.
+    /// Example: layerfuse volume inspect appdata --format json
+    Inspect {
+        name: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Remove a volume (refused while a live mount uses it, unless --force).
+    /// Example: layerfuse volume rm appdata
+    Rm {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove every volume no live mount uses. Example: layerfuse volume prune
+    Prune,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -80,6 +124,20 @@ pub struct MountArgs {
     /// The same for group ids. Example: --gidmapping 0:100000:65536
     #[arg(long, value_name = "CONTAINER:HOST:COUNT")]
     pub gidmapping: Option<String>,
+    /// Join a named volume at a directory of the union (made if missing; `:/target`
+    /// makes a fresh anonymous one). A new empty volume is first filled with what the
+    /// layers hold there, unless `nocopy`. Repeatable.
+    /// Example: --volume appdata:/var/lib/app  or  --volume :/cache:nocopy
+    #[arg(long = "volume", value_name = "NAME:/TARGET[:ro][,nocopy]")]
+    pub volumes: Vec<String>,
+    /// Join a host directory or single file at a path of the union. Repeatable.
+    /// Example: --bind /etc/resolv.conf:/etc/resolv.conf:ro
+    #[arg(long = "bind", value_name = "/HOST/PATH:/TARGET[:ro]")]
+    pub binds: Vec<String>,
+    /// The volume store (default /var/lib/layerfuse for root, else
+    /// $XDG_DATA_HOME/layerfuse). Example: --root /srv/layerfuse
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     /// Kernel mount flags, comma separated (nodev, nosuid, noexec, noatime).
     /// Example: -o nodev,noexec
     #[arg(short = 'o', value_name = "FLAGS")]
@@ -114,6 +172,13 @@ impl MountArgs {
         if let Some(m) = &self.gidmapping {
             ownership.gids.ranges = IdMap::parse_ranges(m)?;
         }
+        let mut splices = Vec::new();
+        for v in &self.volumes {
+            splices.push(crate::config::parse_splice(v, true).map_err(|e| e.to_string())?);
+        }
+        for b in &self.binds {
+            splices.push(crate::config::parse_splice(b, false).map_err(|e| e.to_string())?);
+        }
         Ok(MountRequest {
             lowers: split_lowers(&self.lower),
             upper: self.upper.clone(),
@@ -131,6 +196,8 @@ impl MountArgs {
                 .map(str::to_owned)
                 .collect(),
             ownership,
+            splices,
+            store_root: self.root.clone(),
         })
     }
 }
@@ -148,7 +215,9 @@ pub struct CompatMount {
 /// Whether argv is in fuse-overlayfs form (no subcommand).
 pub fn is_compat(args: &[OsString]) -> bool {
     match args.get(1).and_then(|a| a.to_str()) {
-        Some("mount" | "umount" | "help" | "--help" | "-h" | "--version" | "-V") => false,
+        Some("mount" | "umount" | "volume" | "help" | "--help" | "-h" | "--version" | "-V") => {
+            false
+        }
         Some(_) => true,
         None => false,
     }

@@ -1092,11 +1092,11 @@ impl TestMount {
     /// Unmount and reap the daemon (bounded wait, then kill by PID). Returns the daemon's exit
     /// status, if it exited on its own.
     pub fn unmount(&mut self) -> Option<ExitStatus> {
-        if self.is_mounted() {
-            if let Err(e) = umount2(&self.mnt, 0) {
-                eprintln!("umount {}: {e}; lazy unmount", self.mnt.display());
-                let _ = umount2(&self.mnt, libc::MNT_DETACH);
-            }
+        if self.is_mounted()
+            && let Err(e) = umount2(&self.mnt, 0)
+        {
+            eprintln!("umount {}: {e}; lazy unmount", self.mnt.display());
+            let _ = umount2(&self.mnt, libc::MNT_DETACH);
         }
         self.mount_id = None;
         self.child.as_mut().and_then(|c| reap(c, DEADLINE))
