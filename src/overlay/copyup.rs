@@ -343,7 +343,13 @@ impl Overlay {
             }
             _ => sys::mknod_at(work, tmp, st.kind().mode_bits() | 0o600, st.rdev)?,
         }
-        sys::chown_at(work, tmp, st.uid, st.gid)?;
+        match sys::chown_at(work, tmp, st.uid, st.gid) {
+            Ok(()) => {}
+            // In a user namespace an owner it does not map cannot be given to the copy:
+            // the copy keeps the namespace's own ids, as a copy made by cp would.
+            Err(e) if (e == Errno::EINVAL || e == Errno::EPERM) && !self.privileged => {}
+            Err(e) => return Err(e),
+        }
         let dst = sys::open_path_at(work, tmp)?;
         if kind != FileKind::Symlink {
             sys::chmod_path_fd(sys::borrow(&dst), st.perm())?;

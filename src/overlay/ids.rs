@@ -20,6 +20,10 @@ pub struct IdMap {
     pub ranges: Vec<IdRange>,
     /// Show every owner as this id (writes still store real ids).
     pub squash: Option<u32>,
+    /// In a user namespace, files owned by ids the namespace does not map read back as
+    /// the overflow id, which the kernel then refuses to let anyone delete or write
+    /// (EOVERFLOW, EACCES): show them as this id instead (the namespace's own root).
+    pub unmapped_as: Option<u32>,
 }
 
 impl IdMap {
@@ -27,6 +31,11 @@ impl IdMap {
     pub fn shown(&self, stored: u32) -> u32 {
         if let Some(s) = self.squash {
             return s;
+        }
+        if stored == OVERFLOW_ID
+            && let Some(u) = self.unmapped_as
+        {
+            return u;
         }
         if self.ranges.is_empty() {
             return stored;
@@ -89,7 +98,7 @@ mod tests {
         let ranges = IdMap::parse_ranges(":0:100000:65536").unwrap();
         let m = IdMap {
             ranges,
-            squash: None,
+            ..Default::default()
         };
         assert_eq!(m.shown(100000), 0);
         assert_eq!(m.shown(100005), 5);
@@ -104,13 +113,13 @@ mod tests {
         assert_eq!(ranges.len(), 2);
         let m = IdMap {
             ranges,
-            squash: None,
+            ..Default::default()
         };
         assert_eq!(m.shown(1000), 0);
         assert_eq!(m.shown(100000), 1);
         let s = IdMap {
-            ranges: Vec::new(),
             squash: Some(0),
+            ..Default::default()
         };
         assert_eq!(s.shown(1234), 0);
         assert_eq!(s.stored(1234), Some(1234));

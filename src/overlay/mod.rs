@@ -120,6 +120,8 @@ pub struct Overlay {
     markers: MarkerNames,
     redirect_dir: bool,
     volatile: bool,
+    /// CAP_SYS_ADMIN in the initial namespace (not rootless).
+    privileged: bool,
     ownership: Ownership,
     /// Distinct devices of the layers, for folding inode numbers into one space.
     devices: Vec<u64>,
@@ -168,7 +170,9 @@ impl std::error::Error for SetupError {}
 impl Overlay {
     /// Open every layer, claim and clean the work dir. The caller validated paths.
     pub fn new(cfg: &OverlayConfig) -> Result<Overlay, SetupError> {
-        let markers = if cfg.userxattr {
+        // trusted.* needs CAP_SYS_ADMIN in the initial namespace: without it (rootless,
+        // in a user namespace) markers go to user.overlay.*, as the kernel's userxattr.
+        let markers = if cfg.userxattr || !sys::has_admin_capability() {
             MarkerNames::user()
         } else {
             MarkerNames::trusted()
@@ -233,7 +237,15 @@ impl Overlay {
             markers,
             redirect_dir: cfg.redirect_dir,
             volatile: cfg.volatile,
-            ownership: cfg.ownership.clone(),
+            privileged: sys::has_admin_capability(),
+            ownership: {
+                let mut o = cfg.ownership.clone();
+                if !sys::has_admin_capability() {
+                    o.uids.unmapped_as = Some(sys::geteuid());
+                    o.gids.unmapped_as = Some(sys::getegid());
+                }
+                o
+            },
             devices,
             nodes: NodeTable::new(Node::new(ROOT_INO, root_state)),
             handles: HandleTable::default(),
@@ -259,7 +271,7 @@ impl Overlay {
     /// Whether this process may hand the kernel backing files (FUSE passthrough needs
     /// CAP_SYS_ADMIN in the initial namespace).
     pub fn may_passthrough(&self) -> bool {
-        sys::has_admin_capability()
+        self.privileged
     }
 
     pub fn is_read_only(&self) -> bool {
