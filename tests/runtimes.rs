@@ -63,3 +63,8 @@ fn run_script(name: &str) {
 fn podman_with_layerfuse_as_mount_program() {
     run_script("podman");
 }
+
+#[test]
+fn dockerd_with_layerfuse_as_fuse_overlayfs() {
+    run_script("docker");
+}
