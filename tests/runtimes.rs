@@ -68,3 +68,8 @@ fn podman_with_layerfuse_as_mount_program() {
 fn dockerd_with_layerfuse_as_fuse_overlayfs() {
     run_script("docker");
 }
+
+#[test]
+fn containerd_with_fuse3_layerfuse_mounts() {
+    run_script("containerd");
+}
