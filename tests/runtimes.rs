@@ -73,3 +73,8 @@ fn dockerd_with_layerfuse_as_fuse_overlayfs() {
 fn containerd_with_fuse3_layerfuse_mounts() {
     run_script("containerd");
 }
+
+#[test]
+fn install_script_and_mount_t_fuse_layerfuse() {
+    run_script("mount-helper");
+}
