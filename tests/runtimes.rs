@@ -78,3 +78,8 @@ fn containerd_with_fuse3_layerfuse_mounts() {
 fn install_script_and_mount_t_fuse_layerfuse() {
     run_script("mount-helper");
 }
+
+#[test]
+fn rootless_user_namespace_and_rootless_podman() {
+    run_script("rootless");
+}
