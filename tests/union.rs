@@ -11,6 +11,8 @@ mod changes;
 mod cli;
 #[path = "union/copyup.rs"]
 mod copyup;
+#[path = "union/ids.rs"]
+mod ids;
 #[path = "union/interop.rs"]
 mod interop;
 #[path = "union/io.rs"]

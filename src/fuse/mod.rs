@@ -23,6 +23,13 @@ use std::time::{Duration, SystemTime};
 
 /// How long the kernel may trust an entry or attributes without asking again.
 const TTL: Duration = Duration::from_secs(24 * 3600);
+/// The same inside a volume or bind mount, whose source the host may change: a
+/// change made on the host is seen through the mount within this time.
+const SPLICE_TTL: Duration = Duration::from_secs(1);
+
+fn ttl(a: &crate::overlay::Attr) -> &'static Duration {
+    if a.volatile { &SPLICE_TTL } else { &TTL }
+}
 
 /// The union served over FUSE.
 pub struct LayerFs {
@@ -71,9 +78,12 @@ impl fuser::Filesystem for LayerFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.overlay.lookup(parent.0, name) {
-            Ok((attr, generation)) => {
-                reply.entry_with_ttls(&TTL, &TTL, &file_attr(&attr), Generation(generation))
-            }
+            Ok((attr, generation)) => reply.entry_with_ttls(
+                ttl(&attr),
+                ttl(&attr),
+                &file_attr(&attr),
+                Generation(generation),
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -84,7 +94,7 @@ impl fuser::Filesystem for LayerFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.overlay.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -116,7 +126,7 @@ impl fuser::Filesystem for LayerFs {
             mtime: time_set(mtime),
         };
         match self.overlay.setattr(ino.0, set) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -152,7 +162,7 @@ impl fuser::Filesystem for LayerFs {
                 if let Some(fh) = fh {
                     self.overlay.release(fh);
                 }
-                reply.entry_with_ttls(&TTL, &TTL, &file_attr(&attr), Generation(0))
+                reply.entry_with_ttls(ttl(&attr), ttl(&attr), &file_attr(&attr), Generation(0))
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -171,7 +181,9 @@ impl fuser::Filesystem for LayerFs {
             .overlay
             .create(parent.0, name, mode, NewEntry::Dir, caller(req, umask))
         {
-            Ok((attr, _)) => reply.entry_with_ttls(&TTL, &TTL, &file_attr(&attr), Generation(0)),
+            Ok((attr, _)) => {
+                reply.entry_with_ttls(ttl(&attr), ttl(&attr), &file_attr(&attr), Generation(0))
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -205,7 +217,9 @@ impl fuser::Filesystem for LayerFs {
             .overlay
             .create(parent.0, link_name, 0o777, what, caller(req, 0))
         {
-            Ok((attr, _)) => reply.entry_with_ttls(&TTL, &TTL, &file_attr(&attr), Generation(0)),
+            Ok((attr, _)) => {
+                reply.entry_with_ttls(ttl(&attr), ttl(&attr), &file_attr(&attr), Generation(0))
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -238,7 +252,9 @@ impl fuser::Filesystem for LayerFs {
         reply: ReplyEntry,
     ) {
         match self.overlay.link(ino.0, newparent.0, newname) {
-            Ok(attr) => reply.entry_with_ttls(&TTL, &TTL, &file_attr(&attr), Generation(0)),
+            Ok(attr) => {
+                reply.entry_with_ttls(ttl(&attr), ttl(&attr), &file_attr(&attr), Generation(0))
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -329,10 +345,11 @@ impl fuser::Filesystem for LayerFs {
         match self.overlay.opendir(ino.0) {
             // The kernel may keep listings: every change to a directory goes through
             // this mount, and the kernel drops its copy when the directory changes.
-            Ok(fh) => reply.opened(
+            Ok((fh, info)) if info.keep_cache => reply.opened(
                 FileHandle(fh),
                 FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
             ),
+            Ok((fh, _)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -387,7 +404,7 @@ impl fuser::Filesystem for LayerFs {
                 INodeNo(attr.ino),
                 next,
                 &e.name,
-                &TTL,
+                ttl(&attr),
                 &file_attr(&attr),
                 Generation(0),
             ) {
@@ -427,7 +444,7 @@ impl fuser::Filesystem for LayerFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.overlay.statfs() {
+        match self.overlay.statfs(_ino.0) {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
@@ -495,11 +512,15 @@ impl fuser::Filesystem for LayerFs {
             caller(req, umask),
         ) {
             Ok((attr, Some(fh))) => reply.created(
-                &TTL,
+                ttl(&attr),
                 &file_attr(&attr),
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
+                if attr.volatile {
+                    FopenFlags::empty()
+                } else {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                },
             ),
             Ok((_, None)) => reply.error(fuser::Errno::EIO),
             Err(e) => reply.error(errno(e)),

@@ -389,7 +389,7 @@ impl Overlay {
 
 /// Copy `size` bytes: a reflink where the filesystem shares blocks, else an in-kernel
 /// copy of the data extents only (holes stay holes), else read and write.
-fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> SysResult<()> {
+pub(super) fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> SysResult<()> {
     if sys::clone_file(src, dst).is_ok() {
         return Ok(());
     }

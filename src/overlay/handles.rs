@@ -107,6 +107,12 @@ impl Overlay {
             return Err(Errno::EISDIR);
         }
         let write = wants_write(flags);
+        if let Some(at) = node.state.read().splice.clone() {
+            let fd = self.splice_open(&at, backing_flags(flags))?;
+            let fh = self.insert_file_handle(node.clone(), fd);
+            // The host may change a spliced file: no page cache kept across opens.
+            return Ok((fh, OpenInfo { keep_cache: false }));
+        }
         if write && self.upper.is_none() {
             return Err(Errno::EROFS);
         }
@@ -237,6 +243,10 @@ impl Overlay {
             }
             Handle::Dir(d) => {
                 let _t = self.tree.read_recursive();
+                if let Some(at) = d.node.state.read().splice.clone() {
+                    let fd = self.splice_open(&at, oflag::RDONLY | oflag::DIRECTORY)?;
+                    return sys::fsync(sys::borrow(&fd));
+                }
                 if d.node.state.read().upper {
                     let u = self.upper()?;
                     let fd = u.layer.open_dir(&self.upper_path(&d.node))?;
@@ -277,15 +287,20 @@ impl Overlay {
         Ok(n as u32)
     }
 
-    pub fn opendir(&self, ino: u64) -> SysResult<u64> {
+    /// Open a directory; `keep_cache` says whether the kernel may keep its listing.
+    pub fn opendir(&self, ino: u64) -> SysResult<(u64, OpenInfo)> {
         let node = self.node(ino)?;
         if node.kind() != FileKind::Directory {
             return Err(Errno::ENOTDIR);
         }
-        Ok(self.handles.insert(Handle::Dir(DirHandle {
+        let info = OpenInfo {
+            keep_cache: node.state.read().splice.is_none(),
+        };
+        let fh = self.handles.insert(Handle::Dir(DirHandle {
             node,
             snapshot: Mutex::new(None),
-        })))
+        }));
+        Ok((fh, info))
     }
 
     /// Entries of an open directory from `offset` on (the offset of an entry is its

@@ -39,6 +39,7 @@ pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<N
         unlinked: false,
         stale_name: false,
         nlink_adjust: 0,
+        splice: None,
     })
 }
 
@@ -80,6 +81,9 @@ impl Overlay {
         name: &OsStr,
         count: bool,
     ) -> SysResult<(Arc<Node>, Stat)> {
+        if let Some(found) = self.splice_lookup(parent, name, count)? {
+            return Ok(found);
+        }
         let mut r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
         if !r.upper && self.join_indexed_copy(parent, name, &r)? {
             r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
@@ -124,6 +128,7 @@ impl Overlay {
                         unlinked: false,
                         stale_name: false,
                         nlink_adjust: r.nlink_adjust,
+                        splice: None,
                     },
                 )
             },

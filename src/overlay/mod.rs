@@ -12,9 +12,11 @@ mod copyup;
 mod dir;
 mod dircache;
 mod handles;
+mod ids;
 mod lookup;
 mod node;
 mod ops;
+mod splice;
 mod xattr;
 
 /// Plain types the union's API speaks in (re-exported so callers need not reach
@@ -22,8 +24,10 @@ mod xattr;
 pub use crate::sys::{Errno, FileKind, FsStats, SysResult, TimeSet, Timespec, rename_flag};
 pub use dir::DirEntry;
 pub use handles::OpenInfo;
+pub use ids::{IdMap, IdRange, Ownership};
 pub use node::ROOT_INO;
 pub use ops::NewEntry;
+pub use splice::SpliceConfig;
 
 use crate::layer::{Layer, MarkerNames, RelPath};
 use crate::sys::{self, Stat};
@@ -50,6 +54,10 @@ pub struct OverlayConfig {
     pub userxattr: bool,
     /// Skip fsync on copy-up and on the caller's fsync.
     pub volatile: bool,
+    /// How stored owners show through the mount (id mappings, squashing).
+    pub ownership: Ownership,
+    /// Volumes and bind mounts joined into the tree.
+    pub splices: Vec<SpliceConfig>,
 }
 
 /// The identity of whoever made a request.
@@ -76,6 +84,8 @@ pub struct Attr {
     pub atime: Timespec,
     pub mtime: Timespec,
     pub ctime: Timespec,
+    /// Inside a volume or bind mount: the host may change it at any time.
+    pub volatile: bool,
 }
 
 /// A changed attribute set, as `setattr` asks.
@@ -110,6 +120,7 @@ pub struct Overlay {
     markers: MarkerNames,
     redirect_dir: bool,
     volatile: bool,
+    ownership: Ownership,
     /// Distinct devices of the layers, for folding inode numbers into one space.
     devices: Vec<u64>,
     nodes: NodeTable,
@@ -123,6 +134,7 @@ pub struct Overlay {
     attr_changed: OnceLock<AttrChangeHook>,
     /// Open directories of every layer, bounded (see `dircache`).
     dirs: DirCache,
+    splices: Vec<splice::Splice>,
 }
 
 /// See [`Overlay::on_attr_change`].
@@ -206,6 +218,13 @@ impl Overlay {
                 devices.push(dev);
             }
         }
+        let mut splices = Vec::with_capacity(cfg.splices.len());
+        for s in &cfg.splices {
+            splices.push(
+                splice::Splice::open(s)
+                    .map_err(|e| err(&s.source, "cannot open splice source", e))?,
+            );
+        }
         let root_state = lookup::root_state(upper.as_ref().map(|u| &u.layer), &lowers)
             .map_err(|e| err(&cfg.lowers[0], "cannot read layer root", e))?;
         Ok(Overlay {
@@ -214,6 +233,7 @@ impl Overlay {
             markers,
             redirect_dir: cfg.redirect_dir,
             volatile: cfg.volatile,
+            ownership: cfg.ownership.clone(),
             devices,
             nodes: NodeTable::new(Node::new(ROOT_INO, root_state)),
             handles: HandleTable::default(),
@@ -221,6 +241,7 @@ impl Overlay {
             temp_counter: AtomicU64::new(0),
             attr_changed: OnceLock::new(),
             dirs: DirCache::new(256),
+            splices,
         })
     }
 
@@ -322,10 +343,13 @@ impl Overlay {
 
     /// Stat the object a node shows right now.
     fn stat_node(&self, node: &Node) -> SysResult<Stat> {
-        let (upper, lower) = {
+        let (upper, lower, spliced) = {
             let s = node.state.read();
-            (s.upper, s.lowers.first().cloned())
+            (s.upper, s.lowers.first().cloned(), s.splice.clone())
         };
+        if let Some(at) = spliced {
+            return self.splice_stat(&at);
+        }
         if upper {
             return self.stat_in(LayerId::Upper, &self.upper_path(node));
         }
@@ -336,12 +360,13 @@ impl Overlay {
     }
 
     fn attr_of(&self, node: &Node, st: &Stat) -> Attr {
-        let (merged, adjust, unlinked) = {
+        let (merged, adjust, unlinked, volatile) = {
             let s = node.state.read();
             (
                 s.is_merged_dir(),
                 if s.upper { s.nlink_adjust } else { 0 },
                 s.unlinked && s.kind != FileKind::Directory,
+                s.splice.is_some(),
             )
         };
         let nlink = if unlinked {
@@ -354,8 +379,8 @@ impl Overlay {
             kind: st.kind(),
             perm: st.perm(),
             nlink: if merged { 1 } else { nlink as u32 },
-            uid: st.uid,
-            gid: st.gid,
+            uid: self.ownership.uids.shown(st.uid),
+            gid: self.ownership.gids.shown(st.gid),
             rdev: st.rdev,
             size: st.size,
             blocks: st.blocks,
@@ -363,6 +388,7 @@ impl Overlay {
             atime: st.atime,
             mtime: st.mtime,
             ctime: st.ctime,
+            volatile,
         }
     }
 
@@ -386,7 +412,16 @@ impl Overlay {
         self.nodes.forget(ino, n);
     }
 
-    pub fn statfs(&self) -> SysResult<FsStats> {
+    /// Filesystem figures as seen at `ino`: a splice's source filesystem inside a
+    /// splice, else the upper's (the top lower's when read-only).
+    pub fn statfs(&self, ino: u64) -> SysResult<FsStats> {
+        if let Some(at) = self
+            .nodes
+            .get(ino)
+            .and_then(|n| n.state.read().splice.clone())
+        {
+            return self.splice_statfs(&at);
+        }
         let fd = match &self.upper {
             Some(u) => u.layer.root(),
             None => self.lowers.first().ok_or(Errno::EIO)?.root(),
@@ -397,10 +432,13 @@ impl Overlay {
     pub fn readlink(&self, ino: u64) -> SysResult<std::ffi::OsString> {
         let node = self.node(ino)?;
         let _t = self.tree.read_recursive();
-        let (upper, lower) = {
+        let (upper, lower, spliced) = {
             let s = node.state.read();
-            (s.upper, s.lowers.first().cloned())
+            (s.upper, s.lowers.first().cloned(), s.splice.clone())
         };
+        if let Some(at) = spliced {
+            return self.splice_readlink(&at);
+        }
         let (layer, path) = if upper {
             (&self.upper()?.layer, self.upper_path(&node))
         } else {

@@ -49,6 +49,8 @@ pub struct NodeState {
     pub stale_name: bool,
     /// Added to the upper inode's link count (see `MarkerNames::nlink`).
     pub nlink_adjust: i64,
+    /// Set for nodes inside a volume or bind mount: everything goes to its source.
+    pub splice: Option<super::splice::SpliceAt>,
 }
 
 impl NodeState {
@@ -152,6 +154,13 @@ impl NodeTable {
 
     fn synthetic(&self) -> u64 {
         self.next_synthetic.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Visit every node (for rare whole-table fix-ups).
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<Node>)) {
+        for n in self.nodes.iter() {
+            f(n.value());
+        }
     }
 
     /// One more kernel reference to an existing node.

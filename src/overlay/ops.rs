@@ -6,6 +6,7 @@
 use super::copyup::{Data, remove_tree};
 use super::lookup::Resolved;
 use super::node::Node;
+use super::splice::apply_setattr;
 use super::{Attr, Caller, Overlay, SetAttr, Upper, check_name};
 use crate::layer;
 use crate::sys::{self, Errno, FileKind, SysResult, oflag, rename_flag};
@@ -47,7 +48,7 @@ impl Overlay {
         if parent.kind() != FileKind::Directory {
             return Err(Errno::ENOTDIR);
         }
-        if self.resolve(parent, name)?.is_some() {
+        if self.splice_target(parent, name).is_some() || self.resolve(parent, name)?.is_some() {
             return Err(Errno::EEXIST);
         }
         self.copy_up(parent, Data::Full)?;
@@ -76,8 +77,24 @@ impl Overlay {
             // A 0/0 device would read back as a whiteout.
             return Err(Errno::EPERM);
         }
+        let caller = Caller {
+            uid: self
+                .ownership
+                .uids
+                .stored(caller.uid)
+                .ok_or(Errno::EOVERFLOW)?,
+            gid: self
+                .ownership
+                .gids
+                .stored(caller.gid)
+                .ok_or(Errno::EOVERFLOW)?,
+            umask: caller.umask,
+        };
         let parent = self.node(parent)?;
         let _t = self.tree.read_recursive();
+        if let Some(at) = parent.state.read().splice.clone() {
+            return self.splice_create(&parent, &at, name, mode, what, caller);
+        }
         let (upper, slot) = self.slot(&parent, name)?;
         // A directory made in a merged directory (or over a whiteout) is opaque, as
         // the kernel makes it: nothing below can ever merge into it.
@@ -201,8 +218,15 @@ impl Overlay {
     pub fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> SysResult<()> {
         check_name(name)?;
         let parent = self.node(parent)?;
-        let upper = self.upper()?;
         let _t = self.tree.read_recursive();
+        if let Some(at) = parent.state.read().splice.clone() {
+            return self.splice_remove(&at, name, dir);
+        }
+        if self.splice_target(&parent, name).is_some() {
+            // A mount point.
+            return Err(Errno::EBUSY);
+        }
+        let upper = self.upper()?;
         let (node, _) = self.lookup_node(&parent, name, false)?;
         let kind = node.kind();
         match (dir, kind == FileKind::Directory) {
@@ -295,6 +319,18 @@ impl Overlay {
         }
         let newparent = self.node(newparent)?;
         let _t = self.tree.read_recursive();
+        let from = node.state.read().splice.clone();
+        let to = newparent.state.read().splice.clone();
+        match (from, to) {
+            (Some(a), Some(b)) => {
+                check_name(name)?;
+                let st = self.splice_link(&a, &b, name)?;
+                self.nodes.count_lookup(&node);
+                return Ok(self.attr_of(&node, &st));
+            }
+            (None, None) => {}
+            _ => return Err(Errno::EXDEV),
+        }
         let (upper, slot) = self.slot(&newparent, name)?;
         self.copy_up(&node, Data::Full)?;
         let src_path = self.upper_path(&node);
@@ -337,6 +373,21 @@ impl Overlay {
             let st = self.stat_node(&node)?;
             return Ok(self.attr_of(&node, &st));
         }
+        let set = SetAttr {
+            uid: match set.uid {
+                Some(u) => Some(self.ownership.uids.stored(u).ok_or(Errno::EINVAL)?),
+                None => None,
+            },
+            gid: match set.gid {
+                Some(g) => Some(self.ownership.gids.stored(g).ok_or(Errno::EINVAL)?),
+                None => None,
+            },
+            ..set
+        };
+        if let Some(at) = node.state.read().splice.clone() {
+            let st = self.splice_setattr(&at, &set)?;
+            return Ok(self.attr_of(&node, &st));
+        }
         let upper = self.upper()?;
         let data = if set.size == Some(0) {
             Data::Empty
@@ -350,33 +401,10 @@ impl Overlay {
             None => (upper.layer.open_dir(b"")?, ".".into()),
         };
         let dir = sys::borrow(&dir);
-        if set.uid.is_some() || set.gid.is_some() {
-            sys::chown_at(
-                dir,
-                &name,
-                set.uid.unwrap_or(u32::MAX),
-                set.gid.unwrap_or(u32::MAX),
-            )?;
+        if set.mode.is_some() && node.kind() == FileKind::Symlink {
+            return Err(Errno::EOPNOTSUPP);
         }
-        if let Some(mode) = set.mode {
-            if node.kind() == FileKind::Symlink {
-                return Err(Errno::EOPNOTSUPP);
-            }
-            let fd = sys::open_path_at(dir, &name)?;
-            sys::chmod_path_fd(sys::borrow(&fd), mode & 0o7777)?;
-        }
-        if let Some(size) = set.size {
-            let fd = sys::open_at(dir, &name, oflag::WRONLY, 0)?;
-            sys::truncate_fd(sys::borrow(&fd), size)?;
-        }
-        if set.atime.is_some() || set.mtime.is_some() {
-            sys::set_times_at(
-                dir,
-                &name,
-                set.atime.unwrap_or(sys::TimeSet::Omit),
-                set.mtime.unwrap_or(sys::TimeSet::Omit),
-            )?;
-        }
+        apply_setattr(dir, &name, &set)?;
         let st = sys::stat_at(dir, &name)?;
         Ok(self.attr_of(&node, &st))
     }
@@ -397,11 +425,36 @@ impl Overlay {
         }
         let exchange = flags & rename_flag::EXCHANGE != 0;
         let noreplace = flags & rename_flag::NOREPLACE != 0;
-        let upper = self.upper()?;
         let p = self.node(parent)?;
         let q = self.node(newparent)?;
         let _t = self.tree.write();
         let (src, _) = self.lookup_node(&p, name, false)?;
+        let is_splice_root = |n: &Node| {
+            n.state
+                .read()
+                .splice
+                .as_ref()
+                .is_some_and(|a| a.path.is_empty())
+        };
+        if is_splice_root(&src) || self.splice_target(&q, newname).is_some() {
+            // A mount point moves with its mount, not alone.
+            return Err(Errno::EBUSY);
+        }
+        let (ps, qs) = (p.state.read().splice.clone(), q.state.read().splice.clone());
+        match (ps, qs) {
+            (Some(a), Some(b)) => {
+                self.splice_rename(&a, name, &b, newname, flags)?;
+                let (from, to) = (layer::join(&a.path, name), layer::join(&b.path, newname));
+                self.splice_moved(a.id, &from, &to, exchange);
+                let mut s = src.state.write();
+                s.parent = Some(q.clone());
+                s.name = newname.to_owned();
+                return Ok(());
+            }
+            (None, None) => {}
+            _ => return Err(Errno::EXDEV),
+        }
+        let upper = self.upper()?;
         let dst = self
             .resolve(&q, newname)?
             .map(|r| self.node_for(&q, newname, r, false));

@@ -13,10 +13,13 @@ use std::os::unix::ffi::OsStrExt;
 impl Overlay {
     /// An `O_PATH` handle on the object a node shows. Call with the tree lock held.
     fn object_fd(&self, node: &Node) -> SysResult<OwnedFd> {
-        let (upper, lower) = {
+        let (upper, lower, spliced) = {
             let s = node.state.read();
-            (s.upper, s.lowers.first().cloned())
+            (s.upper, s.lowers.first().cloned(), s.splice.clone())
         };
+        if let Some(at) = spliced {
+            return self.splice_object(&at);
+        }
         if upper {
             self.upper()?.layer.open_any(&self.upper_path(node))
         } else {
@@ -25,11 +28,20 @@ impl Overlay {
         }
     }
 
+    /// The stored name of an xattr: escaped in the union, as is inside a splice.
+    fn stored_xattr(&self, node: &Node, name: &OsStr) -> Vec<u8> {
+        if node.state.read().splice.is_some() {
+            name.as_bytes().to_vec()
+        } else {
+            self.markers.stored_name(name.as_bytes())
+        }
+    }
+
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> SysResult<Vec<u8>> {
         let node = self.node(ino)?;
         let _t = self.tree.read_recursive();
         let fd = self.object_fd(&node)?;
-        let stored = self.markers.stored_name(name.as_bytes());
+        let stored = self.stored_xattr(&node, name);
         sys::get_xattr(sys::borrow(&fd), OsStr::from_bytes(&stored))
     }
 
@@ -38,9 +50,15 @@ impl Overlay {
         let node = self.node(ino)?;
         let _t = self.tree.read_recursive();
         let fd = self.object_fd(&node)?;
+        let spliced = node.state.read().splice.is_some();
         let mut out = Vec::new();
         for name in sys::list_xattr(sys::borrow(&fd))? {
-            if let Some(v) = self.markers.visible_name(&name) {
+            let shown = if spliced {
+                Some(name)
+            } else {
+                self.markers.visible_name(&name)
+            };
+            if let Some(v) = shown {
                 out.extend_from_slice(&v);
                 out.push(0);
             }
@@ -50,25 +68,40 @@ impl Overlay {
 
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
         let node = self.node(ino)?;
-        self.upper()?;
         let _t = self.tree.read_recursive();
-        self.copy_up(&node, Data::Full)?;
+        let spliced = node.state.read().splice.clone();
+        match &spliced {
+            Some(at) => self.splice_writable(at)?,
+            None => {
+                self.upper()?;
+                self.copy_up(&node, Data::Full)?;
+            }
+        }
         let fd = self.object_fd(&node)?;
-        let stored = self.markers.stored_name(name.as_bytes());
+        let stored = self.stored_xattr(&node, name);
         sys::set_xattr(sys::borrow(&fd), OsStr::from_bytes(&stored), value, flags)
     }
 
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> SysResult<()> {
         let node = self.node(ino)?;
-        self.upper()?;
         let _t = self.tree.read_recursive();
-        let stored = self.markers.stored_name(name.as_bytes());
+        let stored = self.stored_xattr(&node, name);
         let stored = OsStr::from_bytes(&stored);
-        if !node.state.read().upper {
-            // Nothing to remove needs no copy.
-            let fd = self.object_fd(&node)?;
-            sys::get_xattr(sys::borrow(&fd), stored)?;
-            self.copy_up(&node, Data::Full)?;
+        let (upper, spliced) = {
+            let s = node.state.read();
+            (s.upper, s.splice.clone())
+        };
+        match &spliced {
+            Some(at) => self.splice_writable(at)?,
+            None => {
+                self.upper()?;
+                if !upper {
+                    // Nothing to remove needs no copy.
+                    let fd = self.object_fd(&node)?;
+                    sys::get_xattr(sys::borrow(&fd), stored)?;
+                    self.copy_up(&node, Data::Full)?;
+                }
+            }
         }
         let fd = self.object_fd(&node)?;
         sys::remove_xattr(sys::borrow(&fd), stored)

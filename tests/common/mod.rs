@@ -1020,7 +1020,7 @@ impl TestMount {
         Self::spawn_fuse(Impl::FuseOverlayfs, cmd, layers)
     }
 
-    fn spawn_fuse(kind: Impl, mut cmd: Command, layers: Layers) -> TestMount {
+    pub fn spawn_fuse(kind: Impl, mut cmd: Command, layers: Layers) -> TestMount {
         let before: Vec<u64> = mounts_at(&layers.mnt).iter().map(|m| m.id).collect();
         // stderr/stdout to files, not pipes: a chatty daemon must never block on a full pipe.
         let err_path = layers.root.join("daemon.stderr");
@@ -1092,11 +1092,11 @@ impl TestMount {
     /// Unmount and reap the daemon (bounded wait, then kill by PID). Returns the daemon's exit
     /// status, if it exited on its own.
     pub fn unmount(&mut self) -> Option<ExitStatus> {
-        if self.is_mounted() {
-            if let Err(e) = umount2(&self.mnt, 0) {
-                eprintln!("umount {}: {e}; lazy unmount", self.mnt.display());
-                let _ = umount2(&self.mnt, libc::MNT_DETACH);
-            }
+        if self.is_mounted()
+            && let Err(e) = umount2(&self.mnt, 0)
+        {
+            eprintln!("umount {}: {e}; lazy unmount", self.mnt.display());
+            let _ = umount2(&self.mnt, libc::MNT_DETACH);
         }
         self.mount_id = None;
         self.child.as_mut().and_then(|c| reap(c, DEADLINE))
