@@ -5,6 +5,7 @@
 
 mod convert;
 mod mount;
+mod passthrough;
 
 pub use mount::{MountOptions, mount};
 
@@ -34,11 +35,27 @@ fn ttl(a: &crate::overlay::Attr) -> &'static Duration {
 /// The union served over FUSE.
 pub struct LayerFs {
     overlay: Arc<Overlay>,
+    /// Passthrough was negotiated with the kernel.
+    passthrough_on: bool,
+    passthrough: passthrough::PassthroughTable,
 }
 
 impl LayerFs {
     pub fn new(overlay: Arc<Overlay>) -> LayerFs {
-        LayerFs { overlay }
+        LayerFs {
+            overlay,
+            passthrough_on: false,
+            passthrough: Default::default(),
+        }
+    }
+
+    /// The backing file of a newly opened handle, if the kernel may use it directly.
+    fn backing_fd(&self, fh: u64) -> Option<Arc<std::os::fd::OwnedFd>> {
+        if self.passthrough_on {
+            self.overlay.backing_file(fh)
+        } else {
+            None
+        }
     }
 }
 
@@ -70,6 +87,15 @@ impl fuser::Filesystem for LayerFs {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO;
         let _ = config.add_capabilities(wanted & config.capabilities());
+        // Reads and writes of upper files go straight to the backing file. Not with a
+        // writeback cache (the two exclude each other), which is not requested.
+        if self.overlay.may_passthrough()
+            && config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough_on = true;
+        }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
@@ -260,9 +286,17 @@ impl fuser::Filesystem for LayerFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.overlay.open(ino.0, flags.0) {
-            Ok((fh, info)) => reply.opened(FileHandle(fh), open_flags(info)),
-            Err(e) => reply.error(errno(e)),
+        let (fh, info) = match self.overlay.open(ino.0, flags.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let fd = self.backing_fd(fh);
+        let backing = self.passthrough.open(ino.0, fh, || {
+            fd.as_deref().and_then(|fd| reply.open_backing(fd).ok())
+        });
+        match backing {
+            Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+            None => reply.opened(FileHandle(fh), open_flags(info)),
         }
     }
 
@@ -323,6 +357,7 @@ impl fuser::Filesystem for LayerFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.passthrough.release(fh.0);
         self.overlay.release(fh.0);
         reply.ok();
     }
@@ -511,17 +546,33 @@ impl fuser::Filesystem for LayerFs {
             NewEntry::File { flags },
             caller(req, umask),
         ) {
-            Ok((attr, Some(fh))) => reply.created(
-                ttl(&attr),
-                &file_attr(&attr),
-                Generation(0),
-                FileHandle(fh),
-                if attr.volatile {
-                    FopenFlags::empty()
-                } else {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                },
-            ),
+            Ok((attr, Some(fh))) => {
+                let fd = self.backing_fd(fh);
+                let backing = self.passthrough.open(attr.ino, fh, || {
+                    fd.as_deref().and_then(|fd| reply.open_backing(fd).ok())
+                });
+                match backing {
+                    Some(b) => reply.created_passthrough(
+                        ttl(&attr),
+                        &file_attr(&attr),
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                        &b,
+                    ),
+                    None => reply.created(
+                        ttl(&attr),
+                        &file_attr(&attr),
+                        Generation(0),
+                        FileHandle(fh),
+                        if attr.volatile {
+                            FopenFlags::empty()
+                        } else {
+                            FopenFlags::FOPEN_KEEP_CACHE
+                        },
+                    ),
+                }
+            }
             Ok((_, None)) => reply.error(fuser::Errno::EIO),
             Err(e) => reply.error(errno(e)),
         }

@@ -258,6 +258,29 @@ impl Overlay {
         }
     }
 
+    /// The fd the kernel may read and write directly (FUSE passthrough) for an open
+    /// file: only a regular file in the upper layer or in a splice. A lower file is
+    /// served by the daemon, so that a reader opened before a copy-up can move to
+    /// the copy, as on kernel overlayfs.
+    pub fn backing_file(&self, fh: u64) -> Option<Arc<OwnedFd>> {
+        let h = self.handles.get(fh).ok()?;
+        let Handle::File(f) = &*h else { return None };
+        let s = f.node.state.read();
+        let eligible = s.kind == FileKind::Regular
+            && (s.upper || s.splice.is_some())
+            && !f.on_lower.load(Ordering::Acquire);
+        drop(s);
+        eligible.then(|| f.fd.read().clone())
+    }
+
+    /// The inode number of the node an open file handle belongs to.
+    pub fn handle_ino(&self, fh: u64) -> Option<u64> {
+        match &*self.handles.get(fh).ok()? {
+            Handle::File(f) => Some(f.node.ino),
+            Handle::Dir(d) => Some(d.node.ino),
+        }
+    }
+
     pub fn release(&self, fh: u64) {
         self.handles.remove(fh);
     }

@@ -256,6 +256,12 @@ impl Overlay {
         }
     }
 
+    /// Whether this process may hand the kernel backing files (FUSE passthrough needs
+    /// CAP_SYS_ADMIN in the initial namespace).
+    pub fn may_passthrough(&self) -> bool {
+        sys::has_admin_capability()
+    }
+
     pub fn is_read_only(&self) -> bool {
         self.upper.is_none()
     }

@@ -391,3 +391,70 @@ fn copy_file_range_between_layers() {
         c.read("lower");
     });
 }
+
+/// The passthrough trap (fuse-overlayfs 2.0 loses data here): a reader holds the lower
+/// file open, a writer opens it with O_TRUNC (copy-up) and writes. The writer's data must
+/// reach the upper file, and the reader then reads what the kernel's reader reads. The
+/// same through a shared writable mmap while the reader is open.
+#[test]
+fn reader_open_before_copy_up_does_not_lose_the_writers_data() {
+    need_root!();
+    differential(&io_layers(), |c| {
+        let reader = c.must("open reader", fs::File::open(c.p("lower")));
+        let mut w = c.must(
+            "open O_TRUNC writer",
+            fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(c.p("lower")),
+        );
+        c.ok("write", w.write_all(b"new data"));
+        drop(w);
+        let mut buf = vec![0u8; 32];
+        let n = reader.read_at(&mut buf, 0).map_err(|e| errno_name(&e));
+        c.val(
+            "reader sees",
+            n.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned()),
+        );
+        c.read("lower");
+        c.in_upper("lower");
+
+        let reader2 = c.must("open reader of d/lower2", fs::File::open(c.p("d/lower2")));
+        let f = c.must(
+            "open d/lower2 rw",
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(c.p("d/lower2")),
+        );
+        // SAFETY: a shared writable mapping of 10 bytes of a file we hold open; unmapped below.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                10,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        c.val("mmap", map != libc::MAP_FAILED);
+        if map != libc::MAP_FAILED {
+            // SAFETY: the mapping is 10 bytes long and writable.
+            unsafe { std::ptr::copy_nonoverlapping(b"MAPPED".as_ptr(), map.cast::<u8>(), 6) };
+            // SAFETY: flush and unmap the mapping made above.
+            unsafe {
+                libc::msync(map, 10, libc::MS_SYNC);
+                libc::munmap(map, 10);
+            }
+        }
+        drop(f);
+        let mut buf = vec![0u8; 32];
+        let n = reader2.read_at(&mut buf, 0).map_err(|e| errno_name(&e));
+        c.val(
+            "reader2 sees",
+            n.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned()),
+        );
+        c.read("d/lower2");
+    });
+}
