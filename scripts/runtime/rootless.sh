@@ -87,7 +87,8 @@ PP=(podman --cgroup-manager cgroupfs --events-backend file --runtime runc)
 prun() { as_user env CONTAINERS_STORAGE_CONF="$RT_DIR/storage.conf" CONTAINERS_CONF=/dev/null \
   LF_EXTRA="${LF_EXTRA:-}" "${PP[@]}" "$@"; }
 RT_CLEANUPS=("as_user env CONTAINERS_STORAGE_CONF=$RT_DIR/storage.conf ${PP[*]} rm -af -t 0" \
-  "as_user env CONTAINERS_STORAGE_CONF=$RT_DIR/storage.conf ${PP[*]} system reset -f" "${RT_CLEANUPS[@]}")
+  "as_user env CONTAINERS_STORAGE_CONF=$RT_DIR/storage.conf ${PP[*]} system reset -f" \
+  "p=\$(cat $RT_DIR/xdg/libpod/tmp/pause.pid 2>/dev/null) && [ -n \"\$p\" ] && stop_pid \$p" "${RT_CLEANUPS[@]}")
 out=$(run_logged prun import "$RT_DIR/rootfs.tar" localhost/lfbox:1) && ok "rootless podman import" || bad "rootless podman import" "$out"
 RUNR=(run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 localhost/lfbox:1)
 out=$(run_logged prun "${RUNR[@]}" cat /input.txt)
