@@ -136,15 +136,21 @@ impl NodeTable {
         } else {
             ino
         };
-        let node = match self.nodes.entry(ino) {
-            dashmap::Entry::Occupied(e) if same(e.get()) => e.get().clone(),
-            dashmap::Entry::Occupied(_) => {
+        // The shard lock of `ino` is held while its entry is alive: a synthetic number
+        // is inserted only after the entry is dropped (it may hash to the same shard).
+        let taken = match self.nodes.entry(ino) {
+            dashmap::Entry::Occupied(e) if same(e.get()) => Ok(e.get().clone()),
+            dashmap::Entry::Occupied(_) => Err(make),
+            dashmap::Entry::Vacant(v) => Ok(v.insert(Arc::new(make(ino))).clone()),
+        };
+        let node = match taken {
+            Ok(node) => node,
+            Err(make) => {
                 let n = self.synthetic();
                 let node = Arc::new(make(n));
                 self.nodes.insert(n, node.clone());
                 node
             }
-            dashmap::Entry::Vacant(v) => v.insert(Arc::new(make(ino))).clone(),
         };
         if count {
             node.lookups.fetch_add(1, Ordering::Relaxed);
