@@ -1,0 +1,1 @@
+//! Concurrent random sequences on one mount.

@@ -1,0 +1,1 @@
+//! On-disk interop and remount consistency.

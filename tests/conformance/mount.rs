@@ -1,0 +1,241 @@
+//! Mounting kernel overlayfs and layerfuse, with guards that clean up on drop, even on panic:
+//! umount, then lazy detach; a daemon is reaped, or killed by its PID; scratch dirs removed.
+
+use super::sys;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Impl {
+    Kernel,
+    Layerfuse,
+}
+
+impl Impl {
+    /// The implementation under test: `LAYERFUSE_FUZZ_IMPL=kernel` runs kernel overlayfs on
+    /// both sides, which must give zero mismatches (it checks the runner itself).
+    pub fn from_env() -> Impl {
+        match std::env::var("LAYERFUSE_FUZZ_IMPL").as_deref() {
+            Ok("kernel") => Impl::Kernel,
+            _ => Impl::Layerfuse,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Impl::Kernel => "kernel",
+            Impl::Layerfuse => "layerfuse",
+        }
+    }
+}
+
+/// Missing root, /dev/fuse or overlay support: fail under `CI=true`, else skip with a message.
+pub fn environment_ok(need_fuse: bool) -> bool {
+    let mut missing = Vec::new();
+    if !sys::is_root() {
+        missing.push("root");
+    }
+    if need_fuse && !Path::new("/dev/fuse").exists() {
+        missing.push("/dev/fuse");
+    }
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fs.lines().any(|l| l.ends_with("\toverlay")) {
+        let _ = Command::new("modprobe").arg("overlay").status();
+        let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        if !fs.lines().any(|l| l.ends_with("\toverlay")) {
+            missing.push("kernel overlayfs");
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("conformance tests need {}", missing.join(", "));
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg} (CI=true: not skipping)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A private tmpfs for one case: every layer of both sides lives on it, so the kernel keeps lower
+/// inode numbers (one filesystem) and numbers are never reused (tmpfs counts up).
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("lf-conf-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        sys::mount("lf-conf", &dir, "tmpfs", "mode=0755,size=512m").expect("mount scratch tmpfs");
+        Scratch { dir }
+    }
+    pub fn mkdir(&self, rel: &str) -> PathBuf {
+        let p = self.dir.join(rel);
+        std::fs::create_dir_all(&p).expect("mkdir in scratch");
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if sys::umount(&self.dir, 0).is_err() {
+            let _ = sys::umount(&self.dir, libc::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+pub struct Layers<'a> {
+    pub lowers: &'a [PathBuf],
+    pub upper: &'a Path,
+    pub work: &'a Path,
+    pub redirect_dir: bool,
+}
+
+pub struct Mounted {
+    pub mnt: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+    unmounted: bool,
+}
+
+fn is_mounted(mnt: &Path, source: Option<&str>) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = mnt.to_string_lossy();
+    info.lines().any(|l| {
+        let mut halves = l.split(" - ");
+        let left: Vec<&str> = halves.next().unwrap_or("").split(' ').collect();
+        let right: Vec<&str> = halves.next().unwrap_or("").split(' ').collect();
+        left.get(4).is_some_and(|m| *m == want) && source.is_none_or(|s| right.get(1) == Some(&s))
+    })
+}
+
+pub fn layerfuse_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_layerfuse")
+}
+
+impl Mounted {
+    pub fn mount(which: Impl, l: &Layers, mnt: &Path) -> Result<Mounted, String> {
+        std::fs::create_dir_all(mnt).map_err(|e| e.to_string())?;
+        let lower = l.lowers.iter().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>().join(":");
+        let log = mnt.with_extension("log");
+        match which {
+            Impl::Kernel => {
+                let opts = format!(
+                    "lowerdir={lower},upperdir={},workdir={},redirect_dir={},index=on",
+                    l.upper.display(),
+                    l.work.display(),
+                    if l.redirect_dir { "on" } else { "off" }
+                );
+                sys::mount("overlay", mnt, "overlay", &opts)
+                    .map_err(|e| format!("kernel overlay mount ({opts}): {}", sys::errno_name(e)))?;
+                Ok(Mounted { mnt: mnt.to_path_buf(), child: None, log, unmounted: false })
+            }
+            Impl::Layerfuse => {
+                let logf = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+                let child = Command::new(layerfuse_bin())
+                    .arg("mount")
+                    .arg("--lower")
+                    .arg(&lower)
+                    .arg("--upper")
+                    .arg(l.upper)
+                    .arg("--work")
+                    .arg(l.work)
+                    .arg("--redirect-dir")
+                    .arg(if l.redirect_dir { "on" } else { "off" })
+                    .arg("-f")
+                    .arg(mnt)
+                    .stdin(Stdio::null())
+                    .stdout(logf.try_clone().map_err(|e| e.to_string())?)
+                    .stderr(logf)
+                    .spawn()
+                    .map_err(|e| format!("spawn layerfuse: {e}"))?;
+                let mut m = Mounted { mnt: mnt.to_path_buf(), child: Some(child), log, unmounted: false };
+                let start = Instant::now();
+                loop {
+                    if is_mounted(mnt, Some("layerfuse")) {
+                        return Ok(m);
+                    }
+                    if let Some(st) = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                        m.child = None;
+                        m.unmounted = true;
+                        return Err(format!("layerfuse exited before mounting ({st}): {}", m.log_tail()));
+                    }
+                    if start.elapsed() > Duration::from_secs(10) {
+                        return Err(format!("layerfuse did not mount within 10 s: {}", m.log_tail()));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Unmounts and waits for the daemon. Err if the unmount was refused or the daemon crashed,
+    /// hung, or exited non-zero.
+    pub fn unmount(mut self) -> Result<(), String> {
+        self.unmounted = true;
+        let mut problems = Vec::new();
+        if let Err(e) = sys::umount(&self.mnt, 0) {
+            problems.push(format!("umount: {}", sys::errno_name(e)));
+            let _ = sys::umount(&self.mnt, libc::MNT_DETACH);
+        }
+        if let Some(mut child) = self.child.take() {
+            match wait_timeout(&mut child, Duration::from_secs(10)) {
+                Some(st) if st.success() => {}
+                Some(st) => problems.push(format!("daemon exited with {st}: {}", self.log_tail())),
+                None => {
+                    problems.push("daemon still running 10 s after unmount".into());
+                    kill_and_reap(&mut child);
+                }
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
+}
+
+fn wait_timeout(child: &mut Child, t: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        if start.elapsed() > t {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn kill_and_reap(child: &mut Child) {
+    sys::kill(child.id(), libc::SIGTERM);
+    if wait_timeout(child, Duration::from_secs(3)).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if !self.unmounted && sys::umount(&self.mnt, 0).is_err() {
+            let _ = sys::umount(&self.mnt, libc::MNT_DETACH);
+        }
+        if let Some(mut child) = self.child.take() {
+            if wait_timeout(&mut child, Duration::from_secs(5)).is_none() {
+                kill_and_reap(&mut child);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.mnt);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}

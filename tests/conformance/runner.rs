@@ -1,0 +1,351 @@
+//! Differential runner: the same case on kernel overlayfs (side A, the reference) and on the
+//! implementation under test (side B), compared after every op and as a whole tree at the end;
+//! a delta-debugging shrinker; reproducers rendered as Rust tests.
+
+use super::layers::{Format, Layer, Rng, materialize, random_layer};
+use super::mount::{Impl, Layers, Mounted, Scratch};
+use super::ops::{Op, PathPool, Side, exec, random_op};
+use super::snapshot::{diff, snapshot};
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Case {
+    pub seed: u64,
+    pub redirect_dir: bool,
+    /// Topmost first.
+    pub lowers: Vec<Layer>,
+    pub upper: Layer,
+    pub ops: Vec<Op>,
+}
+
+impl Case {
+    pub fn generate(seed: u64, n_ops: usize) -> Case {
+        let mut rng = Rng::new(seed);
+        let n_lowers = 1 + rng.below(4);
+        let lowers: Vec<Layer> = (0..n_lowers).map(|_| random_layer(&mut rng, false)).collect();
+        let upper = if rng.chance(40) { random_layer(&mut rng, true) } else { Layer::kernel(vec![]) };
+        let redirect_dir = !rng.chance(20);
+        let mut pool = PathPool::from_layers(&lowers.iter().chain([&upper]).collect::<Vec<_>>());
+        let ops = (0..n_ops).map(|_| random_op(&mut rng, &mut pool)).collect();
+        Case { seed, redirect_dir, lowers, upper, ops }
+    }
+
+    /// The case as a test to paste into `tests/conformance/regressions.rs`.
+    pub fn render_test(&self, name: &str, note: &str) -> String {
+        let mut s = String::new();
+        for line in note.lines() {
+            s += &format!("// {line}\n");
+        }
+        s += &format!("#[test]\nfn {name}() {{\n    let case = Case {{\n        seed: {},\n", self.seed);
+        s += &format!("        redirect_dir: {},\n        lowers: vec![\n", self.redirect_dir);
+        for l in &self.lowers {
+            s += &format!("            {},\n", l.render("            "));
+        }
+        s += "        ],\n";
+        s += &format!("        upper: {},\n        ops: vec![\n", self.upper.render("        "));
+        for op in &self.ops {
+            s += &format!("            {},\n", op.render());
+        }
+        s += "        ],\n    };\n    check_case(&case);\n}\n";
+        s
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Failure {
+    /// Side B could not be set up (mount failed) while the kernel could.
+    Setup(String),
+    /// The trees differ before any op ran (lookup, listing, whiteout or opaque handling).
+    Initial(Vec<String>),
+    Step { index: usize, op: String, kernel: String, other: String },
+    Final(Vec<String>),
+    /// The harness itself failed on the kernel side (not a finding about side B).
+    Harness(String),
+}
+
+impl Failure {
+    /// Failures with the same signature count as the same bug while shrinking.
+    pub fn signature(&self) -> String {
+        match self {
+            Failure::Setup(_) => "setup".into(),
+            Failure::Initial(_) => "initial".into(),
+            Failure::Step { op, .. } => format!("step:{}", op.split(' ').next().unwrap_or("")),
+            Failure::Final(_) => "final".into(),
+            Failure::Harness(_) => "harness".into(),
+        }
+    }
+
+    pub fn describe(&self, other: &str) -> String {
+        match self {
+            Failure::Setup(e) => format!("{other} failed to mount where the kernel mounted: {e}"),
+            Failure::Initial(d) => format!("trees differ before any op:\n  {}", d.join("\n  ")),
+            Failure::Step { index, op, kernel, other: o } => {
+                format!("op #{index} {op}\n  kernel:    {kernel}\n  {other:<10} {o}")
+            }
+            Failure::Final(d) => format!("final trees differ:\n  {}", d.join("\n  ")),
+            Failure::Harness(e) => format!("harness error: {e}"),
+        }
+    }
+}
+
+/// The lower, upper and work dirs of one side, written from the case.
+pub struct SideDirs {
+    pub lowers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+impl SideDirs {
+    pub fn write(scratch: &Scratch, tag: &str, case: &Case, oci_ok: bool) -> SideDirs {
+        let lowers: Vec<PathBuf> = case
+            .lowers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let d = scratch.mkdir(&format!("{tag}/l{i}"));
+                materialize(l, &d, if oci_ok { l.format } else { Format::Kernel });
+                d
+            })
+            .collect();
+        let upper = scratch.mkdir(&format!("{tag}/u"));
+        materialize(&case.upper, &upper, Format::Kernel);
+        let work = scratch.mkdir(&format!("{tag}/w"));
+        SideDirs { lowers, upper, work }
+    }
+
+    pub fn layers(&self, redirect_dir: bool) -> Layers<'_> {
+        Layers { lowers: &self.lowers, upper: &self.upper, work: &self.work, redirect_dir }
+    }
+}
+
+/// `LAYERFUSE_FUZZ_TRACE=1` prints every op and its outcome.
+fn trace() -> bool {
+    std::env::var("LAYERFUSE_FUZZ_TRACE").is_ok_and(|v| v == "1")
+}
+
+/// Runs `case` on the kernel and on `other`; Ok if every outcome and the final tree agree.
+pub fn run_case(case: &Case, other: Impl) -> Result<(), Failure> {
+    let scratch = Scratch::new();
+    let a_dirs = SideDirs::write(&scratch, "A", case, false);
+    let b_dirs = SideDirs::write(&scratch, "B", case, other == Impl::Layerfuse);
+    let a_mnt = Mounted::mount(Impl::Kernel, &a_dirs.layers(case.redirect_dir), &scratch.dir.join("A/m"))
+        .map_err(Failure::Harness)?;
+    let b_mnt =
+        Mounted::mount(other, &b_dirs.layers(case.redirect_dir), &scratch.dir.join("B/m")).map_err(Failure::Setup)?;
+    let mut a = Side::new(&a_mnt.mnt);
+    let mut b = Side::new(&b_mnt.mnt);
+    let (ta, tb) = (snapshot(&a.root), snapshot(&b.root));
+    ta.record_initial(&mut a);
+    tb.record_initial(&mut b);
+    let d = diff(&ta.described(None), &tb.described(None), "kernel", other.name());
+    if !d.is_empty() {
+        return Err(Failure::Initial(d));
+    }
+    for (index, op) in case.ops.iter().enumerate() {
+        let ra = exec(op, &mut a);
+        let rb = exec(op, &mut b);
+        if trace() {
+            eprintln!("  #{index} {}\n      -> {ra}", op.render());
+        }
+        if ra != rb {
+            return Err(Failure::Step { index, op: op.render(), kernel: ra, other: rb });
+        }
+    }
+    a.close_all();
+    b.close_all();
+    let (ta, tb) = (snapshot(&a.root), snapshot(&b.root));
+    let (da, db) = (ta.described(Some(&a)), tb.described(Some(&b)));
+    if trace() {
+        for (p, d) in &da {
+            eprintln!("  final /{p}: {d}");
+        }
+    }
+    let d = diff(&da, &db, "kernel", other.name());
+    drop((a, b));
+    drop(b_mnt);
+    drop(a_mnt);
+    if d.is_empty() { Ok(()) } else { Err(Failure::Final(d)) }
+}
+
+/// Delta debugging: the smallest case (fewest ops, then fewest layer entries, then simplest ops)
+/// that still fails with the same signature. `budget` bounds the number of runs.
+pub fn shrink(case: &Case, fails: &dyn Fn(&Case) -> Option<Failure>, sig: &str, budget: usize) -> Case {
+    let runs = std::cell::Cell::new(0usize);
+    let test = |c: &Case| -> bool {
+        if runs.get() >= budget {
+            return false;
+        }
+        runs.set(runs.get() + 1);
+        fails(c).is_some_and(|f| f.signature() == sig)
+    };
+    let mut best = case.clone();
+    // Ops after a failing step never matter.
+    if let Some(Failure::Step { index, .. }) = fails(&best) {
+        best.ops.truncate(index + 1);
+    }
+    // ddmin over the op list.
+    let mut n = 2usize;
+    while best.ops.len() >= 2 {
+        let len = best.ops.len();
+        let chunk = len.div_ceil(n);
+        let mut reduced = false;
+        for start in (0..len).step_by(chunk) {
+            let mut c = best.clone();
+            c.ops.drain(start..(start + chunk).min(len));
+            if test(&c) {
+                best = c;
+                n = (n - 1).max(2);
+                reduced = true;
+                break;
+            }
+        }
+        if !reduced {
+            if n >= len {
+                break;
+            }
+            n = (n * 2).min(len);
+        }
+    }
+    if best.ops.len() == 1 {
+        let mut c = best.clone();
+        c.ops.clear();
+        if test(&c) {
+            best = c;
+        }
+    }
+    loop {
+        let before = best.clone();
+        // whole lower layers, then single entries of every layer
+        let mut i = 0;
+        while best.lowers.len() > 1 && i < best.lowers.len() {
+            let mut c = best.clone();
+            c.lowers.remove(i);
+            if test(&c) { best = c } else { i += 1 }
+        }
+        for li in 0..=best.lowers.len() {
+            let mut ei = 0;
+            loop {
+                let layer = if li < best.lowers.len() { &best.lowers[li] } else { &best.upper };
+                if ei >= layer.entries.len() {
+                    break;
+                }
+                let mut c = best.clone();
+                let l = if li < c.lowers.len() { &mut c.lowers[li] } else { &mut c.upper };
+                l.entries.remove(ei);
+                if test(&c) { best = c } else { ei += 1 }
+            }
+        }
+        // one op at a time (ddmin may leave some), then simpler ops
+        let mut oi = 0;
+        while oi < best.ops.len() {
+            let mut c = best.clone();
+            c.ops.remove(oi);
+            if test(&c) { best = c } else { oi += 1 }
+        }
+        for oi in 0..best.ops.len() {
+            for simpler in best.ops[oi].simpler() {
+                let mut c = best.clone();
+                c.ops[oi] = simpler;
+                if test(&c) {
+                    best = c;
+                    break;
+                }
+            }
+        }
+        // simpler layers: kernel format, no attributes, empty content
+        for li in 0..=best.lowers.len() {
+            let count = if li < best.lowers.len() { best.lowers[li].entries.len() } else { best.upper.entries.len() };
+            if li < best.lowers.len() && best.lowers[li].format == Format::Oci {
+                let mut c = best.clone();
+                c.lowers[li].format = Format::Kernel;
+                if test(&c) {
+                    best = c;
+                }
+            }
+            for ei in 0..count {
+                for k in 0..4 {
+                    let mut c = best.clone();
+                    let l = if li < c.lowers.len() { &mut c.lowers[li] } else { &mut c.upper };
+                    let e = &mut l.entries[ei];
+                    let changed = match k {
+                        0 if !e.xattrs.is_empty() => {
+                            e.xattrs.clear();
+                            true
+                        }
+                        1 if (e.uid, e.gid) != (0, 0) => {
+                            e.uid = 0;
+                            e.gid = 0;
+                            true
+                        }
+                        2 => match &mut e.kind {
+                            super::layers::Kind::File(s) if s.len() > 1 => {
+                                *s = "x".into();
+                                true
+                            }
+                            _ => false,
+                        },
+                        3 if e.opaque => {
+                            e.opaque = false;
+                            true
+                        }
+                        _ => false,
+                    };
+                    if changed && test(&c) {
+                        best = c;
+                    }
+                }
+            }
+        }
+        if best == before || runs.get() >= budget {
+            break;
+        }
+    }
+    best
+}
+
+/// Every seed of a run gets a distinct, printable 64-bit seed.
+pub fn seed_for(base: u64, i: u64) -> u64 {
+    let mut r = Rng::new(base.wrapping_add(i.wrapping_mul(0x9E37_79B9)));
+    r.next_u64() % 1_000_000_000
+}
+
+/// Runs `case`; on failure, confirms it reproduces, shrinks it and returns a report with the
+/// reproducer test.
+pub fn run_and_report(case: &Case, other: Impl) -> Result<(), String> {
+    let first = match run_case(case, other) {
+        Ok(()) => return Ok(()),
+        Err(f) => f,
+    };
+    if let Failure::Harness(e) = &first {
+        return Err(format!("seed {}: harness error (kernel side): {e}", case.seed));
+    }
+    let again = run_case(case, other).err();
+    let sig = first.signature();
+    if again.as_ref().map(|f| f.signature()) != Some(sig.clone()) {
+        return Err(format!(
+            "seed {}: NONDETERMINISTIC failure (did not reproduce the same way)\n{}",
+            case.seed,
+            first.describe(other.name())
+        ));
+    }
+    let budget: usize = std::env::var("LAYERFUSE_FUZZ_SHRINK_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
+    let small = shrink(case, &|c| run_case(c, other).err(), &sig, budget);
+    let f = run_case(&small, other).err().unwrap_or(first);
+    let what = f.describe(other.name());
+    let test = small.render_test(&format!("seed_{}_{}", case.seed, sig.replace(':', "_").to_lowercase()), &what);
+    Err(format!(
+        "seed {} ({} ops) MISMATCH, replay with LAYERFUSE_FUZZ_SEED={}\n{what}\n\nminimal reproducer ({} ops):\n{test}",
+        case.seed,
+        case.ops.len(),
+        case.seed,
+        small.ops.len()
+    ))
+}
+
+/// Regression tests call this: panics with a description on any difference.
+pub fn check_case(case: &Case) {
+    let other = Impl::from_env();
+    if let Err(f) = run_case(case, other) {
+        panic!("{}", f.describe(other.name()));
+    }
+}
