@@ -61,7 +61,7 @@ pub struct Entry {
 pub struct E;
 
 impl E {
-    fn new(path: &str, kind: Kind, mode: u32) -> Entry {
+    fn entry(path: &str, kind: Kind, mode: u32) -> Entry {
         Entry {
             path: path.to_string(),
             kind,
@@ -73,22 +73,22 @@ impl E {
         }
     }
     pub fn dir(path: &str) -> Entry {
-        E::new(path, Kind::Dir, 0o755)
+        E::entry(path, Kind::Dir, 0o755)
     }
     pub fn file(path: &str, content: &str) -> Entry {
-        E::new(path, Kind::File(content.to_string()), 0o644)
+        E::entry(path, Kind::File(content.to_string()), 0o644)
     }
     pub fn symlink(path: &str, target: &str) -> Entry {
-        E::new(path, Kind::Symlink(target.to_string()), 0o777)
+        E::entry(path, Kind::Symlink(target.to_string()), 0o777)
     }
     pub fn hardlink(path: &str, to: &str) -> Entry {
-        E::new(path, Kind::HardLink(to.to_string()), 0o644)
+        E::entry(path, Kind::HardLink(to.to_string()), 0o644)
     }
     pub fn fifo(path: &str) -> Entry {
-        E::new(path, Kind::Fifo, 0o644)
+        E::entry(path, Kind::Fifo, 0o644)
     }
     pub fn whiteout(path: &str) -> Entry {
-        E::new(path, Kind::Whiteout, 0)
+        E::entry(path, Kind::Whiteout, 0)
     }
 }
 
@@ -162,10 +162,16 @@ pub struct Layer {
 
 impl Layer {
     pub fn kernel(entries: Vec<Entry>) -> Layer {
-        Layer { format: Format::Kernel, entries }
+        Layer {
+            format: Format::Kernel,
+            entries,
+        }
     }
     pub fn oci(entries: Vec<Entry>) -> Layer {
-        Layer { format: Format::Oci, entries }
+        Layer {
+            format: Format::Oci,
+            entries,
+        }
     }
     pub fn render(&self, indent: &str) -> String {
         let ctor = match self.format {
@@ -225,8 +231,16 @@ pub fn random_content(rng: &mut Rng) -> String {
 
 /// A random layer. `upper` layers are always in the kernel format.
 pub fn random_layer(rng: &mut Rng, upper: bool) -> Layer {
-    let format = if !upper && rng.chance(40) { Format::Oci } else { Format::Kernel };
-    let count = if upper { rng.below(5) } else { 2 + rng.below(8) };
+    let format = if !upper && rng.chance(40) {
+        Format::Oci
+    } else {
+        Format::Kernel
+    };
+    let count = if upper {
+        rng.below(5)
+    } else {
+        2 + rng.below(8)
+    };
     // path -> is a directory, for the paths already placed in this layer
     let mut placed: BTreeMap<String, bool> = BTreeMap::new();
     let mut entries: Vec<Entry> = Vec::new();
@@ -262,7 +276,11 @@ pub fn random_layer(rng: &mut Rng, upper: bool) -> Layer {
         } else if roll < 62 {
             E::file(&path, &random_content(rng))
         } else if roll < 70 {
-            let t = if rng.chance(50) { random_rel_path(rng, 2) } else { "/nowhere".to_string() };
+            let t = if rng.chance(50) {
+                random_rel_path(rng, 2)
+            } else {
+                "/nowhere".to_string()
+            };
             E::symlink(&path, &t)
         } else if roll < 78 && !files.is_empty() {
             E::hardlink(&path, &rng.pick(&files))
@@ -271,7 +289,10 @@ pub fn random_layer(rng: &mut Rng, upper: bool) -> Layer {
         } else {
             E::whiteout(&path)
         };
-        if !matches!(e.kind, Kind::Whiteout | Kind::Symlink(_) | Kind::HardLink(_)) {
+        if !matches!(
+            e.kind,
+            Kind::Whiteout | Kind::Symlink(_) | Kind::HardLink(_)
+        ) {
             if rng.chance(20) {
                 e.mode = rng.pick(&[0o600, 0o700, 0o640, 0o4755, 0o1777, 0o444]);
             }
@@ -280,7 +301,8 @@ pub fn random_layer(rng: &mut Rng, upper: bool) -> Layer {
                 e.gid = 1000;
             }
             if !matches!(e.kind, Kind::Fifo) && rng.chance(20) {
-                e.xattrs.push(("user.x".into(), format!("v{}", rng.below(10))));
+                e.xattrs
+                    .push(("user.x".into(), format!("v{}", rng.below(10))));
             }
             if rng.chance(5) {
                 e.xattrs.push(("trusted.t".into(), "tv".into()));
@@ -343,7 +365,9 @@ pub fn materialize(layer: &Layer, root: &Path, format: Format) {
                 Format::Kernel => sys::mknod(&p, libc::S_IFCHR, 0),
                 Format::Oci => {
                     let w = p.with_file_name(format!(".wh.{name}"));
-                    std::fs::write(&w, b"").map_err(|_| libc::EIO).and_then(|_| sys::chmod(&w, 0))
+                    std::fs::write(&w, b"")
+                        .map_err(|_| libc::EIO)
+                        .and_then(|_| sys::chmod(&w, 0))
                 }
             },
         };

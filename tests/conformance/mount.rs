@@ -122,7 +122,12 @@ pub fn layerfuse_bin() -> &'static str {
 impl Mounted {
     pub fn mount(which: Impl, l: &Layers, mnt: &Path) -> Result<Mounted, String> {
         std::fs::create_dir_all(mnt).map_err(|e| e.to_string())?;
-        let lower = l.lowers.iter().map(|p| p.to_string_lossy().into_owned()).collect::<Vec<_>>().join(":");
+        let lower = l
+            .lowers
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(":");
         let log = mnt.with_extension("log");
         match which {
             Impl::Kernel => {
@@ -132,9 +137,15 @@ impl Mounted {
                     l.work.display(),
                     if l.redirect_dir { "on" } else { "off" }
                 );
-                sys::mount("overlay", mnt, "overlay", &opts)
-                    .map_err(|e| format!("kernel overlay mount ({opts}): {}", sys::errno_name(e)))?;
-                Ok(Mounted { mnt: mnt.to_path_buf(), child: None, log, unmounted: false })
+                sys::mount("overlay", mnt, "overlay", &opts).map_err(|e| {
+                    format!("kernel overlay mount ({opts}): {}", sys::errno_name(e))
+                })?;
+                Ok(Mounted {
+                    mnt: mnt.to_path_buf(),
+                    child: None,
+                    log,
+                    unmounted: false,
+                })
             }
             Impl::Layerfuse => {
                 let logf = std::fs::File::create(&log).map_err(|e| e.to_string())?;
@@ -155,7 +166,12 @@ impl Mounted {
                     .stderr(logf)
                     .spawn()
                     .map_err(|e| format!("spawn layerfuse: {e}"))?;
-                let mut m = Mounted { mnt: mnt.to_path_buf(), child: Some(child), log, unmounted: false };
+                let mut m = Mounted {
+                    mnt: mnt.to_path_buf(),
+                    child: Some(child),
+                    log,
+                    unmounted: false,
+                };
                 let start = Instant::now();
                 loop {
                     if is_mounted(mnt, Some("layerfuse")) {
@@ -164,10 +180,16 @@ impl Mounted {
                     if let Some(st) = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                         m.child = None;
                         m.unmounted = true;
-                        return Err(format!("layerfuse exited before mounting ({st}): {}", m.log_tail()));
+                        return Err(format!(
+                            "layerfuse exited before mounting ({st}): {}",
+                            m.log_tail()
+                        ));
                     }
                     if start.elapsed() > Duration::from_secs(10) {
-                        return Err(format!("layerfuse did not mount within 10 s: {}", m.log_tail()));
+                        return Err(format!(
+                            "layerfuse did not mount within 10 s: {}",
+                            m.log_tail()
+                        ));
                     }
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -200,7 +222,11 @@ impl Mounted {
                 }
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
     }
 }
 

@@ -41,33 +41,105 @@ pub const SLOTS: usize = 2;
 pub enum Op {
     /// open(flags | O_NONBLOCK), then optionally pwrite at an offset, then optionally read the
     /// whole file back, then fstat, then close.
-    Open { path: String, flags: i32, mode: u32, write: Option<(i64, Data)>, read: bool },
-    Truncate { path: String, size: i64 },
-    Mkdir { path: String, mode: u32 },
+    Open {
+        path: String,
+        flags: i32,
+        mode: u32,
+        write: Option<(i64, Data)>,
+        read: bool,
+    },
+    Truncate {
+        path: String,
+        size: i64,
+    },
+    Mkdir {
+        path: String,
+        mode: u32,
+    },
     /// A fifo, or (whiteout = true) a char device 0/0, which a union must refuse.
-    Mknod { path: String, whiteout: bool },
-    Rmdir { path: String },
-    Unlink { path: String },
-    Rename { from: String, to: String, flags: u32 },
-    Link { from: String, to: String },
-    Symlink { target: String, path: String },
-    Readlink { path: String },
-    Chmod { path: String, mode: u32 },
-    Chown { path: String, uid: u32, gid: u32 },
+    Mknod {
+        path: String,
+        whiteout: bool,
+    },
+    Rmdir {
+        path: String,
+    },
+    Unlink {
+        path: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+        flags: u32,
+    },
+    Link {
+        from: String,
+        to: String,
+    },
+    Symlink {
+        target: String,
+        path: String,
+    },
+    Readlink {
+        path: String,
+    },
+    Chmod {
+        path: String,
+        mode: u32,
+    },
+    Chown {
+        path: String,
+        uid: u32,
+        gid: u32,
+    },
     /// `None` sets the time to now (then only "not a magic time" is compared).
-    Utimens { path: String, mtime: Option<i64> },
-    SetXattr { path: String, name: String, value: String, flags: i32 },
-    GetXattr { path: String, name: String },
-    ListXattr { path: String },
-    RemoveXattr { path: String, name: String },
-    Readdir { path: String },
-    Stat { path: String },
+    Utimens {
+        path: String,
+        mtime: Option<i64>,
+    },
+    SetXattr {
+        path: String,
+        name: String,
+        value: String,
+        flags: i32,
+    },
+    GetXattr {
+        path: String,
+        name: String,
+    },
+    ListXattr {
+        path: String,
+    },
+    RemoveXattr {
+        path: String,
+        name: String,
+    },
+    Readdir {
+        path: String,
+    },
+    Stat {
+        path: String,
+    },
     Statfs,
-    FdOpen { slot: usize, path: String, flags: i32 },
-    FdRead { slot: usize },
-    FdWrite { slot: usize, offset: i64, data: Data },
-    FdStat { slot: usize },
-    FdClose { slot: usize },
+    FdOpen {
+        slot: usize,
+        path: String,
+        flags: i32,
+    },
+    FdRead {
+        slot: usize,
+    },
+    FdWrite {
+        slot: usize,
+        offset: i64,
+        data: Data,
+    },
+    FdStat {
+        slot: usize,
+    },
+    FdClose {
+        slot: usize,
+    },
 }
 
 const OPEN_FLAG_NAMES: &[(i32, &str)] = &[
@@ -114,7 +186,13 @@ fn render_xattr_flags(f: i32) -> &'static str {
 impl Op {
     pub fn render(&self) -> String {
         match self {
-            Op::Open { path, flags, mode, write, read } => {
+            Op::Open {
+                path,
+                flags,
+                mode,
+                write,
+                read,
+            } => {
                 let w = match write {
                     None => "None".to_string(),
                     Some((off, d)) => format!("Some(({off}, {}))", d.render()),
@@ -124,8 +202,12 @@ impl Op {
                     render_open_flags(*flags)
                 )
             }
-            Op::Truncate { path, size } => format!("Op::Truncate {{ path: {path:?}.into(), size: {size} }}"),
-            Op::Mkdir { path, mode } => format!("Op::Mkdir {{ path: {path:?}.into(), mode: 0o{mode:o} }}"),
+            Op::Truncate { path, size } => {
+                format!("Op::Truncate {{ path: {path:?}.into(), size: {size} }}")
+            }
+            Op::Mkdir { path, mode } => {
+                format!("Op::Mkdir {{ path: {path:?}.into(), mode: 0o{mode:o} }}")
+            }
             Op::Mknod { path, whiteout } => {
                 format!("Op::Mknod {{ path: {path:?}.into(), whiteout: {whiteout} }}")
             }
@@ -135,17 +217,28 @@ impl Op {
                 "Op::Rename {{ from: {from:?}.into(), to: {to:?}.into(), flags: {} }}",
                 render_rename_flags(*flags)
             ),
-            Op::Link { from, to } => format!("Op::Link {{ from: {from:?}.into(), to: {to:?}.into() }}"),
+            Op::Link { from, to } => {
+                format!("Op::Link {{ from: {from:?}.into(), to: {to:?}.into() }}")
+            }
             Op::Symlink { target, path } => {
                 format!("Op::Symlink {{ target: {target:?}.into(), path: {path:?}.into() }}")
             }
             Op::Readlink { path } => format!("Op::Readlink {{ path: {path:?}.into() }}"),
-            Op::Chmod { path, mode } => format!("Op::Chmod {{ path: {path:?}.into(), mode: 0o{mode:o} }}"),
+            Op::Chmod { path, mode } => {
+                format!("Op::Chmod {{ path: {path:?}.into(), mode: 0o{mode:o} }}")
+            }
             Op::Chown { path, uid, gid } => {
                 format!("Op::Chown {{ path: {path:?}.into(), uid: {uid}, gid: {gid} }}")
             }
-            Op::Utimens { path, mtime } => format!("Op::Utimens {{ path: {path:?}.into(), mtime: {mtime:?} }}"),
-            Op::SetXattr { path, name, value, flags } => format!(
+            Op::Utimens { path, mtime } => {
+                format!("Op::Utimens {{ path: {path:?}.into(), mtime: {mtime:?} }}")
+            }
+            Op::SetXattr {
+                path,
+                name,
+                value,
+                flags,
+            } => format!(
                 "Op::SetXattr {{ path: {path:?}.into(), name: {name:?}.into(), value: {value:?}.into(), flags: {} }}",
                 render_xattr_flags(*flags)
             ),
@@ -177,7 +270,13 @@ impl Op {
     pub fn simpler(&self) -> Vec<Op> {
         let mut out = Vec::new();
         match self {
-            Op::Open { path, flags, mode, write, read } => {
+            Op::Open {
+                path,
+                flags,
+                mode,
+                write,
+                read,
+            } => {
                 for (bit, _) in OPEN_FLAG_NAMES {
                     if flags & bit != 0 {
                         out.push(Op::Open {
@@ -190,10 +289,22 @@ impl Op {
                     }
                 }
                 if *read {
-                    out.push(Op::Open { path: path.clone(), flags: *flags, mode: *mode, write: write.clone(), read: false });
+                    out.push(Op::Open {
+                        path: path.clone(),
+                        flags: *flags,
+                        mode: *mode,
+                        write: write.clone(),
+                        read: false,
+                    });
                 }
                 if let Some((off, d)) = write {
-                    out.push(Op::Open { path: path.clone(), flags: *flags, mode: *mode, write: None, read: *read });
+                    out.push(Op::Open {
+                        path: path.clone(),
+                        flags: *flags,
+                        mode: *mode,
+                        write: None,
+                        read: *read,
+                    });
                     if *off != 0 || *d != Data::lit("x") {
                         out.push(Op::Open {
                             path: path.clone(),
@@ -205,20 +316,47 @@ impl Op {
                     }
                 }
                 if *mode != 0o644 {
-                    out.push(Op::Open { path: path.clone(), flags: *flags, mode: 0o644, write: write.clone(), read: *read });
+                    out.push(Op::Open {
+                        path: path.clone(),
+                        flags: *flags,
+                        mode: 0o644,
+                        write: write.clone(),
+                        read: *read,
+                    });
                 }
             }
             Op::FdWrite { slot, offset, data } if *offset != 0 || *data != Data::lit("x") => {
-                out.push(Op::FdWrite { slot: *slot, offset: 0, data: Data::lit("x") });
+                out.push(Op::FdWrite {
+                    slot: *slot,
+                    offset: 0,
+                    data: Data::lit("x"),
+                });
             }
             Op::Rename { from, to, flags } if *flags != 0 => {
-                out.push(Op::Rename { from: from.clone(), to: to.clone(), flags: 0 });
+                out.push(Op::Rename {
+                    from: from.clone(),
+                    to: to.clone(),
+                    flags: 0,
+                });
             }
-            Op::SetXattr { path, name, value, flags } if *flags != 0 || value != "v" => {
-                out.push(Op::SetXattr { path: path.clone(), name: name.clone(), value: "v".into(), flags: 0 });
+            Op::SetXattr {
+                path,
+                name,
+                value,
+                flags,
+            } if *flags != 0 || value != "v" => {
+                out.push(Op::SetXattr {
+                    path: path.clone(),
+                    name: name.clone(),
+                    value: "v".into(),
+                    flags: 0,
+                });
             }
             Op::Truncate { path, size } if *size != 0 => {
-                out.push(Op::Truncate { path: path.clone(), size: 0 });
+                out.push(Op::Truncate {
+                    path: path.clone(),
+                    size: 0,
+                });
             }
             _ => {}
         }
@@ -226,7 +364,13 @@ impl Op {
     }
 }
 
-const XATTR_NAMES: &[&str] = &["user.x", "user.y", "trusted.t", "trusted.overlay.opaque", "trusted.overlay.z"];
+const XATTR_NAMES: &[&str] = &[
+    "user.x",
+    "user.y",
+    "trusted.t",
+    "trusted.overlay.opaque",
+    "trusted.overlay.z",
+];
 
 fn random_open_flags(rng: &mut Rng) -> i32 {
     let mut f = match rng.below(10) {
@@ -275,14 +419,21 @@ impl PathPool {
         let mut known: Vec<String> = layers.iter().flat_map(|l| l.paths()).collect();
         known.sort();
         known.dedup();
-        PathPool { known, prefixes: vec![String::new()] }
+        PathPool {
+            known,
+            prefixes: vec![String::new()],
+        }
     }
 
     fn pick(&mut self, rng: &mut Rng) -> String {
         let prefix = rng.pick(&self.prefixes);
         let roll = rng.below(100);
-        let p = if roll < 70 && !self.known.is_empty() {
-            let cands: Vec<&String> = self.known.iter().filter(|k| k.starts_with(&prefix)).collect();
+        if roll < 70 && !self.known.is_empty() {
+            let cands: Vec<&String> = self
+                .known
+                .iter()
+                .filter(|k| k.starts_with(&prefix))
+                .collect();
             if cands.is_empty() {
                 format!("{prefix}{}", random_rel_path(rng, 3))
             } else {
@@ -290,9 +441,17 @@ impl PathPool {
             }
         } else if roll < 97 {
             // a new name, mostly inside a directory that may exist
-            let cands: Vec<&String> = self.known.iter().filter(|k| k.starts_with(&prefix)).collect();
+            let cands: Vec<&String> = self
+                .known
+                .iter()
+                .filter(|k| k.starts_with(&prefix))
+                .collect();
             if !cands.is_empty() && rng.chance(60) {
-                format!("{}/{}", cands[rng.below(cands.len())], random_rel_path(rng, 1))
+                format!(
+                    "{}/{}",
+                    cands[rng.below(cands.len())],
+                    random_rel_path(rng, 1)
+                )
             } else {
                 format!("{prefix}{}", random_rel_path(rng, 2))
             }
@@ -300,8 +459,7 @@ impl PathPool {
             format!("{prefix}{}", "n".repeat(256))
         } else {
             String::new() // the mount root
-        };
-        p
+        }
     }
 
     fn created(&mut self, p: &str) {
@@ -317,16 +475,39 @@ pub fn random_op(rng: &mut Rng, pool: &mut PathPool) -> Op {
     let op = match roll {
         0..=19 => {
             let flags = random_open_flags(rng);
-            let writes = if flags & libc::O_ACCMODE == libc::O_RDONLY { rng.chance(5) } else { rng.chance(85) };
+            let writes = if flags & libc::O_ACCMODE == libc::O_RDONLY {
+                rng.chance(5)
+            } else {
+                rng.chance(85)
+            };
             let write = writes.then(|| {
-                let off = if rng.chance(60) { 0 } else { rng.below(9000) as i64 };
+                let off = if rng.chance(60) {
+                    0
+                } else {
+                    rng.below(9000) as i64
+                };
                 (off, random_data(rng))
             });
-            Op::Open { path, flags, mode: rng.pick(&[0o644, 0o600, 0o755]), write, read: rng.chance(50) }
+            Op::Open {
+                path,
+                flags,
+                mode: rng.pick(&[0o644, 0o600, 0o755]),
+                write,
+                read: rng.chance(50),
+            }
         }
-        20..=23 => Op::Truncate { path, size: rng.pick(&[0, 1, 3, 5000, 70000]) },
-        24..=30 => Op::Mkdir { path, mode: rng.pick(&[0o755, 0o700, 0o1777]) },
-        31..=32 => Op::Mknod { path, whiteout: rng.chance(40) },
+        20..=23 => Op::Truncate {
+            path,
+            size: rng.pick(&[0, 1, 3, 5000, 70000]),
+        },
+        24..=30 => Op::Mkdir {
+            path,
+            mode: rng.pick(&[0o755, 0o700, 0o1777]),
+        },
+        31..=32 => Op::Mknod {
+            path,
+            whiteout: rng.chance(40),
+        },
         33..=37 => Op::Rmdir { path },
         38..=44 => Op::Unlink { path },
         45..=56 => {
@@ -336,15 +517,34 @@ pub fn random_op(rng: &mut Rng, pool: &mut PathPool) -> Op {
                 16..=18 => libc::RENAME_EXCHANGE,
                 _ => libc::RENAME_WHITEOUT,
             };
-            Op::Rename { from: path, to: pool.pick(rng), flags }
+            Op::Rename {
+                from: path,
+                to: pool.pick(rng),
+                flags,
+            }
         }
-        57..=60 => Op::Link { from: path, to: pool.pick(rng) },
-        61..=63 => Op::Symlink { target: random_rel_path(rng, 2), path },
+        57..=60 => Op::Link {
+            from: path,
+            to: pool.pick(rng),
+        },
+        61..=63 => Op::Symlink {
+            target: random_rel_path(rng, 2),
+            path,
+        },
         64..=65 => Op::Readlink { path },
-        66..=68 => Op::Chmod { path, mode: rng.pick(&[0o600, 0o755, 0o4711, 0o000, 0o2775]) },
-        69..=70 => Op::Chown { path, uid: rng.pick(&[0, 1000, 65534]), gid: rng.pick(&[0, 1000, 65534]) },
+        66..=68 => Op::Chmod {
+            path,
+            mode: rng.pick(&[0o600, 0o755, 0o4711, 0o000, 0o2775]),
+        },
+        69..=70 => Op::Chown {
+            path,
+            uid: rng.pick(&[0, 1000, 65534]),
+            gid: rng.pick(&[0, 1000, 65534]),
+        },
         71..=73 => {
-            let mtime = rng.chance(70).then(|| 1_100_000_000 + rng.below(100) as i64 * 1000);
+            let mtime = rng
+                .chance(70)
+                .then(|| 1_100_000_000 + rng.below(100) as i64 * 1000);
             Op::Utimens { path, mtime }
         }
         74..=77 => Op::SetXattr {
@@ -353,25 +553,47 @@ pub fn random_op(rng: &mut Rng, pool: &mut PathPool) -> Op {
             value: format!("s{}", rng.below(10)),
             flags: rng.pick(&[0, 0, libc::XATTR_CREATE, libc::XATTR_REPLACE]),
         },
-        78..=79 => Op::GetXattr { path, name: rng.pick(XATTR_NAMES).to_string() },
+        78..=79 => Op::GetXattr {
+            path,
+            name: rng.pick(XATTR_NAMES).to_string(),
+        },
         80..=81 => Op::ListXattr { path },
-        82..=83 => Op::RemoveXattr { path, name: rng.pick(XATTR_NAMES).to_string() },
+        82..=83 => Op::RemoveXattr {
+            path,
+            name: rng.pick(XATTR_NAMES).to_string(),
+        },
         84..=89 => Op::Readdir { path },
         90..=96 => Op::Stat { path },
         97 => Op::Statfs,
-        98..=101 => Op::FdOpen { slot: rng.below(SLOTS), path, flags: random_open_flags(rng) },
-        102..=104 => Op::FdRead { slot: rng.below(SLOTS) },
+        98..=101 => Op::FdOpen {
+            slot: rng.below(SLOTS),
+            path,
+            flags: random_open_flags(rng),
+        },
+        102..=104 => Op::FdRead {
+            slot: rng.below(SLOTS),
+        },
         105..=107 => Op::FdWrite {
             slot: rng.below(SLOTS),
-            offset: if rng.chance(50) { 0 } else { rng.below(5000) as i64 },
+            offset: if rng.chance(50) {
+                0
+            } else {
+                rng.below(5000) as i64
+            },
             data: random_data(rng),
         },
-        108..=109 => Op::FdStat { slot: rng.below(SLOTS) },
-        _ => Op::FdClose { slot: rng.below(SLOTS) },
+        108..=109 => Op::FdStat {
+            slot: rng.below(SLOTS),
+        },
+        _ => Op::FdClose {
+            slot: rng.below(SLOTS),
+        },
     };
     match &op {
         Op::Open { path, flags, .. } if flags & libc::O_CREAT != 0 => pool.created(path),
-        Op::Mkdir { path, .. } | Op::Mknod { path, .. } | Op::Symlink { path, .. } => pool.created(path),
+        Op::Mkdir { path, .. } | Op::Mknod { path, .. } | Op::Symlink { path, .. } => {
+            pool.created(path)
+        }
         Op::Rename { to, .. } | Op::Link { to, .. } => pool.created(to),
         _ => {}
     }
@@ -388,11 +610,19 @@ pub struct Side {
 
 impl Side {
     pub fn new(root: &Path) -> Side {
-        Side { root: root.to_path_buf(), fds: [None; SLOTS], initial_ino: HashMap::new() }
+        Side {
+            root: root.to_path_buf(),
+            fds: [None; SLOTS],
+            initial_ino: HashMap::new(),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
-        if rel.is_empty() { self.root.clone() } else { self.root.join(rel) }
+        if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        }
     }
 
     /// "initial:P" if this inode number belonged to path P before the sequence, else "new".
@@ -447,14 +677,26 @@ pub fn dtype_char(d: u8) -> char {
 /// A time is shown only if it is one this harness set (layers, or an explicit utimens);
 /// "now" differs between runs and is shown as `-`.
 pub fn magic_time(t: i64) -> String {
-    if (1_000_000_000..1_200_000_000).contains(&t) { t.to_string() } else { "-".to_string() }
+    if (1_000_000_000..1_200_000_000).contains(&t) {
+        t.to_string()
+    } else {
+        "-".to_string()
+    }
 }
 
 pub fn fmt_stat(st: &libc::stat, side: &Side) -> String {
     let mode = st.st_mode;
     let t = type_char(mode);
-    let size = if t == 'd' { String::new() } else { format!(" size={}", st.st_size) };
-    let rdev = if t == 'c' || t == 'b' { format!(" rdev={}", st.st_rdev) } else { String::new() };
+    let size = if t == 'd' {
+        String::new()
+    } else {
+        format!(" size={}", st.st_size)
+    };
+    let rdev = if t == 'c' || t == 'b' {
+        format!(" rdev={}", st.st_rdev)
+    } else {
+        String::new()
+    };
     format!(
         "{t} 0{:o} {}:{}{size}{rdev} nlink={} id={} mtime={}",
         mode & 0o7777,
@@ -494,7 +736,13 @@ fn unit(r: sys::Sys<()>) -> String {
 /// strings for equal ops on equal trees.
 pub fn exec(op: &Op, s: &mut Side) -> String {
     match op {
-        Op::Open { path, flags, mode, write, read } => {
+        Op::Open {
+            path,
+            flags,
+            mode,
+            write,
+            read,
+        } => {
             let fd = match sys::open(&s.path(path), flags | libc::O_NONBLOCK, *mode) {
                 Ok(fd) => fd,
                 Err(e) => return err("open", e),
@@ -522,7 +770,11 @@ pub fn exec(op: &Op, s: &mut Side) -> String {
         Op::Truncate { path, size } => unit(sys::truncate(&s.path(path), *size)),
         Op::Mkdir { path, mode } => unit(sys::mkdir(&s.path(path), *mode)),
         Op::Mknod { path, whiteout } => {
-            let mode = if *whiteout { libc::S_IFCHR } else { libc::S_IFIFO | 0o644 };
+            let mode = if *whiteout {
+                libc::S_IFCHR
+            } else {
+                libc::S_IFIFO | 0o644
+            };
             unit(sys::mknod(&s.path(path), mode, 0))
         }
         Op::Rmdir { path } => unit(sys::rmdir(&s.path(path))),
@@ -537,9 +789,17 @@ pub fn exec(op: &Op, s: &mut Side) -> String {
         Op::Chmod { path, mode } => unit(sys::chmod(&s.path(path), *mode)),
         Op::Chown { path, uid, gid } => unit(sys::lchown(&s.path(path), *uid, *gid)),
         Op::Utimens { path, mtime } => unit(sys::lutimes(&s.path(path), *mtime, *mtime)),
-        Op::SetXattr { path, name, value, flags } => {
-            unit(sys::lsetxattr(&s.path(path), name, value.as_bytes(), *flags))
-        }
+        Op::SetXattr {
+            path,
+            name,
+            value,
+            flags,
+        } => unit(sys::lsetxattr(
+            &s.path(path),
+            name,
+            value.as_bytes(),
+            *flags,
+        )),
         Op::GetXattr { path, name } => match sys::lgetxattr(&s.path(path), name) {
             Ok(v) => format!("ok {}", fmt_content(&v)),
             Err(e) => err("err", e),
@@ -561,7 +821,12 @@ pub fn exec(op: &Op, s: &mut Side) -> String {
                                 Ok(st) => st.st_ino == e.ino,
                                 Err(_) => false,
                             };
-                            format!("{}:{}{}", e.name, dtype_char(e.dtype), if ino_ok { "" } else { "(d_ino!=st_ino)" })
+                            format!(
+                                "{}:{}{}",
+                                e.name,
+                                dtype_char(e.dtype),
+                                if ino_ok { "" } else { "(d_ino!=st_ino)" }
+                            )
                         })
                         .collect();
                     format!("ok [{}]", items.join(" "))

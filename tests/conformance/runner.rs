@@ -22,31 +22,52 @@ impl Case {
     pub fn generate(seed: u64, n_ops: usize) -> Case {
         let mut rng = Rng::new(seed);
         let n_lowers = 1 + rng.below(4);
-        let lowers: Vec<Layer> = (0..n_lowers).map(|_| random_layer(&mut rng, false)).collect();
-        let upper = if rng.chance(40) { random_layer(&mut rng, true) } else { Layer::kernel(vec![]) };
+        let lowers: Vec<Layer> = (0..n_lowers)
+            .map(|_| random_layer(&mut rng, false))
+            .collect();
+        let upper = if rng.chance(40) {
+            random_layer(&mut rng, true)
+        } else {
+            Layer::kernel(vec![])
+        };
         let redirect_dir = !rng.chance(20);
         let mut pool = PathPool::from_layers(&lowers.iter().chain([&upper]).collect::<Vec<_>>());
         let ops = (0..n_ops).map(|_| random_op(&mut rng, &mut pool)).collect();
-        Case { seed, redirect_dir, lowers, upper, ops }
+        Case {
+            seed,
+            redirect_dir,
+            lowers,
+            upper,
+            ops,
+        }
     }
 
     /// The case as a test to paste into `tests/conformance/regressions.rs`.
-    pub fn render_test(&self, name: &str, note: &str) -> String {
+    pub fn render_test(&self, name: &str, note: &str, call: &str) -> String {
         let mut s = String::new();
         for line in note.lines() {
             s += &format!("// {line}\n");
         }
-        s += &format!("#[test]\nfn {name}() {{\n    let case = Case {{\n        seed: {},\n", self.seed);
-        s += &format!("        redirect_dir: {},\n        lowers: vec![\n", self.redirect_dir);
+        s += &format!(
+            "#[test]\nfn {name}() {{\n    let case = Case {{\n        seed: {},\n",
+            self.seed
+        );
+        s += &format!(
+            "        redirect_dir: {},\n        lowers: vec![\n",
+            self.redirect_dir
+        );
         for l in &self.lowers {
             s += &format!("            {},\n", l.render("            "));
         }
         s += "        ],\n";
-        s += &format!("        upper: {},\n        ops: vec![\n", self.upper.render("        "));
+        s += &format!(
+            "        upper: {},\n        ops: vec![\n",
+            self.upper.render("        ")
+        );
         for op in &self.ops {
             s += &format!("            {},\n", op.render());
         }
-        s += "        ],\n    };\n    check_case(&case);\n}\n";
+        s += &format!("        ],\n    }};\n    {call};\n}}\n");
         s
     }
 }
@@ -57,7 +78,12 @@ pub enum Failure {
     Setup(String),
     /// The trees differ before any op ran (lookup, listing, whiteout or opaque handling).
     Initial(Vec<String>),
-    Step { index: usize, op: String, kernel: String, other: String },
+    Step {
+        index: usize,
+        op: String,
+        kernel: String,
+        other: String,
+    },
     Final(Vec<String>),
     /// The harness itself failed on the kernel side (not a finding about side B).
     Harness(String),
@@ -79,7 +105,12 @@ impl Failure {
         match self {
             Failure::Setup(e) => format!("{other} failed to mount where the kernel mounted: {e}"),
             Failure::Initial(d) => format!("trees differ before any op:\n  {}", d.join("\n  ")),
-            Failure::Step { index, op, kernel, other: o } => {
+            Failure::Step {
+                index,
+                op,
+                kernel,
+                other: o,
+            } => {
                 format!("op #{index} {op}\n  kernel:    {kernel}\n  {other:<10} {o}")
             }
             Failure::Final(d) => format!("final trees differ:\n  {}", d.join("\n  ")),
@@ -110,11 +141,20 @@ impl SideDirs {
         let upper = scratch.mkdir(&format!("{tag}/u"));
         materialize(&case.upper, &upper, Format::Kernel);
         let work = scratch.mkdir(&format!("{tag}/w"));
-        SideDirs { lowers, upper, work }
+        SideDirs {
+            lowers,
+            upper,
+            work,
+        }
     }
 
     pub fn layers(&self, redirect_dir: bool) -> Layers<'_> {
-        Layers { lowers: &self.lowers, upper: &self.upper, work: &self.work, redirect_dir }
+        Layers {
+            lowers: &self.lowers,
+            upper: &self.upper,
+            work: &self.work,
+            redirect_dir,
+        }
     }
 }
 
@@ -125,19 +165,38 @@ fn trace() -> bool {
 
 /// Runs `case` on the kernel and on `other`; Ok if every outcome and the final tree agree.
 pub fn run_case(case: &Case, other: Impl) -> Result<(), Failure> {
+    run_cases(case, case, other)
+}
+
+/// As `run_case`, with side B set up from `b_case` (its layers and options; the ops are `case`'s).
+/// Only the harness self-test gives two different cases, to prove a difference is caught.
+pub fn run_cases(case: &Case, b_case: &Case, other: Impl) -> Result<(), Failure> {
     let scratch = Scratch::new();
     let a_dirs = SideDirs::write(&scratch, "A", case, false);
-    let b_dirs = SideDirs::write(&scratch, "B", case, other == Impl::Layerfuse);
-    let a_mnt = Mounted::mount(Impl::Kernel, &a_dirs.layers(case.redirect_dir), &scratch.dir.join("A/m"))
-        .map_err(Failure::Harness)?;
-    let b_mnt =
-        Mounted::mount(other, &b_dirs.layers(case.redirect_dir), &scratch.dir.join("B/m")).map_err(Failure::Setup)?;
+    let b_dirs = SideDirs::write(&scratch, "B", b_case, other == Impl::Layerfuse);
+    let a_mnt = Mounted::mount(
+        Impl::Kernel,
+        &a_dirs.layers(case.redirect_dir),
+        &scratch.dir.join("A/m"),
+    )
+    .map_err(Failure::Harness)?;
+    let b_mnt = Mounted::mount(
+        other,
+        &b_dirs.layers(b_case.redirect_dir),
+        &scratch.dir.join("B/m"),
+    )
+    .map_err(Failure::Setup)?;
     let mut a = Side::new(&a_mnt.mnt);
     let mut b = Side::new(&b_mnt.mnt);
     let (ta, tb) = (snapshot(&a.root), snapshot(&b.root));
     ta.record_initial(&mut a);
     tb.record_initial(&mut b);
-    let d = diff(&ta.described(None), &tb.described(None), "kernel", other.name());
+    let d = diff(
+        &ta.described(None),
+        &tb.described(None),
+        "kernel",
+        other.name(),
+    );
     if !d.is_empty() {
         return Err(Failure::Initial(d));
     }
@@ -148,7 +207,12 @@ pub fn run_case(case: &Case, other: Impl) -> Result<(), Failure> {
             eprintln!("  #{index} {}\n      -> {ra}", op.render());
         }
         if ra != rb {
-            return Err(Failure::Step { index, op: op.render(), kernel: ra, other: rb });
+            return Err(Failure::Step {
+                index,
+                op: op.render(),
+                kernel: ra,
+                other: rb,
+            });
         }
     }
     a.close_all();
@@ -164,12 +228,21 @@ pub fn run_case(case: &Case, other: Impl) -> Result<(), Failure> {
     drop((a, b));
     drop(b_mnt);
     drop(a_mnt);
-    if d.is_empty() { Ok(()) } else { Err(Failure::Final(d)) }
+    if d.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Final(d))
+    }
 }
 
 /// Delta debugging: the smallest case (fewest ops, then fewest layer entries, then simplest ops)
 /// that still fails with the same signature. `budget` bounds the number of runs.
-pub fn shrink(case: &Case, fails: &dyn Fn(&Case) -> Option<Failure>, sig: &str, budget: usize) -> Case {
+pub fn shrink(
+    case: &Case,
+    fails: &dyn Fn(&Case) -> Option<Failure>,
+    sig: &str,
+    budget: usize,
+) -> Case {
     let runs = std::cell::Cell::new(0usize);
     let test = |c: &Case| -> bool {
         if runs.get() >= budget {
@@ -225,12 +298,20 @@ pub fn shrink(case: &Case, fails: &dyn Fn(&Case) -> Option<Failure>, sig: &str, 
         for li in 0..=best.lowers.len() {
             let mut ei = 0;
             loop {
-                let layer = if li < best.lowers.len() { &best.lowers[li] } else { &best.upper };
+                let layer = if li < best.lowers.len() {
+                    &best.lowers[li]
+                } else {
+                    &best.upper
+                };
                 if ei >= layer.entries.len() {
                     break;
                 }
                 let mut c = best.clone();
-                let l = if li < c.lowers.len() { &mut c.lowers[li] } else { &mut c.upper };
+                let l = if li < c.lowers.len() {
+                    &mut c.lowers[li]
+                } else {
+                    &mut c.upper
+                };
                 l.entries.remove(ei);
                 if test(&c) { best = c } else { ei += 1 }
             }
@@ -254,7 +335,11 @@ pub fn shrink(case: &Case, fails: &dyn Fn(&Case) -> Option<Failure>, sig: &str, 
         }
         // simpler layers: kernel format, no attributes, empty content
         for li in 0..=best.lowers.len() {
-            let count = if li < best.lowers.len() { best.lowers[li].entries.len() } else { best.upper.entries.len() };
+            let count = if li < best.lowers.len() {
+                best.lowers[li].entries.len()
+            } else {
+                best.upper.entries.len()
+            };
             if li < best.lowers.len() && best.lowers[li].format == Format::Oci {
                 let mut c = best.clone();
                 c.lowers[li].format = Format::Kernel;
@@ -265,7 +350,11 @@ pub fn shrink(case: &Case, fails: &dyn Fn(&Case) -> Option<Failure>, sig: &str, 
             for ei in 0..count {
                 for k in 0..4 {
                     let mut c = best.clone();
-                    let l = if li < c.lowers.len() { &mut c.lowers[li] } else { &mut c.upper };
+                    let l = if li < c.lowers.len() {
+                        &mut c.lowers[li]
+                    } else {
+                        &mut c.upper
+                    };
                     let e = &mut l.entries[ei];
                     let changed = match k {
                         0 if !e.xattrs.is_empty() => {
@@ -309,17 +398,25 @@ pub fn seed_for(base: u64, i: u64) -> u64 {
     r.next_u64() % 1_000_000_000
 }
 
-/// Runs `case`; on failure, confirms it reproduces, shrinks it and returns a report with the
-/// reproducer test.
-pub fn run_and_report(case: &Case, other: Impl) -> Result<(), String> {
-    let first = match run_case(case, other) {
+/// Runs `case` with `check`; on failure, confirms it reproduces, shrinks it and returns a report
+/// whose reproducer test calls `call` (e.g. `check_case(&case)`).
+pub fn report(
+    case: &Case,
+    check: &dyn Fn(&Case) -> Result<(), Failure>,
+    other: Impl,
+    call: &str,
+) -> Result<(), String> {
+    let first = match check(case) {
         Ok(()) => return Ok(()),
         Err(f) => f,
     };
     if let Failure::Harness(e) = &first {
-        return Err(format!("seed {}: harness error (kernel side): {e}", case.seed));
+        return Err(format!(
+            "seed {}: harness error (kernel side): {e}",
+            case.seed
+        ));
     }
-    let again = run_case(case, other).err();
+    let again = check(case).err();
     let sig = first.signature();
     if again.as_ref().map(|f| f.signature()) != Some(sig.clone()) {
         return Err(format!(
@@ -328,11 +425,24 @@ pub fn run_and_report(case: &Case, other: Impl) -> Result<(), String> {
             first.describe(other.name())
         ));
     }
-    let budget: usize = std::env::var("LAYERFUSE_FUZZ_SHRINK_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(600);
-    let small = shrink(case, &|c| run_case(c, other).err(), &sig, budget);
-    let f = run_case(&small, other).err().unwrap_or(first);
+    let budget: usize = std::env::var("LAYERFUSE_FUZZ_SHRINK_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let small = shrink(case, &|c| check(c).err(), &sig, budget);
+    let f = check(&small).err().unwrap_or(first);
     let what = f.describe(other.name());
-    let test = small.render_test(&format!("seed_{}_{}", case.seed, sig.replace(':', "_").to_lowercase()), &what);
+    let fn_name = call
+        .split('(')
+        .next()
+        .unwrap_or("check")
+        .trim_start_matches("check_");
+    let name = format!(
+        "{fn_name}_seed_{}_{}",
+        case.seed,
+        sig.replace(':', "_").replace("Op::", "").to_lowercase()
+    );
+    let test = small.render_test(&name, &what, call);
     Err(format!(
         "seed {} ({} ops) MISMATCH, replay with LAYERFUSE_FUZZ_SEED={}\n{what}\n\nminimal reproducer ({} ops):\n{test}",
         case.seed,
@@ -342,9 +452,18 @@ pub fn run_and_report(case: &Case, other: Impl) -> Result<(), String> {
     ))
 }
 
+pub fn run_and_report(case: &Case, other: Impl) -> Result<(), String> {
+    report(case, &|c| run_case(c, other), other, "check_case(&case)")
+}
+
 /// Regression tests call this: panics with a description on any difference.
 pub fn check_case(case: &Case) {
     let other = Impl::from_env();
+    if !super::mount::environment_ok(other == Impl::Layerfuse) {
+        return;
+    }
+    let _g = crate::serial();
+    crate::setup();
     if let Err(f) = run_case(case, other) {
         panic!("{}", f.describe(other.name()));
     }

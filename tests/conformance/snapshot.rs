@@ -24,12 +24,22 @@ pub struct Tree {
 }
 
 fn join(rel: &str, name: &str) -> String {
-    if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") }
+    if rel.is_empty() {
+        name.to_string()
+    } else {
+        format!("{rel}/{name}")
+    }
 }
 
 fn describe(abs: &Path, st: &libc::stat, dtype: Option<u8>, dino_ok: bool) -> String {
     let t = type_char(st.st_mode);
-    let mut d = format!("{t} 0{:o} {}:{} nlink={}", st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_nlink);
+    let mut d = format!(
+        "{t} 0{:o} {}:{} nlink={}",
+        st.st_mode & 0o7777,
+        st.st_uid,
+        st.st_gid,
+        st.st_nlink
+    );
     if let Some(dt) = dtype {
         if dtype_char(dt) != t {
             d += &format!(" d_type={}", dtype_char(dt));
@@ -43,7 +53,12 @@ fn describe(abs: &Path, st: &libc::stat, dtype: Option<u8>, dino_ok: bool) -> St
             d += &format!(" size={}", st.st_size);
             match std::fs::read(abs) {
                 Ok(b) => d += &format!(" data={}", fmt_content(&b)),
-                Err(e) => d += &format!(" data=ERR({})", e.raw_os_error().map(sys::errno_name).unwrap_or_default()),
+                Err(e) => {
+                    d += &format!(
+                        " data=ERR({})",
+                        e.raw_os_error().map(sys::errno_name).unwrap_or_default()
+                    )
+                }
             }
         }
         'l' => {
@@ -68,7 +83,11 @@ fn describe(abs: &Path, st: &libc::stat, dtype: Option<u8>, dino_ok: bool) -> St
 }
 
 fn walk(root: &Path, rel: &str, tree: &mut Tree) {
-    let abs = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+    let abs = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
     match sys::readdir(&abs) {
         Ok(ents) => {
             for e in ents {
@@ -78,7 +97,14 @@ fn walk(root: &Path, rel: &str, tree: &mut Tree) {
                     Ok(st) => {
                         let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
                         let desc = describe(&cabs, &st, Some(e.dtype), st.st_ino == e.ino);
-                        tree.nodes.insert(child.clone(), Node { desc, ino: st.st_ino, is_dir });
+                        tree.nodes.insert(
+                            child.clone(),
+                            Node {
+                                desc,
+                                ino: st.st_ino,
+                                is_dir,
+                            },
+                        );
                         if is_dir {
                             walk(root, &child, tree);
                         }
@@ -86,14 +112,22 @@ fn walk(root: &Path, rel: &str, tree: &mut Tree) {
                     Err(err) => {
                         tree.nodes.insert(
                             child,
-                            Node { desc: format!("listed but lstat {}", sys::errno_name(err)), ino: 0, is_dir: false },
+                            Node {
+                                desc: format!("listed but lstat {}", sys::errno_name(err)),
+                                ino: 0,
+                                is_dir: false,
+                            },
                         );
                     }
                 }
             }
         }
         Err(err) => {
-            let n = tree.nodes.entry(rel.to_string()).or_insert(Node { desc: String::new(), ino: 0, is_dir: true });
+            let n = tree.nodes.entry(rel.to_string()).or_insert(Node {
+                desc: String::new(),
+                ino: 0,
+                is_dir: true,
+            });
             n.desc += &format!(" readdir=ERR({})", sys::errno_name(err));
         }
     }
@@ -104,10 +138,24 @@ pub fn snapshot(root: &Path) -> Tree {
     match sys::lstat(root) {
         Ok(st) => {
             let desc = describe(root, &st, None, true);
-            tree.nodes.insert(String::new(), Node { desc, ino: st.st_ino, is_dir: true });
+            tree.nodes.insert(
+                String::new(),
+                Node {
+                    desc,
+                    ino: st.st_ino,
+                    is_dir: true,
+                },
+            );
         }
         Err(e) => {
-            tree.nodes.insert(String::new(), Node { desc: format!("root lstat {}", sys::errno_name(e)), ino: 0, is_dir: true });
+            tree.nodes.insert(
+                String::new(),
+                Node {
+                    desc: format!("root lstat {}", sys::errno_name(e)),
+                    ino: 0,
+                    is_dir: true,
+                },
+            );
             return tree;
         }
     }
@@ -119,7 +167,9 @@ impl Tree {
     /// Records every inode number of this (initial) tree in `side`, smallest path first.
     pub fn record_initial(&self, side: &mut Side) {
         for (p, n) in &self.nodes {
-            side.initial_ino.entry(n.ino).or_insert_with(|| if p.is_empty() { "/".into() } else { p.clone() });
+            side.initial_ino
+                .entry(n.ino)
+                .or_insert_with(|| if p.is_empty() { "/".into() } else { p.clone() });
         }
     }
 
@@ -140,7 +190,11 @@ impl Tree {
                     d += &format!(" id={}", s.identity(n.ino));
                 }
                 if let Some(group) = by_ino.get(&n.ino).filter(|g| g.len() > 1) {
-                    let others: Vec<&str> = group.iter().filter(|q| **q != p).map(|q| q.as_str()).collect();
+                    let others: Vec<&str> = group
+                        .iter()
+                        .filter(|q| **q != p)
+                        .map(|q| q.as_str())
+                        .collect();
                     d += &format!(" links={others:?}");
                 }
                 (p.clone(), d)
@@ -150,14 +204,21 @@ impl Tree {
 }
 
 /// Line-per-path differences between two described trees; empty when equal.
-pub fn diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>, a_name: &str, b_name: &str) -> Vec<String> {
+pub fn diff(
+    a: &BTreeMap<String, String>,
+    b: &BTreeMap<String, String>,
+    a_name: &str,
+    b_name: &str,
+) -> Vec<String> {
     let mut out = Vec::new();
     let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     for k in keys {
         let shown = if k.is_empty() { "/" } else { k.as_str() };
         match (a.get(k), b.get(k)) {
             (Some(x), Some(y)) if x == y => {}
-            (Some(x), Some(y)) => out.push(format!("{shown}:\n      {a_name}: {x}\n      {b_name}: {y}")),
+            (Some(x), Some(y)) => out.push(format!(
+                "{shown}:\n      {a_name}: {x}\n      {b_name}: {y}"
+            )),
             (Some(x), None) => out.push(format!("{shown}: only in {a_name}: {x}")),
             (None, Some(y)) => out.push(format!("{shown}: only in {b_name}: {y}")),
             (None, None) => {}

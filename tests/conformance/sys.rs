@@ -24,7 +24,11 @@ fn check(rc: libc::c_int) -> Sys<()> {
 }
 
 fn check_len(rc: isize) -> Sys<usize> {
-    if rc < 0 { Err(errno()) } else { Ok(rc as usize) }
+    if rc < 0 {
+        Err(errno())
+    } else {
+        Ok(rc as usize)
+    }
 }
 
 /// Symbolic name of an errno, for readable outcomes and reproducers.
@@ -128,7 +132,15 @@ pub fn rename2(a: &Path, b: &Path, flags: u32) -> Sys<()> {
 
 pub fn link(a: &Path, b: &Path) -> Sys<()> {
     // SAFETY: valid C strings.
-    check(unsafe { libc::linkat(libc::AT_FDCWD, c(a).as_ptr(), libc::AT_FDCWD, c(b).as_ptr(), 0) })
+    check(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            c(a).as_ptr(),
+            libc::AT_FDCWD,
+            c(b).as_ptr(),
+            0,
+        )
+    })
 }
 
 pub fn symlink(target: &str, p: &Path) -> Sys<()> {
@@ -139,9 +151,8 @@ pub fn symlink(target: &str, p: &Path) -> Sys<()> {
 pub fn readlink(p: &Path) -> Sys<String> {
     let mut buf = vec![0u8; 4096];
     // SAFETY: buffer of the given length.
-    let n = check_len(unsafe {
-        libc::readlink(c(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-    })?;
+    let n =
+        check_len(unsafe { libc::readlink(c(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })?;
     buf.truncate(n);
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
@@ -170,7 +181,12 @@ pub fn lutimes(p: &Path, atime: Option<i64>, mtime: Option<i64>) -> Sys<()> {
     let times = [ts(atime), ts(mtime)];
     // SAFETY: valid C string and a two-element timespec array.
     check(unsafe {
-        libc::utimensat(libc::AT_FDCWD, c(p).as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c(p).as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
     })
 }
 
@@ -216,9 +232,8 @@ pub fn lremovexattr(p: &Path, name: &str) -> Sys<()> {
 pub fn llistxattr(p: &Path) -> Sys<Vec<String>> {
     let mut buf = vec![0u8; 65536];
     // SAFETY: buffer of the given length.
-    let n = check_len(unsafe {
-        libc::llistxattr(c(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-    })?;
+    let n =
+        check_len(unsafe { libc::llistxattr(c(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })?;
     buf.truncate(n);
     let mut names: Vec<String> = buf
         .split(|&b| b == 0)
@@ -243,11 +258,6 @@ pub fn close(fd: i32) {
 pub fn pwrite(fd: i32, data: &[u8], off: i64) -> Sys<usize> {
     // SAFETY: buffer of the given length.
     check_len(unsafe { libc::pwrite(fd, data.as_ptr().cast(), data.len(), off) })
-}
-
-pub fn write(fd: i32, data: &[u8]) -> Sys<usize> {
-    // SAFETY: buffer of the given length.
-    check_len(unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) })
 }
 
 /// Reads the whole file from offset 0 with pread (leaves the file offset alone).
@@ -295,11 +305,17 @@ pub fn readdir(p: &Path) -> Sys<Vec<DirEnt>> {
                 break;
             }
             let name = CStr::from_ptr((*e).d_name.as_ptr());
-            let name = OsStr::from_bytes(name.to_bytes()).to_string_lossy().into_owned();
+            let name = OsStr::from_bytes(name.to_bytes())
+                .to_string_lossy()
+                .into_owned();
             if name == "." || name == ".." {
                 continue;
             }
-            out.push(DirEnt { name, dtype: (*e).d_type, ino: (*e).d_ino });
+            out.push(DirEnt {
+                name,
+                dtype: (*e).d_type,
+                ino: (*e).d_ino,
+            });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
