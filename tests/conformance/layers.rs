@@ -279,7 +279,8 @@ pub fn random_layer(rng: &mut Rng, upper: bool) -> Layer {
             let t = if rng.chance(50) {
                 random_rel_path(rng, 2)
             } else {
-                "/nowhere".to_string()
+                // relative, no "..": a symlink never leads out of the mount
+                "nowhere/x".to_string()
             };
             E::symlink(&path, &t)
         } else if roll < 78 && !files.is_empty() {

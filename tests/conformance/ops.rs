@@ -447,11 +447,13 @@ impl PathPool {
                 .filter(|k| k.starts_with(&prefix))
                 .collect();
             if !cands.is_empty() && rng.chance(60) {
-                format!(
-                    "{}/{}",
-                    cands[rng.below(cands.len())],
-                    random_rel_path(rng, 1)
-                )
+                let dir = cands[rng.below(cands.len())];
+                let name = random_rel_path(rng, 1);
+                if dir.is_empty() {
+                    name
+                } else {
+                    format!("{dir}/{name}")
+                }
             } else {
                 format!("{prefix}{}", random_rel_path(rng, 2))
             }
@@ -618,6 +620,11 @@ impl Side {
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
+        // join() with a leading '/' would leave the mount and touch the host
+        assert!(
+            !rel.starts_with('/') && !rel.split('/').any(|c| c == ".."),
+            "path {rel:?} leaves the mount"
+        );
         if rel.is_empty() {
             self.root.clone()
         } else {
