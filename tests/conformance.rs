@@ -23,6 +23,7 @@ mod sys;
 
 use mount::{Impl, environment_ok};
 use runner::{Case, run_and_report, seed_for};
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -54,10 +55,11 @@ fn run_seeds(
 ) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
     let mut ops = 0;
+    let mut shrunk = HashSet::new();
     for &seed in seeds {
         let case = Case::generate(seed, n_ops);
         ops += case.ops.len();
-        match run_and_report(&case, other) {
+        match run_and_report(&case, other, &mut shrunk) {
             Ok(()) => eprintln!(
                 "seed {seed}: ok ({} ops, kernel vs {})",
                 case.ops.len(),
@@ -185,10 +187,11 @@ fn interop_seeds(writer: Impl, reader: Impl) {
         writer, reader
     );
     let mut failures = Vec::new();
+    let mut shrunk = HashSet::new();
     for i in 0..n {
         let case = Case::generate(seed_for(1000, i), 60);
         let check = |c: &Case| interop::interop_case(c, writer, reader);
-        match runner::report(&case, &check, reader, &call) {
+        match runner::report(&case, &check, reader, &call, &mut shrunk) {
             Ok(()) => eprintln!(
                 "seed {}: {} -> {} ok",
                 case.seed,

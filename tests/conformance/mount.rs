@@ -115,8 +115,14 @@ fn is_mounted(mnt: &Path, source: Option<&str>) -> bool {
     })
 }
 
-pub fn layerfuse_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_layerfuse")
+/// The daemon to run: layerfuse, or a stand-in with the same command line named by
+/// `LAYERFUSE_FUZZ_BIN` (e.g. `scripts/fuse-overlayfs-as-layerfuse.sh`, to check the harness's
+/// FUSE path or measure a peer); a stand-in's mount may show any FUSE source.
+pub fn layerfuse_bin() -> (String, bool) {
+    match std::env::var("LAYERFUSE_FUZZ_BIN") {
+        Ok(b) if !b.is_empty() => (b, true),
+        _ => (env!("CARGO_BIN_EXE_layerfuse").to_string(), false),
+    }
 }
 
 impl Mounted {
@@ -149,7 +155,8 @@ impl Mounted {
             }
             Impl::Layerfuse => {
                 let logf = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-                let child = Command::new(layerfuse_bin())
+                let (bin, stand_in) = layerfuse_bin();
+                let child = Command::new(bin)
                     .arg("mount")
                     .arg("--lower")
                     .arg(&lower)
@@ -174,7 +181,7 @@ impl Mounted {
                 };
                 let start = Instant::now();
                 loop {
-                    if is_mounted(mnt, Some("layerfuse")) {
+                    if is_mounted(mnt, (!stand_in).then_some("layerfuse")) {
                         return Ok(m);
                     }
                     if let Some(st) = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {

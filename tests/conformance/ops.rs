@@ -655,6 +655,11 @@ impl Drop for Side {
     }
 }
 
+/// Marks a listing entry whose d_ino is not its st_ino.
+pub const DINO_MARK: &str = "(d_ino!=st_ino)";
+/// Marks names a listing shows but lstat cannot find.
+pub const GHOST_MARK: &str = "listed-not-found";
+
 pub fn type_char(mode: u32) -> char {
     match mode & libc::S_IFMT {
         libc::S_IFREG => 'f',
@@ -820,23 +825,22 @@ pub fn exec(op: &Op, s: &mut Side) -> String {
             let dir = s.path(path);
             match sys::readdir(&dir) {
                 Ok(ents) => {
-                    let items: Vec<String> = ents
-                        .iter()
-                        .map(|e| {
-                            // d_ino must equal st_ino; say so rather than print either number
-                            let ino_ok = match sys::lstat(&dir.join(&e.name)) {
-                                Ok(st) => st.st_ino == e.ino,
-                                Err(_) => false,
-                            };
-                            format!(
-                                "{}:{}{}",
-                                e.name,
-                                dtype_char(e.dtype),
-                                if ino_ok { "" } else { "(d_ino!=st_ino)" }
-                            )
-                        })
-                        .collect();
-                    format!("ok [{}]", items.join(" "))
+                    let mut items = Vec::new();
+                    let mut ghosts = Vec::new();
+                    for e in ents {
+                        let item = format!("{}:{}", e.name, dtype_char(e.dtype));
+                        // d_ino must equal st_ino; say so rather than print either number
+                        match sys::lstat(&dir.join(&e.name)) {
+                            Ok(st) if st.st_ino == e.ino => items.push(item),
+                            Ok(_) => items.push(format!("{item}{DINO_MARK}")),
+                            Err(_) => ghosts.push(item),
+                        }
+                    }
+                    let mut out = format!("ok [{}]", items.join(" "));
+                    if !ghosts.is_empty() {
+                        out += &format!(" {GHOST_MARK}[{}]", ghosts.join(" "));
+                    }
+                    out
                 }
                 Err(e) => err("err", e),
             }

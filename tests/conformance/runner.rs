@@ -5,7 +5,7 @@
 use super::layers::{Format, Layer, Rng, materialize, random_layer};
 use super::mount::{Impl, Layers, Mounted, Scratch};
 use super::ops::{Op, PathPool, Side, exec, random_op};
-use super::snapshot::{diff, snapshot};
+use super::snapshot::{diff, snapshot, tolerate_kernel_quirks};
 use std::path::PathBuf;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -60,14 +60,17 @@ impl Case {
             s += &format!("            {},\n", l.render("            "));
         }
         s += "        ],\n";
-        s += &format!(
-            "        upper: {},\n        ops: vec![\n",
-            self.upper.render("        ")
-        );
-        for op in &self.ops {
-            s += &format!("            {},\n", op.render());
+        s += &format!("        upper: {},\n", self.upper.render("        "));
+        if self.ops.is_empty() {
+            s += "        ops: vec![],\n";
+        } else {
+            s += "        ops: vec![\n";
+            for op in &self.ops {
+                s += &format!("            {},\n", op.render());
+            }
+            s += "        ],\n";
         }
-        s += &format!("        ],\n    }};\n    {call};\n}}\n");
+        s += &format!("    }};\n    {call};\n}}\n");
         s
     }
 }
@@ -206,7 +209,7 @@ pub fn run_cases(case: &Case, b_case: &Case, other: Impl) -> Result<(), Failure>
         if trace() {
             eprintln!("  #{index} {}\n      -> {ra}", op.render());
         }
-        if ra != rb {
+        if tolerate_kernel_quirks(&ra, &rb) != rb {
             return Err(Failure::Step {
                 index,
                 op: op.render(),
@@ -236,7 +239,8 @@ pub fn run_cases(case: &Case, b_case: &Case, other: Impl) -> Result<(), Failure>
 }
 
 /// Delta debugging: the smallest case (fewest ops, then fewest layer entries, then simplest ops)
-/// that still fails with the same signature. `budget` bounds the number of runs.
+/// that still fails with the same signature. `budget` bounds the number of runs, and
+/// `LAYERFUSE_FUZZ_SHRINK_SECS` (default 180) the time.
 pub fn shrink(
     case: &Case,
     fails: &dyn Fn(&Case) -> Option<Failure>,
@@ -244,8 +248,13 @@ pub fn shrink(
     budget: usize,
 ) -> Case {
     let runs = std::cell::Cell::new(0usize);
+    let secs = std::env::var("LAYERFUSE_FUZZ_SHRINK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(180);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     let test = |c: &Case| -> bool {
-        if runs.get() >= budget {
+        if runs.get() >= budget || std::time::Instant::now() > deadline {
             return false;
         }
         runs.set(runs.get() + 1);
@@ -399,12 +408,14 @@ pub fn seed_for(base: u64, i: u64) -> u64 {
 }
 
 /// Runs `case` with `check`; on failure, confirms it reproduces, shrinks it and returns a report
-/// whose reproducer test calls `call` (e.g. `check_case(&case)`).
+/// whose reproducer test calls `call` (e.g. `check_case(&case)`). A failure whose signature is in
+/// `shrunk` already is reported without shrinking again (keeps a many-failure CI run short).
 pub fn report(
     case: &Case,
     check: &dyn Fn(&Case) -> Result<(), Failure>,
     other: Impl,
     call: &str,
+    shrunk: &mut std::collections::HashSet<String>,
 ) -> Result<(), String> {
     let first = match check(case) {
         Ok(()) => return Ok(()),
@@ -421,6 +432,14 @@ pub fn report(
     if again.as_ref().map(|f| f.signature()) != Some(sig.clone()) {
         return Err(format!(
             "seed {}: NONDETERMINISTIC failure (did not reproduce the same way)\n{}",
+            case.seed,
+            first.describe(other.name())
+        ));
+    }
+    if !shrunk.insert(sig.clone()) {
+        return Err(format!(
+            "seed {} MISMATCH ({sig}, as a seed shrunk above; replay with LAYERFUSE_FUZZ_SEED={})\n{}",
+            case.seed,
             case.seed,
             first.describe(other.name())
         ));
@@ -452,8 +471,18 @@ pub fn report(
     ))
 }
 
-pub fn run_and_report(case: &Case, other: Impl) -> Result<(), String> {
-    report(case, &|c| run_case(c, other), other, "check_case(&case)")
+pub fn run_and_report(
+    case: &Case,
+    other: Impl,
+    shrunk: &mut std::collections::HashSet<String>,
+) -> Result<(), String> {
+    report(
+        case,
+        &|c| run_case(c, other),
+        other,
+        "check_case(&case)",
+        shrunk,
+    )
 }
 
 /// Regression tests call this: panics with a description on any difference.
