@@ -51,7 +51,7 @@ pub fn interop_case(case: &Case, writer: Impl, reader: Impl) -> Result<(), Failu
 /// Regression tests for interop call this.
 #[allow(dead_code)]
 pub fn check_interop(case: &Case, writer: Impl, reader: Impl) {
-    if !super::mount::environment_ok(true) {
+    if !super::mount::environment_ok() {
         return;
     }
     let _g = crate::serial();

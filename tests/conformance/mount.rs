@@ -16,8 +16,11 @@ pub enum Impl {
 impl Impl {
     /// The implementation under test: `LAYERFUSE_FUZZ_IMPL=kernel` runs kernel overlayfs on
     /// both sides, which must give zero mismatches (it checks the runner itself).
+    /// `LAYERFUSE_TEST_IMPL` (the shared harness's switch) is honoured when this one is unset.
     pub fn from_env() -> Impl {
-        match std::env::var("LAYERFUSE_FUZZ_IMPL").as_deref() {
+        let v =
+            std::env::var("LAYERFUSE_FUZZ_IMPL").or_else(|_| std::env::var("LAYERFUSE_TEST_IMPL"));
+        match v.as_deref() {
             Ok("kernel") => Impl::Kernel,
             _ => Impl::Layerfuse,
         }
@@ -30,32 +33,10 @@ impl Impl {
     }
 }
 
-/// Missing root, /dev/fuse or overlay support: fail under `CI=true`, else skip with a message.
-pub fn environment_ok(need_fuse: bool) -> bool {
-    let mut missing = Vec::new();
-    if !sys::is_root() {
-        missing.push("root");
-    }
-    if need_fuse && !Path::new("/dev/fuse").exists() {
-        missing.push("/dev/fuse");
-    }
-    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !fs.lines().any(|l| l.ends_with("\toverlay")) {
-        let _ = Command::new("modprobe").arg("overlay").status();
-        let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-        if !fs.lines().any(|l| l.ends_with("\toverlay")) {
-            missing.push("kernel overlayfs");
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("conformance tests need {}", missing.join(", "));
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg} (CI=true: not skipping)");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
+/// Missing root, /dev/fuse or overlay support: fail under `CI=true`, else skip with a message
+/// (the shared harness's check, so both suites agree on what CI demands).
+pub fn environment_ok() -> bool {
+    crate::common::require_root_and_fuse()
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -105,14 +86,9 @@ pub struct Mounted {
 }
 
 fn is_mounted(mnt: &Path, source: Option<&str>) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let want = mnt.to_string_lossy();
-    info.lines().any(|l| {
-        let mut halves = l.split(" - ");
-        let left: Vec<&str> = halves.next().unwrap_or("").split(' ').collect();
-        let right: Vec<&str> = halves.next().unwrap_or("").split(' ').collect();
-        left.get(4).is_some_and(|m| *m == want) && source.is_none_or(|s| right.get(1) == Some(&s))
-    })
+    crate::common::mounts_at(mnt)
+        .iter()
+        .any(|m| m.fstype.starts_with("fuse") && source.is_none_or(|s| m.source == s))
 }
 
 /// The daemon to run: layerfuse, or a stand-in with the same command line named by
@@ -220,13 +196,14 @@ impl Mounted {
             let _ = sys::umount(&self.mnt, libc::MNT_DETACH);
         }
         if let Some(mut child) = self.child.take() {
-            match wait_timeout(&mut child, Duration::from_secs(10)) {
+            // reaps, or kills by PID after the deadline
+            match crate::common::reap(&mut child, crate::common::DEADLINE) {
                 Some(st) if st.success() => {}
                 Some(st) => problems.push(format!("daemon exited with {st}: {}", self.log_tail())),
-                None => {
-                    problems.push("daemon still running 10 s after unmount".into());
-                    kill_and_reap(&mut child);
-                }
+                None => problems.push(format!(
+                    "daemon still running {:?} after unmount",
+                    crate::common::DEADLINE
+                )),
             }
         }
         if problems.is_empty() {
@@ -237,36 +214,13 @@ impl Mounted {
     }
 }
 
-fn wait_timeout(child: &mut Child, t: Duration) -> Option<std::process::ExitStatus> {
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            return Some(st);
-        }
-        if start.elapsed() > t {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn kill_and_reap(child: &mut Child) {
-    sys::kill(child.id(), libc::SIGTERM);
-    if wait_timeout(child, Duration::from_secs(3)).is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
 impl Drop for Mounted {
     fn drop(&mut self) {
         if !self.unmounted && sys::umount(&self.mnt, 0).is_err() {
             let _ = sys::umount(&self.mnt, libc::MNT_DETACH);
         }
         if let Some(mut child) = self.child.take() {
-            if wait_timeout(&mut child, Duration::from_secs(5)).is_none() {
-                kill_and_reap(&mut child);
-            }
+            crate::common::reap(&mut child, Duration::from_secs(5));
         }
         let _ = std::fs::remove_dir(&self.mnt);
         let _ = std::fs::remove_file(&self.log);

@@ -340,17 +340,7 @@ pub fn mount(src: &str, target: &Path, fstype: &str, data: &str) -> Sys<()> {
     })
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: no arguments.
-    unsafe { libc::geteuid() == 0 }
-}
-
 pub fn set_umask(m: u32) {
     // SAFETY: no pointers.
     unsafe { libc::umask(m) };
-}
-
-pub fn kill(pid: u32, sig: i32) {
-    // SAFETY: signalling a child this process spawned, by its PID.
-    unsafe { libc::kill(pid as i32, sig) };
 }
