@@ -147,7 +147,7 @@ pub fn concurrent_run(
     }
     let r = Mounted::mount(which, &layers, &mnt).map_err(|e| format!("remount: {e}"))?;
     let again = snapshot(&r.mnt).described(None);
-    problems.extend(diff(&live, &again, "live", "remounted"));
+    problems.extend(diff(&live, &again, "live", "remounted").0);
     if let Err(e) = r.unmount() {
         problems.push(format!("second unmount/daemon: {e}"));
     }

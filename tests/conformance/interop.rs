@@ -34,7 +34,7 @@ pub fn interop_case(case: &Case, writer: Impl, reader: Impl) -> Result<(), Failu
     let w_name = format!("{}(live)", writer.name());
     let r_name = format!("{}(remount)", reader.name());
     // the comparer expects the kernel (if any) as its first side, to tolerate its quirks
-    let d = if reader == Impl::Kernel && writer != Impl::Kernel {
+    let (d, kind) = if reader == Impl::Kernel && writer != Impl::Kernel {
         diff(&again, &live, &r_name, &w_name)
     } else {
         diff(&live, &again, &w_name, &r_name)
@@ -44,7 +44,7 @@ pub fn interop_case(case: &Case, writer: Impl, reader: Impl) -> Result<(), Failu
     if d.is_empty() {
         Ok(())
     } else {
-        Err(Failure::Final(d))
+        Err(Failure::Final(d, kind))
     }
 }
 

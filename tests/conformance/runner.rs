@@ -5,7 +5,7 @@
 use super::layers::{Format, Layer, Rng, materialize, random_layer};
 use super::mount::{Impl, Layers, Mounted, Scratch};
 use super::ops::{Op, PathPool, Side, exec, random_op};
-use super::snapshot::{diff, snapshot, tolerate_kernel_quirks};
+use super::snapshot::{diff, outcome_kind, snapshot, tolerate_kernel_quirks};
 use std::path::PathBuf;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -80,14 +80,15 @@ pub enum Failure {
     /// Side B could not be set up (mount failed) while the kernel could.
     Setup(String),
     /// The trees differ before any op ran (lookup, listing, whiteout or opaque handling).
-    Initial(Vec<String>),
+    /// The second field is the kind of difference (see `snapshot::diff_kind`).
+    Initial(Vec<String>, String),
     Step {
         index: usize,
         op: String,
         kernel: String,
         other: String,
     },
-    Final(Vec<String>),
+    Final(Vec<String>, String),
     /// The harness itself failed on the kernel side (not a finding about side B).
     Harness(String),
 }
@@ -97,9 +98,18 @@ impl Failure {
     pub fn signature(&self) -> String {
         match self {
             Failure::Setup(_) => "setup".into(),
-            Failure::Initial(_) => "initial".into(),
-            Failure::Step { op, .. } => format!("step:{}", op.split(' ').next().unwrap_or("")),
-            Failure::Final(_) => "final".into(),
+            Failure::Initial(_, kind) => format!("initial:{kind}"),
+            Failure::Step {
+                op, kernel, other, ..
+            } => {
+                let op = op
+                    .split(' ')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("Op::");
+                format!("step:{op}:{}", outcome_kind(kernel, other))
+            }
+            Failure::Final(_, kind) => format!("final:{kind}"),
             Failure::Harness(_) => "harness".into(),
         }
     }
@@ -107,7 +117,7 @@ impl Failure {
     pub fn describe(&self, other: &str) -> String {
         match self {
             Failure::Setup(e) => format!("{other} failed to mount where the kernel mounted: {e}"),
-            Failure::Initial(d) => format!("trees differ before any op:\n  {}", d.join("\n  ")),
+            Failure::Initial(d, _) => format!("trees differ before any op:\n  {}", d.join("\n  ")),
             Failure::Step {
                 index,
                 op,
@@ -116,7 +126,7 @@ impl Failure {
             } => {
                 format!("op #{index} {op}\n  kernel:    {kernel}\n  {other:<10} {o}")
             }
-            Failure::Final(d) => format!("final trees differ:\n  {}", d.join("\n  ")),
+            Failure::Final(d, _) => format!("final trees differ:\n  {}", d.join("\n  ")),
             Failure::Harness(e) => format!("harness error: {e}"),
         }
     }
@@ -194,14 +204,14 @@ pub fn run_cases(case: &Case, b_case: &Case, other: Impl) -> Result<(), Failure>
     let (ta, tb) = (snapshot(&a.root), snapshot(&b.root));
     ta.record_initial(&mut a);
     tb.record_initial(&mut b);
-    let d = diff(
+    let (d, kind) = diff(
         &ta.described(None),
         &tb.described(None),
         "kernel",
         other.name(),
     );
     if !d.is_empty() {
-        return Err(Failure::Initial(d));
+        return Err(Failure::Initial(d, kind));
     }
     for (index, op) in case.ops.iter().enumerate() {
         let ra = exec(op, &mut a);
@@ -227,14 +237,14 @@ pub fn run_cases(case: &Case, b_case: &Case, other: Impl) -> Result<(), Failure>
             eprintln!("  final /{p}: {d}");
         }
     }
-    let d = diff(&da, &db, "kernel", other.name());
+    let (d, kind) = diff(&da, &db, "kernel", other.name());
     drop((a, b));
     drop(b_mnt);
     drop(a_mnt);
     if d.is_empty() {
         Ok(())
     } else {
-        Err(Failure::Final(d))
+        Err(Failure::Final(d, kind))
     }
 }
 

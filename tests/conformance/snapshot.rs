@@ -7,7 +7,7 @@
 
 use super::ops::{DINO_MARK, GHOST_MARK, Side, dtype_char, fmt_content, magic_time, type_char};
 use super::sys;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -225,14 +225,76 @@ pub fn tolerate_kernel_quirks(kernel: &str, other: &str) -> String {
     k
 }
 
+/// The kind of a token of a description or outcome, without names or values: `nlink`, `mtime`,
+/// `d_ino`, `err:ENOENT`, ... — what a difference is about.
+fn token_kind(t: &str) -> String {
+    if t.contains(DINO_MARK) {
+        "d_ino".into()
+    } else if let Some((k, _)) = t.split_once('=') {
+        k.trim_start_matches('[').into()
+    } else if t.split_once(':').is_some_and(|(_, e)| {
+        !e.is_empty()
+            && e.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    }) || t == "ok"
+        || t == "open"
+    {
+        t.into() // err:ENOENT, open:EEXIST, ok
+    } else {
+        "value".into()
+    }
+}
+
+/// What two outcomes differ in, as a short key (e.g. `nlink`, `err:ENOENT/ok`).
+pub fn outcome_kind(kernel: &str, other: &str) -> String {
+    let ka: Vec<&str> = kernel.split(' ').collect();
+    let kb: Vec<&str> = other.split(' ').collect();
+    let mut keys: BTreeSet<String> = BTreeSet::new();
+    for t in ka.iter().filter(|t| !kb.contains(t)) {
+        keys.insert(token_kind(t));
+    }
+    for t in kb.iter().filter(|t| !ka.contains(t)) {
+        keys.insert(token_kind(t));
+    }
+    keys.into_iter().collect::<Vec<_>>().join("/")
+}
+
+/// The kinds of difference between two described trees, by file type: `f.nlink`, `d.mtime`,
+/// `only-kernel.f`, ... Failures of the same kind count as one bug while shrinking.
+pub fn diff_kind(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> String {
+    let mut keys: BTreeSet<String> = BTreeSet::new();
+    for k in a.keys().chain(b.keys()) {
+        match (a.get(k), b.get(k)) {
+            (Some(x), Some(y)) if tolerate_kernel_quirks(x, y) != *y => {
+                let t = x.split(' ').next().unwrap_or("?");
+                for kk in outcome_kind(&tolerate_kernel_quirks(x, y), y).split('/') {
+                    keys.insert(format!("{t}.{kk}"));
+                }
+            }
+            (Some(x), None) if !x.starts_with(GHOST_MARK) => {
+                keys.insert(format!(
+                    "only-kernel.{}",
+                    x.split(' ').next().unwrap_or("?")
+                ));
+            }
+            (None, Some(y)) => {
+                keys.insert(format!("only-other.{}", y.split(' ').next().unwrap_or("?")));
+            }
+            _ => {}
+        }
+    }
+    keys.into_iter().collect::<Vec<_>>().join(",")
+}
+
 /// Line-per-path differences between the kernel's described tree (`a`) and the other's; empty
 /// when equal.
+/// Also returns the kind of the differences (`diff_kind`).
 pub fn diff(
     a: &BTreeMap<String, String>,
     b: &BTreeMap<String, String>,
     a_name: &str,
     b_name: &str,
-) -> Vec<String> {
+) -> (Vec<String>, String) {
     let mut out = Vec::new();
     let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     for k in keys {
@@ -248,5 +310,5 @@ pub fn diff(
             (None, None) => {}
         }
     }
-    out
+    (out, diff_kind(a, b))
 }
