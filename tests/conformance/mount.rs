@@ -50,7 +50,8 @@ pub struct Scratch {
 impl Scratch {
     pub fn new() -> Scratch {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("lf-conf-{}-{n}", std::process::id()));
+        // under /tmp/lft like the shared harness's dirs, so .ci/run's cleanup finds them too
+        let dir = PathBuf::from(format!("/tmp/lft/conf-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("scratch dir");
         sys::mount("lf-conf", &dir, "tmpfs", "mode=0755,size=512m").expect("mount scratch tmpfs");
         Scratch { dir }
