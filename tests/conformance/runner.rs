@@ -6,7 +6,10 @@ use super::layers::{Format, Layer, Rng, materialize, random_layer};
 use super::mount::{Impl, Layers, Mounted, Scratch};
 use super::ops::{Op, PathPool, Side, exec, random_op};
 use super::snapshot::{diff, outcome_kind, snapshot, tolerate_kernel_quirks};
+use super::sys;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Case {
@@ -89,6 +92,12 @@ pub enum Failure {
         other: String,
     },
     Final(Vec<String>, String),
+    /// An op (or the final walk, `index` None) on side B did not return in time; the daemon was
+    /// killed so the run could go on.
+    Hang {
+        index: Option<usize>,
+        op: String,
+    },
     /// The harness itself failed on the kernel side (not a finding about side B).
     Harness(String),
 }
@@ -110,6 +119,15 @@ impl Failure {
                 format!("step:{op}:{}", outcome_kind(kernel, other))
             }
             Failure::Final(_, kind) => format!("final:{kind}"),
+            Failure::Hang { op, .. } => {
+                format!(
+                    "hang:{}",
+                    op.split(' ')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start_matches("Op::")
+                )
+            }
             Failure::Harness(_) => "harness".into(),
         }
     }
@@ -127,6 +145,11 @@ impl Failure {
                 format!("op #{index} {op}\n  kernel:    {kernel}\n  {other:<10} {o}")
             }
             Failure::Final(d, _) => format!("final trees differ:\n  {}", d.join("\n  ")),
+            Failure::Hang { index, op } => format!(
+                "{} {op} did not return within {:?}: {other} hung (its daemon was killed)",
+                index.map(|i| format!("op #{i}")).unwrap_or_default(),
+                op_timeout()
+            ),
             Failure::Harness(e) => format!("harness error: {e}"),
         }
     }
@@ -176,6 +199,68 @@ fn trace() -> bool {
     std::env::var("LAYERFUSE_FUZZ_TRACE").is_ok_and(|v| v == "1")
 }
 
+/// How long one op (or one tree walk) may take before side B counts as hung:
+/// `LAYERFUSE_FUZZ_OP_TIMEOUT` seconds, default 10.
+pub fn op_timeout() -> Duration {
+    Duration::from_secs(
+        std::env::var("LAYERFUSE_FUZZ_OP_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10),
+    )
+}
+
+/// Kills a hung daemon: while armed, a watcher thread SIGKILLs `pid` once the deadline passes,
+/// which aborts the FUSE connection so the blocked call returns (ENOTCONN) and the run goes on.
+pub struct Watchdog {
+    started: Instant,
+    /// Deadline in ms since `started`; 0 = disarmed.
+    deadline_ms: AtomicU64,
+    fired: AtomicBool,
+}
+
+impl Watchdog {
+    pub fn arm(&self) {
+        let d = self.started.elapsed() + op_timeout();
+        self.deadline_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+    pub fn disarm(&self) {
+        self.deadline_ms.store(0, Ordering::SeqCst);
+    }
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs `f` with a watchdog over the daemon `pid` (none for the kernel: nothing to kill).
+pub fn watched<R>(pid: Option<u32>, f: impl FnOnce(&Watchdog) -> R) -> R {
+    let w = Watchdog {
+        started: Instant::now(),
+        deadline_ms: AtomicU64::new(0),
+        fired: AtomicBool::new(false),
+    };
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                let d = w.deadline_ms.load(Ordering::SeqCst);
+                if d != 0 && w.started.elapsed().as_millis() as u64 > d {
+                    w.fired.store(true, Ordering::SeqCst);
+                    if let Some(pid) = pid {
+                        sys::kill(pid, libc::SIGKILL);
+                    }
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let r = f(&w);
+        stop.store(true, Ordering::SeqCst);
+        r
+    })
+}
+
 /// Runs `case` on the kernel and on `other`; Ok if every outcome and the final tree agree.
 pub fn run_case(case: &Case, other: Impl) -> Result<(), Failure> {
     run_cases(case, case, other)
@@ -201,51 +286,71 @@ pub fn run_cases(case: &Case, b_case: &Case, other: Impl) -> Result<(), Failure>
     .map_err(Failure::Setup)?;
     let mut a = Side::new(&a_mnt.mnt);
     let mut b = Side::new(&b_mnt.mnt);
-    let (ta, tb) = (snapshot(&a.root), snapshot(&b.root));
-    ta.record_initial(&mut a);
-    tb.record_initial(&mut b);
-    let (d, kind) = diff(
-        &ta.described(None),
-        &tb.described(None),
-        "kernel",
-        other.name(),
-    );
-    if !d.is_empty() {
-        return Err(Failure::Initial(d, kind));
-    }
-    for (index, op) in case.ops.iter().enumerate() {
-        let ra = exec(op, &mut a);
-        let rb = exec(op, &mut b);
+    let res = watched(b_mnt.pid(), |w| {
+        let hang = |index: Option<usize>, op: String| Failure::Hang { index, op };
+        let ta = snapshot(&a.root);
+        w.arm();
+        let tb = snapshot(&b.root);
+        w.disarm();
+        if w.fired() {
+            return Err(hang(None, "walking the initial tree".into()));
+        }
+        ta.record_initial(&mut a);
+        tb.record_initial(&mut b);
+        let (d, kind) = diff(
+            &ta.described(None),
+            &tb.described(None),
+            "kernel",
+            other.name(),
+        );
+        if !d.is_empty() {
+            return Err(Failure::Initial(d, kind));
+        }
+        for (index, op) in case.ops.iter().enumerate() {
+            let ra = exec(op, &mut a);
+            w.arm();
+            let rb = exec(op, &mut b);
+            w.disarm();
+            if w.fired() {
+                return Err(hang(Some(index), op.render()));
+            }
+            if trace() {
+                eprintln!("  #{index} {}\n      -> {ra}", op.render());
+            }
+            if tolerate_kernel_quirks(&ra, &rb) != rb {
+                return Err(Failure::Step {
+                    index,
+                    op: op.render(),
+                    kernel: ra,
+                    other: rb,
+                });
+            }
+        }
+        a.close_all();
+        w.arm();
+        b.close_all();
+        let (ta, tb) = (snapshot(&a.root), snapshot(&b.root));
+        w.disarm();
+        if w.fired() {
+            return Err(hang(None, "walking the final tree".into()));
+        }
+        let (da, db) = (ta.described(Some(&a)), tb.described(Some(&b)));
         if trace() {
-            eprintln!("  #{index} {}\n      -> {ra}", op.render());
+            for (p, d) in &da {
+                eprintln!("  final /{p}: {d}");
+            }
         }
-        if tolerate_kernel_quirks(&ra, &rb) != rb {
-            return Err(Failure::Step {
-                index,
-                op: op.render(),
-                kernel: ra,
-                other: rb,
-            });
+        let (d, kind) = diff(&da, &db, "kernel", other.name());
+        if d.is_empty() {
+            Ok(())
+        } else {
+            Err(Failure::Final(d, kind))
         }
-    }
-    a.close_all();
-    b.close_all();
-    let (ta, tb) = (snapshot(&a.root), snapshot(&b.root));
-    let (da, db) = (ta.described(Some(&a)), tb.described(Some(&b)));
-    if trace() {
-        for (p, d) in &da {
-            eprintln!("  final /{p}: {d}");
-        }
-    }
-    let (d, kind) = diff(&da, &db, "kernel", other.name());
+    });
     drop((a, b));
     drop(b_mnt);
     drop(a_mnt);
-    if d.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::Final(d, kind))
-    }
+    res
 }
 
 /// Delta debugging: the smallest case (fewest ops, then fewest layer entries, then simplest ops)

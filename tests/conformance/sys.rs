@@ -344,3 +344,8 @@ pub fn set_umask(m: u32) {
     // SAFETY: no pointers.
     unsafe { libc::umask(m) };
 }
+
+pub fn kill(pid: u32, sig: i32) {
+    // SAFETY: signalling a child this process spawned, by its PID.
+    unsafe { libc::kill(pid as i32, sig) };
+}
