@@ -571,11 +571,13 @@ pub fn report(
         .next()
         .unwrap_or("check")
         .trim_start_matches("check_");
-    let name = format!(
-        "{fn_name}_seed_{}_{}",
-        case.seed,
-        sig.replace(':', "_").replace("Op::", "").to_lowercase()
-    );
+    let kind: String = sig
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let mut name = format!("{fn_name}_seed_{}_{kind}", case.seed);
+    name.truncate(80);
     let test = small.render_test(&name, &what, call);
     Err(format!(
         "seed {} ({} ops) MISMATCH, replay with LAYERFUSE_FUZZ_SEED={}\n{what}\n\nminimal reproducer ({} ops):\n{test}",

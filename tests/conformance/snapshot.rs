@@ -228,8 +228,18 @@ pub fn tolerate_kernel_quirks(kernel: &str, other: &str) -> String {
 /// The kind of a token of a description or outcome, without names or values: `nlink`, `mtime`,
 /// `d_ino`, `err:ENOENT`, ... — what a difference is about.
 fn token_kind(t: &str) -> String {
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
     if t.contains(DINO_MARK) {
         "d_ino".into()
+    } else if t
+        .split_once(':')
+        .is_some_and(|(u, g)| digits(u) && digits(g))
+    {
+        "owner".into()
+    } else if t.starts_with('0') && digits(t) {
+        "mode".into()
+    } else if t.len() == 1 {
+        "type".into()
     } else if let Some((k, _)) = t.split_once('=') {
         k.trim_start_matches('[').into()
     } else if t.split_once(':').is_some_and(|(_, e)| {
