@@ -44,7 +44,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            eprintln!("layerfuse: {msg}");
+            if !msg.is_empty() {
+                eprintln!("layerfuse: {msg}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -105,11 +107,14 @@ fn spawn_daemon() -> Result<(), String> {
         .map_err(|e| format!("cannot start daemon: {e}"))?;
     let stderr = child.stderr.take();
     let relay = std::thread::spawn(move || {
+        let mut said = false;
         if let Some(s) = stderr {
             for line in BufReader::new(s).lines().map_while(Result::ok) {
                 eprintln!("{line}");
+                said = true;
             }
         }
+        said
     });
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -119,10 +124,15 @@ fn spawn_daemon() -> Result<(), String> {
         }
     }
     let status = child.wait().map_err(|e| e.to_string())?;
-    let _ = relay.join();
-    Err(format!(
-        "daemon exited before the mount was live ({status})"
-    ))
+    let said = relay.join().unwrap_or(false);
+    if said {
+        // The daemon's own line (already relayed) says what went wrong.
+        Err(String::new())
+    } else {
+        Err(format!(
+            "daemon exited before the mount was live ({status})"
+        ))
+    }
 }
 
 /// The volumes and binds of a mount, ready for the union.
@@ -133,6 +143,8 @@ struct Attached {
     populate: Vec<bool>,
     /// Held while mounted: marks the volumes as in use.
     _claims: Vec<Claim>,
+    /// Volumes made by this mount, removed again if the mount is refused.
+    made: Vec<String>,
 }
 
 /// Make (or find) the volumes a mount asks for, claim them for this process, and
@@ -140,14 +152,18 @@ struct Attached {
 fn attach_splices(cfg: &MountConfig) -> Result<Attached, String> {
     let store = VolumeStore::new(cfg.store_root.clone());
     let (mut splices, mut populate, mut claims) = (Vec::new(), Vec::new(), Vec::new());
+    let mut made = Vec::new();
     for s in &cfg.splices {
         let target = s.target.as_os_str().as_encoded_bytes().to_vec();
         match &s.source {
             SpliceSource::Volume(name) => {
-                let v = match name {
-                    Some(n) => store.get_or_create(n)?.0,
-                    None => store.create(None)?,
+                let (v, new) = match name {
+                    Some(n) => store.get_or_create(n)?,
+                    None => (store.create(None)?, true),
                 };
+                if new {
+                    made.push(v.name.clone());
+                }
                 claims.push(store.claim(&v.name, &cfg.mountpoint)?);
                 let empty = std::fs::read_dir(&v.path)
                     .map(|mut d| d.next().is_none())
@@ -173,16 +189,32 @@ fn attach_splices(cfg: &MountConfig) -> Result<Attached, String> {
         splices,
         populate,
         _claims: claims,
+        made,
     })
 }
 
 /// Open the layers, mount, and serve until unmounted.
 fn serve(cfg: &MountConfig, notify: bool) -> Result<(), String> {
     let attached = attach_splices(cfg)?;
+    // A refused mount leaves no volume it made behind.
+    let refused = |attached: Attached, msg: String| {
+        let store = VolumeStore::new(cfg.store_root.clone());
+        let made = attached.made.clone();
+        drop(attached);
+        for name in made {
+            let _ = store.remove(&name, true);
+        }
+        msg
+    };
     let mut ocfg = cfg.overlay.clone();
     ocfg.splices = attached.splices.clone();
-    let overlay = Overlay::new(&ocfg).map_err(|e| e.to_string())?;
-    overlay.prepare_splices(&attached.populate)?;
+    let overlay = match Overlay::new(&ocfg) {
+        Ok(o) => o,
+        Err(e) => return Err(refused(attached, e.to_string())),
+    };
+    if let Err(e) = overlay.prepare_splices(&attached.populate) {
+        return Err(refused(attached, e));
+    }
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)

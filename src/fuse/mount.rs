@@ -81,7 +81,11 @@ pub fn mount(overlay: Arc<Overlay>, mountpoint: &Path, opts: &MountOptions) -> i
     // that a request in flight could hold: they can be sent from inside a handler.
     let notifier = session.notifier();
     overlay.on_attr_change(Box::new(move |ino| {
-        let _ = notifier.inval_inode(fuser::INodeNo(ino), -1, 0);
+        let r = notifier.inval_inode(fuser::INodeNo(ino), -1, 0);
+        tracing::debug!(ino, ?r, "invalidate attributes");
+        if let Err(e) = r {
+            tracing::debug!(ino, error = %e, "attribute invalidation not delivered");
+        }
     }));
     Ok(Mounted { session })
 }

@@ -95,6 +95,20 @@ impl Layer {
         })
     }
 
+    /// The entry of this layer an `overlay.origin` value names, if it is in this layer
+    /// (same filesystem UUID, and the kernel can open the handle here).
+    pub fn stat_origin(&self, origin: &[u8]) -> Option<Stat> {
+        if origin.len() <= 21 || origin[0] != 0 || origin[1] != 0xfb {
+            return None;
+        }
+        if origin[5..21] != self.uuid.unwrap_or([0; 16]) {
+            return None;
+        }
+        let fd = sys::open_by_handle(self.root(), i32::from(origin[4]), &origin[21..]).ok()?;
+        let st = sys::stat_fd(sys::borrow(&fd)).ok()?;
+        (st.dev == self.dev).then_some(st)
+    }
+
     /// The kernel's `overlay.origin` value for the entry behind `fd` in this layer:
     /// `struct ovl_fb` (version 0, magic 0xfb, length, flags, handle type, the
     /// filesystem UUID) followed by the file handle. `None` where the filesystem

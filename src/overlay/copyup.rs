@@ -6,7 +6,7 @@
 //! in the work dir are removed at the next mount. Parents are copied first.
 
 use super::lookup::Resolved;
-use super::node::Node;
+use super::node::{IndexRef, Node};
 use super::{Overlay, Upper};
 use crate::layer;
 use crate::sys::{self, Errno, FileKind, Stat, SysResult, TimeSet};
@@ -65,6 +65,7 @@ pub(super) fn open_index_dir(work_root: BorrowedFd<'_>, name: &str) -> SysResult
 pub(super) struct IndexSlot<'a> {
     pub dir: BorrowedFd<'a>,
     pub key: OsString,
+    pub kernel: bool,
 }
 
 /// The index entry of a lower inode: the kernel's name (hex of its origin file
@@ -76,11 +77,13 @@ pub(super) fn index_slot<'a>(upper: &'a Upper, origin: Option<&[u8]>, st: &Stat)
             IndexSlot {
                 dir: sys::borrow(&upper.kernel_index),
                 key: OsString::from(hex),
+                kernel: true,
             }
         }
         None => IndexSlot {
             dir: sys::borrow(&upper.index),
             key: OsString::from(format!("{:x}-{:x}", st.dev, st.ino)),
+            kernel: false,
         },
     }
 }
@@ -140,13 +143,56 @@ impl Overlay {
         }
         self.copy_up(parent, Data::Full)?;
         let pdir = upper.layer.open_dir(&self.upper_path(parent))?;
+        let pst = sys::stat_fd(sys::borrow(&pdir))?;
         match sys::link_at(slot.dir, &slot.key, sys::borrow(&pdir), name) {
             Ok(()) => {
+                // Joining a copy is no change of the directory: keep its times.
+                let _ = sys::set_times_fd(
+                    sys::borrow(&pdir),
+                    TimeSet::At(pst.atime),
+                    TimeSet::At(pst.mtime),
+                );
                 self.add_nlink_adjust(slot.dir, &slot.key, -1);
                 Ok(true)
             }
             Err(Errno::EEXIST) => Ok(true),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The index entry of an upper file with several names, found by its origin
+    /// record (or its own identity where the filesystem has no file handles).
+    pub(super) fn index_of(&self, origin: Option<&[u8]>, st: &Stat) -> Option<IndexRef> {
+        let upper = self.upper.as_ref()?;
+        let origin = origin.filter(|o| !o.is_empty());
+        let slot = index_slot(upper, origin, st);
+        let here = sys::stat_at(slot.dir, &slot.key).ok()?;
+        (here.ino == st.ino && here.dev == st.dev).then(|| IndexRef {
+            kernel: slot.kernel,
+            key: slot.key,
+        })
+    }
+
+    /// Where a node's data lives in the upper layer: its directory and name there.
+    /// A hard link whose recorded name was removed is reached through its index entry.
+    pub(super) fn upper_object(&self, node: &Node) -> SysResult<(OwnedFd, OsString)> {
+        let upper = self.upper()?;
+        let (stale, index) = {
+            let s = node.state.read();
+            (s.stale_name, s.index.clone())
+        };
+        if let (true, Some(ix)) = (stale, index) {
+            let dir = if ix.kernel {
+                &upper.kernel_index
+            } else {
+                &upper.index
+            };
+            return Ok((sys::dup(sys::borrow(dir))?, ix.key));
+        }
+        let path = self.upper_path(node);
+        match layer::split_last(&path) {
+            Some((d, n)) => Ok((upper.layer.open_dir(d)?, n.to_owned())),
+            None => Ok((upper.layer.open_dir(b"")?, ".".into())),
         }
     }
 
@@ -224,7 +270,15 @@ impl Overlay {
             .ok()
             .and_then(|fd| src_layer.origin_handle(sys::borrow(&fd)));
         let indexed = kind != FileKind::Directory && st.nlink > 1;
-        let IndexSlot { dir: index, key } = index_slot(upper, origin.as_deref(), &st);
+        let IndexSlot {
+            dir: index,
+            key,
+            kernel,
+        } = index_slot(upper, origin.as_deref(), &st);
+        let index_ref = indexed.then(|| IndexRef {
+            kernel,
+            key: key.clone(),
+        });
         // Another name of this inode was copied up already: join it.
         if indexed && sys::stat_at(index, &key).is_ok() {
             let ppath = self.upper_path(&parent);
@@ -240,6 +294,7 @@ impl Overlay {
             let mut s = node.state.write();
             s.upper = true;
             s.nlink_adjust = adjust;
+            s.index = index_ref;
             return Ok(());
         }
         let tmp = self.temp_name();
@@ -300,7 +355,13 @@ impl Overlay {
         if !self.volatile {
             let _ = sys::fsync(sys::borrow(&pdir));
         }
-        node.state.write().upper = true;
+        {
+            let mut s = node.state.write();
+            s.upper = true;
+            if index_ref.is_some() {
+                s.index = index_ref;
+            }
+        }
         if kind == FileKind::Directory {
             // Now merged: it reports nlink 1 from here on.
             self.attr_changed(node.ino);

@@ -148,8 +148,8 @@ impl Overlay {
             (s.upper, s.lowers.first().cloned())
         };
         if upper {
-            let u = self.upper()?;
-            u.layer.open_file(&self.upper_path(node), flags)
+            let (dir, name) = self.upper_object(node)?;
+            sys::open_at(sys::borrow(&dir), &name, flags, 0)
         } else {
             let l = lower.ok_or(Errno::ENOENT)?;
             self.lowers[l.layer].open_file(&l.path, flags & !oflag::TRUNC)

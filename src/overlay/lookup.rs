@@ -40,6 +40,7 @@ pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<N
         stale_name: false,
         nlink_adjust: 0,
         splice: None,
+        index: None,
     })
 }
 
@@ -53,6 +54,8 @@ pub(super) struct Resolved {
     pub ino: u64,
     /// Added to the upper link count (hard links partly copied up).
     pub nlink_adjust: i64,
+    /// The hard-link index entry of an upper file, if it has one.
+    pub index: Option<super::node::IndexRef>,
 }
 
 /// How to find the next lower entry of a name.
@@ -129,6 +132,7 @@ impl Overlay {
                         stale_name: false,
                         nlink_adjust: r.nlink_adjust,
                         splice: None,
+                        index: r.index.clone(),
                     },
                 )
             },
@@ -147,6 +151,9 @@ impl Overlay {
         if r.upper {
             s.upper = true;
             s.nlink_adjust = r.nlink_adjust;
+            if r.index.is_some() {
+                s.index = r.index;
+            }
         }
         if s.kind == FileKind::Directory && !r.lowers.is_empty() && s.lowers != r.lowers {
             s.lowers = r.lowers;
@@ -167,8 +174,9 @@ impl Overlay {
         let mut upper_stat = None;
         let mut search = Search::Name(name.as_encoded_bytes().to_vec());
         let mut merge_lowers = true;
-        let mut has_origin = false;
+        let mut origin: Option<Vec<u8>> = None;
         let mut nlink_adjust = 0;
+        let mut index = None;
         if let (true, Some(u)) = (p_upper, &self.upper) {
             let ppath = self.upper_path(parent);
             let dir = self.dir_fd(LayerId::Upper, &ppath)?;
@@ -180,7 +188,8 @@ impl Overlay {
                 Found::Missing => {}
                 Found::Entry(st) => {
                     let fd = sys::open_path_at(sys::borrow(&dir), name)?;
-                    has_origin = sys::get_xattr(sys::borrow(&fd), self.markers.origin()).is_ok();
+                    origin = sys::get_xattr(sys::borrow(&fd), self.markers.origin()).ok();
+                    let has_origin = origin.is_some();
                     if st.kind() == FileKind::Directory {
                         let m = u.layer.dir_markers(sys::borrow(&fd));
                         if m.opaque {
@@ -192,6 +201,7 @@ impl Overlay {
                         merge_lowers = false;
                     } else if st.nlink > 1 {
                         nlink_adjust = self.read_nlink_adjust(sys::borrow(&fd));
+                        index = self.index_of(origin.as_deref(), &st);
                     }
                     upper_stat = Some(st);
                 }
@@ -231,8 +241,18 @@ impl Overlay {
                 };
                 let is_dir = st.kind() == FileKind::Directory;
                 if upper_stat.is_some() && !upper_is_dir {
-                    // A copied-up file: its origin is the first lower of the same type.
-                    if st.kind() == upper_stat.map(|s| s.kind()).unwrap_or(st.kind()) {
+                    // A copied-up file: the lower entry at the same name is its origin
+                    // if its file handle is the one recorded (any entry of the same
+                    // type when the record is empty).
+                    let same_kind = Some(st.kind()) == upper_stat.map(|s| s.kind());
+                    let is_origin = match origin.as_deref() {
+                        Some(o) if !o.is_empty() => sys::open_path_at(sys::borrow(&dir), leaf)
+                            .ok()
+                            .and_then(|fd| layer.origin_handle(sys::borrow(&fd)))
+                            .is_some_and(|h| h == o),
+                        _ => same_kind,
+                    };
+                    if is_origin {
                         lowers.push(LowerRef {
                             layer: li,
                             path,
@@ -281,10 +301,24 @@ impl Overlay {
             (None, Some(st)) => (st, false),
             (None, None) => return Ok(None),
         };
+        let has_origin = origin.is_some();
         let ino = match (&upper_stat, lowers.first(), first_lower) {
             // A copy keeps the number of the lower file it came from.
             (Some(_), Some(l), Some(lst)) if has_origin => {
                 self.fold_ino(self.lowers[l.layer].dev, lst.ino)
+            }
+            // A copy renamed or linked away from its lower name: find the lower file
+            // by its recorded handle.
+            (Some(st), None, _)
+                if !upper_is_dir && origin.as_ref().is_some_and(|o| !o.is_empty()) =>
+            {
+                let o = origin.as_deref().unwrap_or_default();
+                self.lowers
+                    .iter()
+                    .find_map(|l| l.stat_origin(o).map(|lst| self.fold_ino(l.dev, lst.ino)))
+                    .unwrap_or_else(|| {
+                        self.fold_ino(self.upper.as_ref().map_or(0, |u| u.layer.dev), st.ino)
+                    })
             }
             (Some(st), _, _) => {
                 self.fold_ino(self.upper.as_ref().map_or(0, |u| u.layer.dev), st.ino)
@@ -298,6 +332,7 @@ impl Overlay {
             lowers,
             ino,
             nlink_adjust,
+            index,
         }))
     }
 

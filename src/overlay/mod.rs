@@ -369,6 +369,10 @@ impl Overlay {
             return self.splice_stat(&at);
         }
         if upper {
+            if node.state.read().stale_name {
+                let (dir, name) = self.upper_object(node)?;
+                return sys::stat_at(sys::borrow(&dir), &name);
+            }
             return self.stat_in(LayerId::Upper, &self.upper_path(node));
         }
         match lower {
@@ -420,6 +424,8 @@ impl Overlay {
             Ok(st) if !node.state.read().unlinked => st,
             other => match self.handles.fstat_any_of(ino) {
                 Some(st) => st,
+                // Gone, and no open file reaches it: the path now names something else.
+                None if node.state.read().unlinked => return Err(Errno::ENOENT),
                 None => other?,
             },
         };
@@ -457,9 +463,11 @@ impl Overlay {
         if let Some(at) = spliced {
             return self.splice_readlink(&at);
         }
-        let (layer, path) = if upper {
-            (&self.upper()?.layer, self.upper_path(&node))
-        } else {
+        if upper {
+            let (dir, name) = self.upper_object(&node)?;
+            return sys::readlink_at(sys::borrow(&dir), &name);
+        }
+        let (layer, path) = {
             let l = lower.ok_or(Errno::ENOENT)?;
             (&self.lowers[l.layer], l.path)
         };

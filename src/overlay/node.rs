@@ -51,6 +51,17 @@ pub struct NodeState {
     pub nlink_adjust: i64,
     /// Set for nodes inside a volume or bind mount: everything goes to its source.
     pub splice: Option<super::splice::SpliceAt>,
+    /// The index entry of a copied-up hard link: its data stays reachable there when
+    /// the name recorded here is removed while other names remain.
+    pub index: Option<IndexRef>,
+}
+
+/// An entry of the work dir's hard-link index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexRef {
+    /// In `W/index` (the kernel's); else in `W/lf-index`.
+    pub kernel: bool,
+    pub key: OsString,
 }
 
 impl NodeState {

@@ -157,6 +157,7 @@ impl Overlay {
             lowers: Vec::new(),
             ino: self.fold_ino(upper.layer.dev, st.ino),
             nlink_adjust: 0,
+            index: None,
         };
         let node = self.node_for(&parent, name, r, true);
         let attr = self.attr_of(&node, &st);
@@ -219,12 +220,12 @@ impl Overlay {
         check_name(name)?;
         let parent = self.node(parent)?;
         let _t = self.tree.read_recursive();
+        if self.splice_target(&parent, name).is_some() {
+            // A mount point (also one nested in another splice).
+            return Err(Errno::EBUSY);
+        }
         if let Some(at) = parent.state.read().splice.clone() {
             return self.splice_remove(&at, name, dir);
-        }
-        if self.splice_target(&parent, name).is_some() {
-            // A mount point.
-            return Err(Errno::EBUSY);
         }
         let upper = self.upper()?;
         let (node, _) = self.lookup_node(&parent, name, false)?;
@@ -261,12 +262,9 @@ impl Overlay {
             if upper_node && adjust > 0 {
                 // A lower-only name of a copied-up hard link: one name fewer.
                 last_link = false;
-                let upath = self.upper_path(&node);
-                if let Some((d, n)) = layer::split_last(&upath) {
-                    let d = upper.layer.open_dir(d)?;
-                    let a = self.add_nlink_adjust(sys::borrow(&d), n, -1);
-                    node.state.write().nlink_adjust = a;
-                }
+                let (d, n) = self.upper_object(&node)?;
+                let a = self.add_nlink_adjust(sys::borrow(&d), &n, -1);
+                node.state.write().nlink_adjust = a;
             }
             self.make_whiteout(pdir, name)?;
         }
@@ -333,9 +331,8 @@ impl Overlay {
         }
         let (upper, slot) = self.slot(&newparent, name)?;
         self.copy_up(&node, Data::Full)?;
-        let src_path = self.upper_path(&node);
-        let (sdir, sname) = layer::split_last(&src_path).ok_or(Errno::EINVAL)?;
-        let sdir = upper.layer.open_dir(sdir)?;
+        let (sdir, sname) = self.upper_object(&node)?;
+        let sname = sname.as_os_str();
         if slot.over_whiteout {
             let work = sys::borrow(&upper.work);
             let tmp = self.temp_name();
@@ -388,18 +385,23 @@ impl Overlay {
             let st = self.splice_setattr(&at, &set)?;
             return Ok(self.attr_of(&node, &st));
         }
-        let upper = self.upper()?;
+        self.upper()?;
+        let mut set = set;
+        // truncate(2) to the size the file already has changes nothing, times
+        // included (an ftruncate of the copy would set them).
+        if set
+            .size
+            .is_some_and(|s| self.stat_node(&node).is_ok_and(|st| st.size == s))
+        {
+            set.size = None;
+        }
         let data = if set.size == Some(0) {
             Data::Empty
         } else {
             Data::Full
         };
         self.copy_up(&node, data)?;
-        let path = self.upper_path(&node);
-        let (dir, name) = match layer::split_last(&path) {
-            Some((d, n)) => (upper.layer.open_dir(d)?, n.to_owned()),
-            None => (upper.layer.open_dir(b"")?, ".".into()),
-        };
+        let (dir, name) = self.upper_object(&node)?;
         let dir = sys::borrow(&dir);
         if set.mode.is_some() && node.kind() == FileKind::Symlink {
             return Err(Errno::EOPNOTSUPP);
@@ -436,7 +438,10 @@ impl Overlay {
                 .as_ref()
                 .is_some_and(|a| a.path.is_empty())
         };
-        if is_splice_root(&src) || self.splice_target(&q, newname).is_some() {
+        if is_splice_root(&src)
+            || self.splice_target(&q, newname).is_some()
+            || self.holds_splice_target(&src)
+        {
             // A mount point moves with its mount, not alone.
             return Err(Errno::EBUSY);
         }

@@ -51,17 +51,20 @@ pub struct SpliceAt {
 
 impl Splice {
     pub(super) fn open(cfg: &SpliceConfig) -> SysResult<Splice> {
-        let st = std::fs::metadata(&cfg.source).map_err(Errno::from)?;
+        // The source path is the user's: symlinks in it are resolved once, here (as
+        // for lower layers); nothing inside the source is ever followed afterwards.
+        let source = std::fs::canonicalize(&cfg.source).map_err(Errno::from)?;
+        let st = std::fs::metadata(&source).map_err(Errno::from)?;
         if st.is_dir() {
             Ok(Splice {
                 target: cfg.target.clone(),
-                root: sys::open_dir_path(&cfg.source)?,
+                root: sys::open_dir_path(&source)?,
                 file: None,
                 read_only: cfg.read_only,
             })
         } else {
-            let parent = cfg.source.parent().ok_or(Errno::EINVAL)?;
-            let name = cfg.source.file_name().ok_or(Errno::EINVAL)?;
+            let parent = source.parent().ok_or(Errno::EINVAL)?;
+            let name = source.file_name().ok_or(Errno::EINVAL)?;
             Ok(Splice {
                 target: cfg.target.clone(),
                 root: sys::open_dir_path(parent)?,
@@ -136,6 +139,17 @@ impl Overlay {
         }
         let path = layer::join(&self.upper_path(parent), name);
         self.splices.iter().position(|s| s.target == path)
+    }
+
+    /// Whether a splice target lies below `dir` (such a directory cannot move: its
+    /// splices are joined at fixed paths).
+    pub(super) fn holds_splice_target(&self, dir: &Node) -> bool {
+        if self.splices.is_empty() || dir.kind() != FileKind::Directory {
+            return false;
+        }
+        let mut p = self.upper_path(dir);
+        p.push(b'/');
+        self.splices.iter().any(|s| s.target.starts_with(&p))
     }
 
     /// Splice targets directly inside the union directory `dir`, with their names.
@@ -219,6 +233,7 @@ impl Overlay {
                         stale_name: false,
                         nlink_adjust: 0,
                         splice: Some(at.clone()),
+                        index: None,
                     },
                 )
             },
@@ -564,7 +579,16 @@ impl Overlay {
         let (dir, name) = sp.locate(&at.path)?;
         let d = sys::borrow(&dir);
         let name = name.unwrap_or_else(|| ".".into());
-        apply_setattr(d, &name, set)?;
+        let mut set = *set;
+        // truncate(2) to the current size changes nothing, times included (an
+        // ftruncate of the source would set them).
+        if set
+            .size
+            .is_some_and(|s| sys::stat_at(d, &name).is_ok_and(|st| st.size == s))
+        {
+            set.size = None;
+        }
+        apply_setattr(d, &name, &set)?;
         sys::stat_at(d, &name)
     }
 

@@ -21,7 +21,8 @@ impl Overlay {
             return self.splice_object(&at);
         }
         if upper {
-            self.upper()?.layer.open_any(&self.upper_path(node))
+            let (dir, name) = self.upper_object(node)?;
+            sys::open_path_at(sys::borrow(&dir), &name)
         } else {
             let l = lower.ok_or(Errno::ENOENT)?;
             self.lowers[l.layer].open_any(&l.path)

@@ -155,3 +155,7 @@ pub fn file_handle(_fd: BorrowedFd<'_>) -> SysResult<(i32, Vec<u8>)> {
 pub fn fs_uuid(_fd: BorrowedFd<'_>) -> Option<[u8; 16]> {
     None
 }
+
+pub fn open_by_handle(_mount_fd: BorrowedFd<'_>, _ty: i32, _handle: &[u8]) -> SysResult<OwnedFd> {
+    Err(Errno::ENOTSUP)
+}

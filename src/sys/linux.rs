@@ -361,3 +361,27 @@ pub fn fs_uuid(fd: BorrowedFd<'_>) -> Option<[u8; 16]> {
         None
     }
 }
+
+/// Open the inode a file handle names, on the filesystem `mount_fd` belongs to
+/// (`open_by_handle_at`, as `O_PATH`). Needs CAP_DAC_READ_SEARCH.
+pub fn open_by_handle(mount_fd: BorrowedFd<'_>, ty: i32, handle: &[u8]) -> SysResult<OwnedFd> {
+    const HEADER: usize = std::mem::size_of::<libc::file_handle>();
+    let mut buf = vec![0u64; (HEADER + handle.len()).div_ceil(8)];
+    let fh = buf.as_mut_ptr().cast::<libc::file_handle>();
+    // SAFETY: `buf` holds the header plus `handle.len()` bytes, written here.
+    unsafe {
+        (*fh).handle_bytes = handle.len() as libc::c_uint;
+        (*fh).handle_type = ty;
+        std::ptr::copy_nonoverlapping(
+            handle.as_ptr(),
+            buf.as_mut_ptr().cast::<u8>().add(HEADER),
+            handle.len(),
+        );
+    }
+    // SAFETY: `fh` points to a complete file_handle inside `buf`.
+    let fd = check(unsafe {
+        libc::open_by_handle_at(mount_fd.as_raw_fd(), fh, libc::O_PATH | libc::O_CLOEXEC)
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
