@@ -21,3 +21,5 @@ mod io;
 mod lookup;
 #[path = "union/perms.rs"]
 mod perms;
+#[path = "union/splices.rs"]
+mod splices;
