@@ -38,7 +38,11 @@ pub(crate) fn expect_refused(
     work_root: &Path,
 ) -> String {
     let before = all_mount_ids();
-    let err = work_root.join(format!("refused-{}.stderr", what.replace(' ', "_")));
+    // `what` may hold '/' (paths in the bad input): not a path here.
+    let err = work_root.join(format!(
+        "refused-{}.stderr",
+        what.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    ));
     let mut cmd = Command::new(layerfuse_bin());
     cmd.arg("mount").args(args).arg("-f").arg(mnt);
     cmd.stdin(Stdio::null())

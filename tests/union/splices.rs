@@ -985,7 +985,7 @@ fn statfs_inside_a_splice_reports_the_source_filesystem() {
             h.root_arg(),
             bind(&src, "/t"),
             bind(&one, "/one"),
-            volume("v:/v"),
+            volume("vol:/v"),
         ],
     );
     let fig = |p: &Path| {
