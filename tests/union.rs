@@ -23,3 +23,5 @@ mod lookup;
 mod perms;
 #[path = "union/rootless.rs"]
 mod rootless;
+#[path = "union/splices.rs"]
+mod splices;

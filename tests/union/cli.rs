@@ -13,13 +13,13 @@ fn s(p: &Path) -> OsString {
     p.as_os_str().to_owned()
 }
 
-fn all_mount_ids() -> Vec<u64> {
+pub(crate) fn all_mount_ids() -> Vec<u64> {
     mounts().iter().map(|m| m.id).collect()
 }
 
 /// Mounts made since `before` at `mnt` or below this test's own directory (other tests running
 /// in parallel mount elsewhere, and must not count).
-fn ours(before: &[u64], mnt: &Path, root: &Path) -> Vec<MountInfo> {
+pub(crate) fn ours(before: &[u64], mnt: &Path, root: &Path) -> Vec<MountInfo> {
     let (mnt, root) = (mnt.display().to_string(), format!("{}/", root.display()));
     mounts()
         .into_iter()
@@ -31,9 +31,18 @@ fn ours(before: &[u64], mnt: &Path, root: &Path) -> Vec<MountInfo> {
 
 /// Run `layerfuse mount ARGS -f MNT` and require a refusal: non-zero exit within the deadline,
 /// exactly one non-empty line on stderr, no new mount anywhere.
-fn expect_refused(what: &str, args: &[OsString], mnt: &Path, work_root: &Path) {
+pub(crate) fn expect_refused(
+    what: &str,
+    args: &[OsString],
+    mnt: &Path,
+    work_root: &Path,
+) -> String {
     let before = all_mount_ids();
-    let err = work_root.join(format!("refused-{}.stderr", what.replace(' ', "_")));
+    // `what` may hold '/' (paths in the bad input): not a path here.
+    let err = work_root.join(format!(
+        "refused-{}.stderr",
+        what.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    ));
     let mut cmd = Command::new(layerfuse_bin());
     cmd.arg("mount").args(args).arg("-f").arg(mnt);
     cmd.stdin(Stdio::null())
@@ -70,18 +79,19 @@ fn expect_refused(what: &str, args: &[OsString], mnt: &Path, work_root: &Path) {
     );
     let after = ours(&before, mnt, work_root);
     assert!(after.is_empty(), "{what}: mounted after refusal: {after:?}");
+    lines[0].to_string()
 }
 
 use std::time::Duration;
 
-fn base() -> Layers {
+pub(crate) fn base() -> Layers {
     let l = Layers::new(2);
     l.lower(0).file("a", "a");
     l.lower(1).file("b", "b");
     l
 }
 
-fn std_args(l: &Layers) -> Vec<OsString> {
+pub(crate) fn std_args(l: &Layers) -> Vec<OsString> {
     vec![
         "--lower".into(),
         format!("{}:{}", l.lowers[0].display(), l.lowers[1].display()).into(),
