@@ -490,12 +490,12 @@ impl Overlay {
                 return Err(Errno::EINVAL);
             }
         }
+        // The order of the kernel: types (checked by the VFS), then whether the
+        // directories may move (EXDEV), then emptiness of a replaced directory.
         if let (Some(d), false) = (&dst, exchange) {
-            let dst_dir = d.kind() == FileKind::Directory;
-            match (src_dir, dst_dir) {
+            match (src_dir, d.kind() == FileKind::Directory) {
                 (true, false) => return Err(Errno::ENOTDIR),
                 (false, true) => return Err(Errno::EISDIR),
-                (true, true) if !self.dir_is_empty(d)? => return Err(Errno::ENOTEMPTY),
                 _ => {}
             }
         }
@@ -507,6 +507,12 @@ impl Overlay {
             && (has_lower_dir(&src) || (exchange && dst.as_ref().is_some_and(|d| has_lower_dir(d))))
         {
             return Err(Errno::EXDEV);
+        }
+        if let (Some(d), false) = (&dst, exchange)
+            && src_dir
+            && !self.dir_is_empty(d)?
+        {
+            return Err(Errno::ENOTEMPTY);
         }
         if src_dir
             || dst
@@ -525,6 +531,11 @@ impl Overlay {
         let pdir = upper.layer.open_dir(&self.upper_path(&p))?;
         let qdir = upper.layer.open_dir(&self.upper_path(&q))?;
         let (pdir, qdir) = (sys::borrow(&pdir), sys::borrow(&qdir));
+        // A hard link copied up through another name: this name joins the copy first.
+        self.link_name_up(&src, pdir, name)?;
+        if exchange && let Some(d) = &dst {
+            self.link_name_up(d, qdir, newname)?;
+        }
         let samedir = Arc::ptr_eq(&p, &q);
         if has_lower_dir(&src) {
             self.set_redirect(&src, &q, samedir, pdir, name)?;
@@ -599,6 +610,22 @@ impl Overlay {
                 s.unlinked = true;
             }
         }
+        Ok(())
+    }
+
+    /// Make sure `name` in the upper directory `dir` is a name of `node`'s copy: a
+    /// lower hard link whose inode was copied up through another name is linked here.
+    fn link_name_up(&self, node: &Node, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+        if node.kind() == FileKind::Directory
+            || matches!(sys::stat_at(dir, name), Ok(st) if !st.is_whiteout_device())
+        {
+            return Ok(());
+        }
+        let (sdir, sname) = self.upper_object(node)?;
+        sys::link_at(sys::borrow(&sdir), &sname, dir, name)?;
+        // One more upper name for a name that was only below.
+        let adjust = self.add_nlink_adjust(dir, name, -1);
+        node.state.write().nlink_adjust = adjust;
         Ok(())
     }
 

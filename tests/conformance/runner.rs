@@ -334,7 +334,20 @@ pub fn run_cases(case: &Case, b_case: &Case, other: Impl) -> Result<(), Failure>
         if w.fired() {
             return Err(hang(None, "walking the final tree".into()));
         }
-        let (da, db) = (ta.described(Some(&a)), tb.described(Some(&b)));
+        let (mut da, mut db) = (ta.described(Some(&a)), tb.described(Some(&b)));
+        if lower_hard_links(case) {
+            // A kept difference (docs/design.md): FUSE does not say through which name
+            // a hard-linked lower file is written, so layerfuse may copy up another name
+            // than the kernel does, and different parent directories become merged
+            // (nlink 1). Directory link counts are not compared in such cases.
+            for t in [&mut da, &mut db] {
+                for d in t.values_mut() {
+                    if d.starts_with("d ") {
+                        *d = mask_nlink(d);
+                    }
+                }
+            }
+        }
         if trace() {
             for (p, d) in &da {
                 eprintln!("  final /{p}: {d}");
@@ -613,4 +626,27 @@ pub fn check_case(case: &Case) {
     if let Err(f) = run_case(case, other) {
         panic!("{}", f.describe(other.name()));
     }
+}
+
+/// Whether any lower layer of the case holds a hard link.
+fn lower_hard_links(case: &Case) -> bool {
+    case.lowers.iter().any(|l| {
+        l.entries
+            .iter()
+            .any(|e| matches!(e.kind, super::layers::Kind::HardLink(_)))
+    })
+}
+
+/// A described directory with its link count masked.
+fn mask_nlink(d: &str) -> String {
+    d.split(' ')
+        .map(|t| {
+            if t.starts_with("nlink=") {
+                "nlink=*"
+            } else {
+                t
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
