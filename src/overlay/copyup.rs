@@ -167,7 +167,7 @@ impl Overlay {
         let origin = origin.filter(|o| !o.is_empty());
         let slot = index_slot(upper, origin, st);
         let here = sys::stat_at(slot.dir, &slot.key).ok()?;
-        (here.ino == st.ino && here.dev == st.dev).then(|| IndexRef {
+        (here.ino == st.ino && here.dev == st.dev).then_some(IndexRef {
             kernel: slot.kernel,
             key: slot.key,
         })
