@@ -40,10 +40,10 @@ fn describe(abs: &Path, st: &libc::stat, dtype: Option<u8>, dino_ok: bool) -> St
         st.st_gid,
         st.st_nlink
     );
-    if let Some(dt) = dtype {
-        if dtype_char(dt) != t {
-            d += &format!(" d_type={}", dtype_char(dt));
-        }
+    if let Some(dt) = dtype
+        && dtype_char(dt) != t
+    {
+        d += &format!(" d_type={}", dtype_char(dt));
     }
     if !dino_ok {
         d += &format!(" {DINO_MARK}");
@@ -215,12 +215,11 @@ pub fn tolerate_kernel_quirks(kernel: &str, other: &str) -> String {
             .replace(&format!(" {DINO_MARK}"), "")
             .replace(DINO_MARK, "");
     }
-    if !other.contains(GHOST_MARK) {
-        if let Some(i) = k.find(&format!(" {GHOST_MARK}[")) {
-            if let Some(j) = k[i..].find(']') {
-                k.replace_range(i..i + j + 1, "");
-            }
-        }
+    if !other.contains(GHOST_MARK)
+        && let Some(i) = k.find(&format!(" {GHOST_MARK}["))
+        && let Some(j) = k[i..].find(']')
+    {
+        k.replace_range(i..i + j + 1, "");
     }
     k
 }
