@@ -110,6 +110,16 @@ impl fuser::Filesystem for LayerFs {
                 &file_attr(&attr),
                 Generation(generation),
             ),
+            // A miss the kernel may remember (node id 0): every create goes through
+            // this mount, which replaces the negative entry.
+            Err(e) if e == crate::overlay::Errno::ENOENT => {
+                let t = if self.overlay.is_volatile(parent.0) {
+                    &SPLICE_TTL
+                } else {
+                    &TTL
+                };
+                reply.entry_with_ttls(t, t, &convert::negative_attr(), Generation(0))
+            }
             Err(e) => reply.error(errno(e)),
         }
     }

@@ -274,6 +274,14 @@ impl Overlay {
         self.privileged
     }
 
+    /// Whether names below `ino` may change behind the kernel's back (inside a
+    /// splice, whose source the host may change): then misses are not cached long.
+    pub fn is_volatile(&self, ino: u64) -> bool {
+        self.nodes
+            .get(ino)
+            .is_some_and(|n| n.state.read().splice.is_some())
+    }
+
     pub fn is_read_only(&self) -> bool {
         self.upper.is_none()
     }

@@ -4,6 +4,7 @@
 //! on renamed lower directories.
 
 use super::copyup::{Data, remove_tree};
+use super::dircache::LayerId;
 use super::lookup::Resolved;
 use super::node::Node;
 use super::splice::apply_setattr;
@@ -35,7 +36,7 @@ struct Finish {
 
 /// A checked place for a new name in the upper layer.
 struct Slot {
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     /// The upper layer has a whiteout at the name, to be replaced atomically.
     over_whiteout: bool,
 }
@@ -52,7 +53,7 @@ impl Overlay {
             return Err(Errno::EEXIST);
         }
         self.copy_up(parent, Data::Full)?;
-        let dir = upper.layer.open_dir(&self.upper_path(parent))?;
+        let dir = self.dir_fd(LayerId::Upper, &self.upper_path(parent))?;
         let over_whiteout = match sys::stat_at(sys::borrow(&dir), name) {
             Ok(st) if st.is_whiteout_device() => true,
             Ok(_) => false,
@@ -107,6 +108,9 @@ impl Overlay {
             (sys::borrow(&slot.dir), name.to_owned())
         };
         let perm = mode & 0o7777 & !caller.umask;
+        // Made with its final mode unless it has set-id or sticky bits, which the
+        // chown that follows would clear: then it gets them after.
+        let init = if perm & 0o7000 == 0 { perm } else { 0o600 };
         let mut opened = None;
         let is_dir = matches!(what, NewEntry::Dir);
         let is_symlink = matches!(what, NewEntry::Symlink { .. });
@@ -118,14 +122,14 @@ impl Overlay {
                     (flags & (oflag::ACCMODE | oflag::SYNC | oflag::NONBLOCK))
                         | oflag::CREAT
                         | oflag::EXCL,
-                    0o600,
+                    init,
                 )?;
                 opened = Some(fd);
             }
-            NewEntry::Dir => sys::mkdir_at(at_dir, &at_name, 0o700)?,
+            NewEntry::Dir => sys::mkdir_at(at_dir, &at_name, init)?,
             NewEntry::Node { rdev } => {
                 let kind = FileKind::from_mode(mode);
-                sys::mknod_at(at_dir, &at_name, kind.mode_bits() | 0o600, rdev)?
+                sys::mknod_at(at_dir, &at_name, kind.mode_bits() | init, rdev)?
             }
             NewEntry::Symlink { target } => sys::symlink_at(target, at_dir, &at_name)?,
         }
@@ -188,15 +192,21 @@ impl Overlay {
         } else {
             caller.gid
         };
-        sys::chown_at(at_dir, at_name, caller.uid, gid)?;
-        if !is_symlink {
+        // The daemon made it as root: only another owner needs a chown.
+        if caller.uid != 0 || (gid != u32::MAX && gid != 0) {
+            sys::chown_at(at_dir, at_name, caller.uid, gid)?;
+        }
+        let special = perm & 0o7000 != 0;
+        if !is_symlink && (special || opaque) {
             let fd = sys::open_path_at(at_dir, at_name)?;
-            let keep_sgid = if is_dir && pst.mode & 0o2000 != 0 {
-                0o2000
-            } else {
-                0
-            };
-            sys::chmod_path_fd(sys::borrow(&fd), perm | keep_sgid)?;
+            if special {
+                let keep_sgid = if is_dir && pst.mode & 0o2000 != 0 {
+                    0o2000
+                } else {
+                    0
+                };
+                sys::chmod_path_fd(sys::borrow(&fd), perm | keep_sgid)?;
+            }
             if opaque {
                 sys::set_xattr(sys::borrow(&fd), self.markers.opaque(), b"y", 0)?;
             }
