@@ -37,7 +37,7 @@ struct Merge {
 }
 
 impl Merge {
-    fn add(&mut self, list: Vec<Listed>, lower: Option<usize>) {
+    fn add(&mut self, list: impl IntoIterator<Item = Listed>, lower: Option<usize>) {
         let mut new_hidden = Vec::new();
         for e in list {
             if self.hidden.contains(&e.name) {
@@ -111,17 +111,10 @@ impl Overlay {
             merge.add(list, None);
         }
         for l in &lowers {
-            let layer = &self.lowers[l.layer];
-            let fd = match self.dir_fd(LayerId::Lower(l.layer), &l.path) {
-                Ok(fd) => fd,
-                Err(_) => continue,
+            let Ok(Some(idx)) = self.lower_dir_index(l.layer, &l.path, l.xattr_whiteouts) else {
+                continue;
             };
-            let markers = DirMarkers {
-                xattr_whiteouts: l.xattr_whiteouts,
-                ..Default::default()
-            };
-            let list = layer.list(sys::borrow(&fd), &markers)?;
-            merge.add(list, Some(l.layer));
+            merge.add(idx.list.iter().cloned(), Some(l.layer));
         }
         // Inode numbers as lookup gives them: a lower entry's own (folded), an upper
         // entry's own unless it shadows a lower entry (a copy keeps the lower's).

@@ -225,6 +225,15 @@ impl Overlay {
                 let Some((dpath, leaf)) = layer::split_last(&path) else {
                     continue;
                 };
+                // The layer's listing says whether to look at all.
+                match self.lower_dir_index(li, dpath, xwh)? {
+                    None => continue,
+                    Some(idx) => match idx.get(leaf) {
+                        None => continue,
+                        Some(e) if e.whiteout => break,
+                        Some(_) => {}
+                    },
+                }
                 let dir = match self.dir_fd(LayerId::Lower(li), dpath) {
                     Ok(d) => d,
                     Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
@@ -341,20 +350,13 @@ impl Overlay {
     pub(super) fn lower_positive(&self, parent: &Node, name: &OsStr) -> SysResult<bool> {
         let p_lowers = parent.state.read().lowers.clone();
         for pl in &p_lowers {
-            let layer = &self.lowers[pl.layer];
-            let dir = match self.dir_fd(LayerId::Lower(pl.layer), &pl.path) {
-                Ok(d) => d,
-                Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
-                Err(e) => return Err(e),
+            let Some(idx) = self.lower_dir_index(pl.layer, &pl.path, pl.xattr_whiteouts)? else {
+                continue;
             };
-            let markers = DirMarkers {
-                xattr_whiteouts: pl.xattr_whiteouts,
-                ..Default::default()
-            };
-            match layer.find(sys::borrow(&dir), name, &markers)? {
-                Found::Whiteout => return Ok(false),
-                Found::Missing => continue,
-                Found::Entry(_) => return Ok(true),
+            match idx.get(name) {
+                Some(e) if e.whiteout => return Ok(false),
+                None => continue,
+                Some(_) => return Ok(true),
             }
         }
         Ok(false)

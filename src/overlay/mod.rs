@@ -14,6 +14,7 @@ mod dircache;
 mod handles;
 mod ids;
 mod lookup;
+mod lowerindex;
 mod node;
 mod ops;
 mod splice;
@@ -136,6 +137,8 @@ pub struct Overlay {
     attr_changed: OnceLock<AttrChangeHook>,
     /// Open directories of every layer, bounded (see `dircache`).
     dirs: DirCache,
+    /// Listings of lower directories, read once (see `lowerindex`).
+    lower_index: lowerindex::LowerIndex,
     splices: Vec<splice::Splice>,
 }
 
@@ -253,6 +256,7 @@ impl Overlay {
             temp_counter: AtomicU64::new(0),
             attr_changed: OnceLock::new(),
             dirs: DirCache::new(256),
+            lower_index: lowerindex::LowerIndex::new(300_000),
             splices,
         })
     }
@@ -351,6 +355,32 @@ impl Overlay {
         let fd = Arc::new(layer.open_dir(path)?);
         self.dirs.insert(id, path, fd.clone());
         Ok(fd)
+    }
+
+    /// The index of the lower directory `path` of layer `li` (read now if not yet);
+    /// `None` where the layer has no directory there.
+    fn lower_dir_index(
+        &self,
+        li: usize,
+        path: &[u8],
+        xattr_whiteouts: bool,
+    ) -> SysResult<Option<Arc<lowerindex::DirIndex>>> {
+        if let Some(d) = self.lower_index.get(li, path) {
+            return Ok(Some(d));
+        }
+        let dir = match self.dir_fd(LayerId::Lower(li), path) {
+            Ok(d) => d,
+            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let markers = crate::layer::DirMarkers {
+            xattr_whiteouts,
+            ..Default::default()
+        };
+        let list = self.lowers[li].list(sys::borrow(&dir), &markers)?;
+        let index = Arc::new(lowerindex::DirIndex::new(list));
+        self.lower_index.insert(li, path, index.clone());
+        Ok(Some(index))
     }
 
     /// Stat the entry at `path` of a layer.
