@@ -379,3 +379,48 @@ fn parents_copied_up_with_metadata_and_empty() {
     });
     p.check_uppers();
 }
+
+/// Copying one big file up holds nothing that lookups elsewhere need: while a 256 MiB
+/// copy is being built in the work dir, fresh lookups and stats of other files finish.
+/// (layerfuse only: a property of the daemon, not a semantic the kernel could judge.)
+#[test]
+fn a_big_copy_up_does_not_stall_lookups_elsewhere() {
+    need_root!();
+    let l = Layers::new(1);
+    l.lower(0).file_bytes("big", &vec![0x5a; 256 << 20]);
+    for i in 0..50 {
+        l.lower(0).file(&format!("small/{i}"), "s");
+    }
+    let m = TestMount::layerfuse(l.clone_fresh(), &Opts::default());
+    let work = m.layers().work.clone().unwrap().join("work");
+    let big = m.path("big");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let r = fs::OpenOptions::new().write(true).open(&big);
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            r.map(|_| ())
+        })
+    };
+    // The copy is under way once its temporary file shows in the work dir.
+    let started = wait_for(DEADLINE, || {
+        fs::read_dir(&work).is_ok_and(|mut d| d.next().is_some())
+            || done.load(std::sync::atomic::Ordering::SeqCst)
+    });
+    assert!(started, "no copy-up started");
+    assert!(
+        !done.load(std::sync::atomic::Ordering::SeqCst),
+        "the copy-up finished before it could be observed; make the file bigger"
+    );
+    for i in 0..50 {
+        let md = fs::metadata(m.path(&format!("small/{i}"))).unwrap();
+        assert_eq!(md.len(), 1);
+    }
+    let copying_still = !done.load(std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap().unwrap();
+    assert!(
+        copying_still,
+        "50 lookups of other files waited for the big copy-up to finish"
+    );
+}
