@@ -160,6 +160,75 @@ impl Overlay {
         }
     }
 
+    /// A name of a lower hard link is about to go: copy the inode into the index only
+    /// (no name in the upper), so its link count can be kept (the kernel does the
+    /// same with `index=on`). The node's data then lives in the index entry.
+    pub(super) fn index_lower_link(&self, node: &Arc<Node>) -> SysResult<()> {
+        let upper = self.upper()?;
+        let _guard = node.copy_up.lock();
+        let lower = {
+            let s = node.state.read();
+            if s.upper || s.kind == FileKind::Directory {
+                return Ok(());
+            }
+            s.lowers.first().cloned().ok_or(Errno::EIO)?
+        };
+        let src_layer = &self.lowers[lower.layer];
+        let (src_dir_path, src_name) = layer::split_last(&lower.path).ok_or(Errno::EIO)?;
+        let src_dir = src_layer.open_dir(src_dir_path)?;
+        let src_dir = sys::borrow(&src_dir);
+        let st = sys::stat_at(src_dir, src_name)?;
+        if st.nlink <= 1 {
+            return Ok(());
+        }
+        let origin = sys::open_path_at(src_dir, src_name)
+            .ok()
+            .and_then(|fd| src_layer.origin_handle(sys::borrow(&fd)));
+        let slot = index_slot(upper, origin.as_deref(), &st);
+        if sys::stat_at(slot.dir, &slot.key).is_err() {
+            let work = sys::borrow(&upper.work);
+            let tmp = self.temp_name();
+            let built = self.build_copy(
+                src_dir,
+                src_name,
+                &st,
+                (work, &tmp),
+                st.kind(),
+                Data::Full,
+                origin.as_deref().unwrap_or(b""),
+            );
+            let placed = built.and_then(|()| {
+                // One name (the index) stands for the lower's `nlink` names.
+                let fd = sys::open_path_at(work, &tmp)?;
+                let adjust = st.nlink as i64 - 1;
+                sys::set_xattr(
+                    sys::borrow(&fd),
+                    self.markers.nlink(),
+                    format!("U{adjust:+}").as_bytes(),
+                    0,
+                )?;
+                match sys::link_at(work, &tmp, slot.dir, &slot.key) {
+                    Ok(()) | Err(Errno::EEXIST) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            });
+            let _ = remove_tree(work, &tmp);
+            placed?;
+        }
+        let adjust = sys::open_path_at(slot.dir, &slot.key)
+            .map(|fd| self.read_nlink_adjust(sys::borrow(&fd)))
+            .unwrap_or(0);
+        let mut s = node.state.write();
+        s.upper = true;
+        s.stale_name = true;
+        s.nlink_adjust = adjust;
+        s.index = Some(IndexRef {
+            kernel: slot.kernel,
+            key: slot.key,
+        });
+        Ok(())
+    }
+
     /// The index entry of an upper file with several names, found by its origin
     /// record (or its own identity where the filesystem has no file handles).
     pub(super) fn index_of(&self, origin: Option<&[u8]>, st: &Stat) -> Option<IndexRef> {

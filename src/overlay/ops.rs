@@ -265,6 +265,10 @@ impl Overlay {
             }
             self.remove_upper(upper, pdir, name, dir, need_whiteout)?;
         } else {
+            if !dir {
+                // One name of a lower hard link goes: keep the count in the index.
+                self.index_lower_link(&node)?;
+            }
             let (upper_node, adjust) = {
                 let s = node.state.read();
                 (s.upper, s.nlink_adjust)
@@ -524,6 +528,14 @@ impl Overlay {
         {
             return Err(Errno::ENOTEMPTY);
         }
+        // Whether the replaced file loses its last name (a hard link keeps others).
+        let dst_last_link = match &dst {
+            Some(d) if !exchange && d.kind() != FileKind::Directory => self
+                .stat_node(d)
+                .map(|st| self.attr_of(d, &st).nlink <= 1)
+                .unwrap_or(true),
+            _ => true,
+        };
         if src_dir
             || dst
                 .as_ref()
@@ -541,6 +553,8 @@ impl Overlay {
         let pdir = upper.layer.open_dir(&self.upper_path(&p))?;
         let qdir = upper.layer.open_dir(&self.upper_path(&q))?;
         let (pdir, qdir) = (sys::borrow(&pdir), sys::borrow(&qdir));
+        let dst_name_was_upper = dst.is_some()
+            && matches!(sys::stat_at(qdir, newname), Ok(st) if !st.is_whiteout_device());
         // A hard link copied up through another name: this name joins the copy first.
         self.link_name_up(&src, pdir, name)?;
         if exchange && let Some(d) = &dst {
@@ -616,8 +630,25 @@ impl Overlay {
             if exchange {
                 s.parent = Some(p.clone());
                 s.name = name.to_owned();
-            } else {
+            } else if dst_last_link {
                 s.unlinked = true;
+            } else {
+                // Its other names live on; the replaced one may have been the recorded one.
+                if s.parent.as_ref().is_some_and(|x| Arc::ptr_eq(x, &q)) && s.name == newname {
+                    s.stale_name = true;
+                }
+                if !dst_name_was_upper {
+                    drop(s);
+                    // One name of a lower hard link went: keep the count in the index.
+                    self.index_lower_link(&d)?;
+                    if d.state.read().nlink_adjust <= 0 {
+                        return Ok(());
+                    }
+                    if let Ok((dd, dn)) = self.upper_object(&d) {
+                        let a = self.add_nlink_adjust(sys::borrow(&dd), &dn, -1);
+                        d.state.write().nlink_adjust = a;
+                    }
+                }
             }
         }
         Ok(())

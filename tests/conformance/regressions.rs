@@ -226,3 +226,24 @@ fn case_seed_890962753_exchange_with_copied_hard_link() {
     };
     check_case(&case);
 }
+
+/// Renaming over one name of a lower hard link leaves the other name alive.
+#[test]
+fn case_seed_912453295_rename_over_one_hard_link_name() {
+    let case = Case {
+        seed: 912453295,
+        redirect_dir: true,
+        lowers: vec![Layer::kernel(vec![
+            E::fifo("c/c/c").mode(0o640),
+            E::file("a/a", "x").mode(0o1777),
+            E::hardlink("b/d", "a/a"),
+        ])],
+        upper: Layer::kernel(vec![]),
+        ops: vec![Op::Rename {
+            from: "c/c/c".into(),
+            to: "a/a".into(),
+            flags: 0,
+        }],
+    };
+    check_case(&case);
+}
