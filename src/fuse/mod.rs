@@ -67,11 +67,13 @@ fn caller(req: &Request, umask: u32) -> Caller {
     }
 }
 
+/// Every file: no FLUSH round trip at close (writes are never held back, and POSIX
+/// locks are the kernel's own); the page cache kept across opens where allowed.
 fn open_flags(info: OpenInfo) -> FopenFlags {
     if info.keep_cache {
-        FopenFlags::FOPEN_KEEP_CACHE
+        FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
     } else {
-        FopenFlags::empty()
+        FopenFlags::FOPEN_NOFLUSH
     }
 }
 
@@ -305,7 +307,7 @@ impl fuser::Filesystem for LayerFs {
             fd.as_deref().and_then(|fd| reply.open_backing(fd).ok())
         });
         match backing {
-            Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+            Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b),
             None => reply.opened(FileHandle(fh), open_flags(info)),
         }
     }
@@ -567,7 +569,7 @@ impl fuser::Filesystem for LayerFs {
                         &file_attr(&attr),
                         Generation(0),
                         FileHandle(fh),
-                        FopenFlags::empty(),
+                        FopenFlags::FOPEN_NOFLUSH,
                         &b,
                     ),
                     None => reply.created(
@@ -575,11 +577,9 @@ impl fuser::Filesystem for LayerFs {
                         &file_attr(&attr),
                         Generation(0),
                         FileHandle(fh),
-                        if attr.volatile {
-                            FopenFlags::empty()
-                        } else {
-                            FopenFlags::FOPEN_KEEP_CACHE
-                        },
+                        open_flags(OpenInfo {
+                            keep_cache: !attr.volatile,
+                        }),
                     ),
                 }
             }

@@ -49,7 +49,9 @@ impl Overlay {
         if parent.kind() != FileKind::Directory {
             return Err(Errno::ENOTDIR);
         }
-        if self.splice_target(parent, name).is_some() || self.resolve(parent, name)?.is_some() {
+        // The kernel looked the name up and found it free before asking (it holds the
+        // directory's lock); an upper entry would still fail the O_EXCL create below.
+        if self.splice_target(parent, name).is_some() {
             return Err(Errno::EEXIST);
         }
         self.copy_up(parent, Data::Full)?;
