@@ -247,3 +247,30 @@ fn case_seed_912453295_rename_over_one_hard_link_name() {
     };
     check_case(&case);
 }
+
+/// Kept difference (docs/conformance.md): which name of a lower hard link is copied up,
+/// and so which directories become merged, is not the kernel's. Directory link counts are
+/// masked for such cases; everything else must match.
+#[test]
+fn case_seed_183114216_hard_link_name_choice() {
+    let case = Case {
+        seed: 183114216,
+        redirect_dir: false,
+        lowers: vec![Layer::kernel(vec![
+            E::file("a", ""),
+            E::hardlink("d/a/c", "a"),
+        ])],
+        upper: Layer::kernel(vec![]),
+        ops: vec![
+            Op::Open {
+                path: "d/a/c".into(),
+                flags: libc::O_WRONLY,
+                mode: 0o644,
+                write: None,
+                read: false,
+            },
+            Op::Stat { path: "d".into() },
+        ],
+    };
+    check_case(&case);
+}
