@@ -41,6 +41,7 @@ pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<N
         nlink_adjust: 0,
         splice: None,
         index: None,
+        no_capability: false,
     })
 }
 
@@ -133,6 +134,7 @@ impl Overlay {
                         nlink_adjust: r.nlink_adjust,
                         splice: None,
                         index: r.index.clone(),
+                        no_capability: false,
                     },
                 )
             },

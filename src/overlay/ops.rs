@@ -166,6 +166,9 @@ impl Overlay {
             index: None,
         };
         let node = self.node_for(&parent, name, r, true);
+        if !is_dir {
+            node.state.write().no_capability = true;
+        }
         let attr = self.attr_of(&node, &st);
         let fh = opened.map(|fd| self.insert_file_handle(node, fd));
         Ok((attr, fh))
@@ -187,26 +190,24 @@ impl Overlay {
             opaque,
             caller,
         } = *f;
-        // A setgid directory gives its group (the filesystem did that already).
-        let pst = sys::stat_fd(sys::borrow(&slot.dir))?;
-        let gid = if pst.mode & 0o2000 != 0 {
-            u32::MAX
+        let special = perm & 0o7000 != 0;
+        // The daemon made it as root (0:0, or the setgid directory's group, which the
+        // filesystem gave already): only another owner needs a chown, and only then (or
+        // for a set-id directory) the parent's setgid bit matters.
+        let by_root = caller.uid == 0 && caller.gid == 0;
+        let parent_sgid = if !by_root || (special && is_dir) {
+            sys::stat_fd(sys::borrow(&slot.dir))?.mode & 0o2000 != 0
         } else {
-            caller.gid
+            false
         };
-        // The daemon made it as root: only another owner needs a chown.
-        if caller.uid != 0 || (gid != u32::MAX && gid != 0) {
+        if !by_root {
+            let gid = if parent_sgid { u32::MAX } else { caller.gid };
             sys::chown_at(at_dir, at_name, caller.uid, gid)?;
         }
-        let special = perm & 0o7000 != 0;
         if !is_symlink && (special || opaque) {
             let fd = sys::open_path_at(at_dir, at_name)?;
             if special {
-                let keep_sgid = if is_dir && pst.mode & 0o2000 != 0 {
-                    0o2000
-                } else {
-                    0
-                };
+                let keep_sgid = if is_dir && parent_sgid { 0o2000 } else { 0 };
                 sys::chmod_path_fd(sys::borrow(&fd), perm | keep_sgid)?;
             }
             if opaque {

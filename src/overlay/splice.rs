@@ -234,6 +234,7 @@ impl Overlay {
                         nlink_adjust: 0,
                         splice: Some(at.clone()),
                         index: None,
+                        no_capability: false,
                     },
                 )
             },

@@ -40,6 +40,9 @@ impl Overlay {
 
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> SysResult<Vec<u8>> {
         let node = self.node(ino)?;
+        if name == "security.capability" && node.state.read().no_capability {
+            return Err(Errno::ENODATA);
+        }
         let _t = self.tree.read_recursive();
         let fd = self.object_fd(&node)?;
         let stored = self.stored_xattr(&node, name);
@@ -80,6 +83,7 @@ impl Overlay {
         }
         let fd = self.object_fd(&node)?;
         let stored = self.stored_xattr(&node, name);
+        node.state.write().no_capability = false;
         sys::set_xattr(sys::borrow(&fd), OsStr::from_bytes(&stored), value, flags)
     }
 
