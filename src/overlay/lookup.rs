@@ -238,7 +238,8 @@ impl Overlay {
                 }
                 let dir = match self.dir_fd(LayerId::Lower(li), dpath) {
                     Ok(d) => d,
-                    Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
+                    // A non-directory (or a symlink, never followed) on the way: not in this layer.
+                    Err(Errno::ENOENT) | Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => continue,
                     Err(e) => return Err(e),
                 };
                 let markers = DirMarkers {

@@ -370,7 +370,7 @@ impl Overlay {
         }
         let dir = match self.dir_fd(LayerId::Lower(li), path) {
             Ok(d) => d,
-            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(None),
+            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => return Ok(None),
             Err(e) => return Err(e),
         };
         let markers = crate::layer::DirMarkers {

@@ -274,3 +274,31 @@ fn case_seed_183114216_hard_link_name_choice() {
     };
     check_case(&case);
 }
+
+/// A redirect whose path crosses a symlink in a lower layer: that layer has no such
+/// directory (was ELOOP from the contained walk).
+#[test]
+fn case_seed_814847850_redirect_through_a_lower_symlink() {
+    let case = Case {
+        seed: 814847850,
+        redirect_dir: true,
+        lowers: vec![
+            Layer::kernel(vec![E::file("a/d", "x")]),
+            Layer::kernel(vec![E::dir("c/b/d")]),
+            Layer::kernel(vec![E::symlink("c", "b/b")]),
+        ],
+        upper: Layer::kernel(vec![]),
+        ops: vec![
+            Op::Rename {
+                from: "c/b/d".into(),
+                to: "a/d".into(),
+                flags: libc::RENAME_EXCHANGE,
+            },
+            Op::Mkdir {
+                path: "a/d".into(),
+                mode: 0o700,
+            },
+        ],
+    };
+    check_case(&case);
+}
