@@ -5,6 +5,7 @@
 //! any moment leaves either the lower entry visible or the complete copy. Leftovers
 //! in the work dir are removed at the next mount. Parents are copied first.
 
+use super::dircache::LayerId;
 use super::lookup::Resolved;
 use super::node::{IndexRef, Node};
 use super::{Overlay, Upper};
@@ -142,7 +143,7 @@ impl Overlay {
             return Ok(false);
         }
         self.copy_up(parent, Data::Full)?;
-        let pdir = upper.layer.open_dir(&self.upper_path(parent))?;
+        let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(parent))?;
         let pst = sys::stat_fd(sys::borrow(&pdir))?;
         match sys::link_at(slot.dir, &slot.key, sys::borrow(&pdir), name) {
             Ok(()) => {
@@ -351,7 +352,7 @@ impl Overlay {
         // Another name of this inode was copied up already: join it.
         if indexed && sys::stat_at(index, &key).is_ok() {
             let ppath = self.upper_path(&parent);
-            let pdir = upper.layer.open_dir(&ppath)?;
+            let pdir = self.dir_fd(LayerId::Upper, &ppath)?;
             let pst = sys::stat_fd(sys::borrow(&pdir))?;
             sys::link_at(index, &key, sys::borrow(&pdir), &name)?;
             let _ = sys::set_times_fd(
@@ -403,7 +404,7 @@ impl Overlay {
         // Into place: the parent's upper path is computed now, under the tree lock
         // the caller holds, so a concurrent rename cannot move it under us.
         let ppath = self.upper_path(&parent);
-        let pdir = upper.layer.open_dir(&ppath)?;
+        let pdir = self.dir_fd(LayerId::Upper, &ppath)?;
         // A copy-up is not a change of the parent: its times are put back after.
         let pst = sys::stat_fd(sys::borrow(&pdir))?;
         if let Err(e) = sys::rename_at(
@@ -421,9 +422,6 @@ impl Overlay {
             TimeSet::At(pst.atime),
             TimeSet::At(pst.mtime),
         );
-        if !self.volatile {
-            let _ = sys::fsync(sys::borrow(&pdir));
-        }
         {
             let mut s = node.state.write();
             s.upper = true;

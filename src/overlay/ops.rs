@@ -257,7 +257,7 @@ impl Overlay {
         }
         self.copy_up(&parent, Data::Full)?;
         let need_whiteout = self.lower_positive(&parent, name)?;
-        let pdir = upper.layer.open_dir(&self.upper_path(&parent))?;
+        let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(&parent))?;
         let pdir = sys::borrow(&pdir);
         // This name (not just the node: hard links) may be in the upper or only below.
         let name_in_upper = matches!(sys::stat_at(pdir, name), Ok(st) if !st.is_whiteout_device());
@@ -476,7 +476,7 @@ impl Overlay {
             (None, None) => {}
             _ => return Err(Errno::EXDEV),
         }
-        let upper = self.upper()?;
+        self.upper()?;
         let dst = self
             .resolve(&q, newname)?
             .map(|r| self.node_for(&q, newname, r, false));
@@ -553,8 +553,8 @@ impl Overlay {
         if exchange && let Some(d) = &dst {
             self.copy_up(d, Data::Full)?;
         }
-        let pdir = upper.layer.open_dir(&self.upper_path(&p))?;
-        let qdir = upper.layer.open_dir(&self.upper_path(&q))?;
+        let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(&p))?;
+        let qdir = self.dir_fd(LayerId::Upper, &self.upper_path(&q))?;
         let (pdir, qdir) = (sys::borrow(&pdir), sys::borrow(&qdir));
         let dst_name_was_upper = dst.is_some()
             && matches!(sys::stat_at(qdir, newname), Ok(st) if !st.is_whiteout_device());
