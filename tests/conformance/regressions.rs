@@ -302,3 +302,34 @@ fn case_seed_814847850_redirect_through_a_lower_symlink() {
     };
     check_case(&case);
 }
+
+/// rmdir of a directory of the upper alone that holds only a whiteout: ENOTEMPTY, as the
+/// upper filesystem says (the kernel checks merged emptiness only for merged directories).
+#[test]
+fn case_seed_673593910_rmdir_upper_dir_with_whiteout() {
+    let case = Case {
+        seed: 673593910,
+        redirect_dir: true,
+        lowers: vec![Layer::kernel(vec![])],
+        upper: Layer::kernel(vec![E::whiteout("b/b/e")]),
+        ops: vec![Op::Rmdir { path: "b/b".into() }],
+    };
+    check_case(&case);
+}
+
+/// The same for a directory renamed over one.
+#[test]
+fn case_seed_727250320_rename_over_upper_dir_with_whiteout() {
+    let case = Case {
+        seed: 727250320,
+        redirect_dir: true,
+        lowers: vec![Layer::kernel(vec![])],
+        upper: Layer::kernel(vec![E::dir("a/b"), E::whiteout("b/a/d")]),
+        ops: vec![Op::Rename {
+            from: "a/b".into(),
+            to: "b/a".into(),
+            flags: 0,
+        }],
+    };
+    check_case(&case);
+}
