@@ -86,8 +86,10 @@ impl fuser::Filesystem for LayerFs {
             | InitFlags::FUSE_MAX_PAGES
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_AUTO_INVAL_DATA
-            | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO;
+            // Every listing carries attributes (not READDIRPLUS_AUTO, which switches to
+            // plain listings after the first reply of a big directory, so a walk then
+            // pays a LOOKUP per remaining entry).
+            | InitFlags::FUSE_DO_READDIRPLUS;
         let _ = config.add_capabilities(wanted & config.capabilities());
         // Reads and writes of upper files go straight to the backing file. Not with a
         // writeback cache (the two exclude each other), which is not requested.
