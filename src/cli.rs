@@ -198,6 +198,7 @@ impl MountArgs {
             ownership,
             splices,
             store_root: self.root.clone(),
+            override_stat: None,
         })
     }
 }
@@ -266,6 +267,13 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, String> {
             ("volatile", None) | ("fsync", Some("0")) => req.volatile = true,
             ("redirect_dir", Some(v)) => req.redirect_dir = v != "off" && v != "nofollow",
             ("userxattr", None) => req.userxattr = true,
+            ("xattr_permissions", Some("0")) => req.override_stat = None,
+            ("xattr_permissions", Some("1")) => {
+                req.override_stat = Some("user.fuseoverlayfs.override_stat".into())
+            }
+            ("xattr_permissions", Some("2")) => {
+                req.override_stat = Some("user.containers.override_stat".into())
+            }
             ("uidmapping", Some(v)) => req.ownership.uids.ranges = IdMap::parse_ranges(v)?,
             ("gidmapping", Some(v)) => req.ownership.gids.ranges = IdMap::parse_ranges(v)?,
             ("squash_to_root", None) => {

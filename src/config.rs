@@ -217,6 +217,8 @@ pub struct MountRequest {
     pub ownership: Ownership,
     pub splices: Vec<SpliceSpec>,
     pub store_root: Option<PathBuf>,
+    /// fuse-overlayfs's `xattr_permissions`: the xattr that holds owners and modes.
+    pub override_stat: Option<String>,
 }
 
 impl MountRequest {
@@ -308,6 +310,7 @@ impl MountRequest {
                 volatile: self.volatile,
                 ownership: self.ownership.clone(),
                 splices: Vec::new(),
+                override_stat: self.override_stat.clone(),
             },
             mountpoint,
             flags: self.flags.clone(),

@@ -59,6 +59,9 @@ pub struct OverlayConfig {
     pub ownership: Ownership,
     /// Volumes and bind mounts joined into the tree.
     pub splices: Vec<SpliceConfig>,
+    /// Keep owners and modes set through the mount in this xattr instead of on the
+    /// files (fuse-overlayfs's `xattr_permissions`: `user.containers.override_stat`).
+    pub override_stat: Option<String>,
 }
 
 /// The identity of whoever made a request.
@@ -123,6 +126,8 @@ pub struct Overlay {
     volatile: bool,
     /// CAP_SYS_ADMIN in the initial namespace (not rootless).
     privileged: bool,
+    /// See [`OverlayConfig::override_stat`].
+    override_stat: Option<std::ffi::OsString>,
     ownership: Ownership,
     /// Distinct devices of the layers, for folding inode numbers into one space.
     devices: Vec<u64>,
@@ -241,6 +246,7 @@ impl Overlay {
             redirect_dir: cfg.redirect_dir,
             volatile: cfg.volatile,
             privileged: sys::has_admin_capability(),
+            override_stat: cfg.override_stat.clone().map(Into::into),
             ownership: {
                 let mut o = cfg.ownership.clone();
                 if !sys::has_admin_capability() {
@@ -419,7 +425,22 @@ impl Overlay {
         }
     }
 
+    /// Owner and mode recorded in the override xattr, if the mount keeps them there.
+    fn override_of(&self, node: &Node) -> Option<(u32, u32, u32)> {
+        let name = self.override_stat.as_ref()?;
+        let fd = self.object_fd(node).ok()?;
+        let v = sys::get_xattr(sys::borrow(&fd), name).ok()?;
+        parse_override(&v)
+    }
+
     fn attr_of(&self, node: &Node, st: &Stat) -> Attr {
+        let mut st = *st;
+        if let Some((uid, gid, mode)) = self.override_of(node) {
+            st.uid = uid;
+            st.gid = gid;
+            st.mode = (st.mode & !0o7777) | (mode & 0o7777);
+        }
+        let st = &st;
         let (merged, adjust, unlinked, volatile) = {
             let s = node.state.read();
             (
@@ -535,5 +556,29 @@ fn check_name(name: &OsStr) -> SysResult<()> {
         Err(Errno::ENAMETOOLONG)
     } else {
         Ok(())
+    }
+}
+
+/// `UID:GID:MODE` (mode in octal, file type bits allowed), as containers/storage and
+/// fuse-overlayfs write `user.containers.override_stat`.
+pub(crate) fn parse_override(v: &[u8]) -> Option<(u32, u32, u32)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let mut it = s.trim_end_matches('\0').split(':');
+    let uid = it.next()?.parse().ok()?;
+    let gid = it.next()?.parse().ok()?;
+    let mode = u32::from_str_radix(it.next()?, 8).ok()?;
+    Some((uid, gid, mode))
+}
+
+#[cfg(test)]
+mod override_tests {
+    #[test]
+    fn override_values_parse() {
+        assert_eq!(super::parse_override(b"0:0:0755"), Some((0, 0, 0o755)));
+        assert_eq!(
+            super::parse_override(b"1000:100:100644"),
+            Some((1000, 100, 0o100644))
+        );
+        assert_eq!(super::parse_override(b"x"), None);
     }
 }

@@ -200,7 +200,21 @@ impl Overlay {
         } else {
             false
         };
-        if !by_root {
+        if let Some(xname) = &self.override_stat {
+            // Owner and mode live in the override xattr; the file keeps the daemon's.
+            let pst = sys::stat_fd(sys::borrow(&slot.dir))?;
+            let gid = if pst.mode & 0o2000 != 0 {
+                pst.gid
+            } else {
+                caller.gid
+            };
+            let st = sys::stat_at(at_dir, at_name)?;
+            let value = format!("{}:{}:0{:o}", caller.uid, gid, (st.mode & !0o7777) | perm);
+            if let Ok(fd) = sys::open_path_at(at_dir, at_name) {
+                // Symlinks cannot carry user.* xattrs: they keep their real owner.
+                let _ = sys::set_xattr(sys::borrow(&fd), xname, value.as_bytes(), 0);
+            }
+        } else if !by_root {
             let gid = if parent_sgid { u32::MAX } else { caller.gid };
             sys::chown_at(at_dir, at_name, caller.uid, gid)?;
         }
@@ -422,6 +436,25 @@ impl Overlay {
         let dir = sys::borrow(&dir);
         if set.mode.is_some() && node.kind() == FileKind::Symlink {
             return Err(Errno::EOPNOTSUPP);
+        }
+        let mut set = set;
+        if let Some(xname) = &self.override_stat
+            && (set.uid.is_some() || set.gid.is_some() || set.mode.is_some())
+        {
+            // Owner and mode live in the override xattr, not on the file.
+            let st = sys::stat_at(dir, &name)?;
+            let (u, g, m) = self.override_of(&node).unwrap_or((st.uid, st.gid, st.mode));
+            let value = format!(
+                "{}:{}:0{:o}",
+                set.uid.unwrap_or(u),
+                set.gid.unwrap_or(g),
+                (st.mode & !0o7777) | (set.mode.unwrap_or(m) & 0o7777)
+            );
+            let fd = sys::open_path_at(dir, &name)?;
+            sys::set_xattr(sys::borrow(&fd), xname, value.as_bytes(), 0)?;
+            set.uid = None;
+            set.gid = None;
+            set.mode = None;
         }
         apply_setattr(dir, &name, &set)?;
         let st = sys::stat_at(dir, &name)?;

@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 
 impl Overlay {
     /// An `O_PATH` handle on the object a node shows. Call with the tree lock held.
-    fn object_fd(&self, node: &Node) -> SysResult<OwnedFd> {
+    pub(super) fn object_fd(&self, node: &Node) -> SysResult<OwnedFd> {
         let (upper, lower, spliced) = {
             let s = node.state.read();
             (s.upper, s.lowers.first().cloned(), s.splice.clone())
@@ -57,6 +57,14 @@ impl Overlay {
         let spliced = node.state.read().splice.is_some();
         let mut out = Vec::new();
         for name in sys::list_xattr(sys::borrow(&fd))? {
+            if self
+                .override_stat
+                .as_ref()
+                .is_some_and(|o| o.as_encoded_bytes() == name.as_slice())
+            {
+                // The mount's own record of owners and modes.
+                continue;
+            }
             let shown = if spliced {
                 Some(name)
             } else {

@@ -70,3 +70,49 @@ fn squash_to_root_shows_every_owner_as_root_through_the_compat_command_line() {
     // The layer keeps the real owner.
     assert_eq!(owner(&m.layers().lower(0).path("f")), (1234, 4321));
 }
+
+#[test]
+fn xattr_permissions_keeps_owner_and_mode_in_the_override_xattr() {
+    need_root!();
+    let l = Layers::new(1);
+    l.lower(0).file("f", "x");
+    let l = l.clone_fresh();
+    let upper = l.upper.clone().unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},xattr_permissions=2",
+        l.lower(0).0.display(),
+        upper.display(),
+        l.work.as_ref().unwrap().display()
+    );
+    let mut cmd = std::process::Command::new(layerfuse_bin());
+    cmd.args(["-f", "-o", &opts]).arg(&l.mnt);
+    let m = TestMount::spawn_fuse(Impl::Layerfuse, cmd, l);
+    lchown(m.path("f"), Some(1234), Some(5678)).unwrap();
+    fs::set_permissions(
+        m.path("f"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o4711),
+    )
+    .unwrap();
+    let md = fs::symlink_metadata(m.path("f")).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid(), md.mode() & 0o7777),
+        (1234, 5678, 0o4711)
+    );
+    // On disk: the real owner and mode stay, the override holds what the mount showed.
+    let real = fs::symlink_metadata(upper.join("f")).unwrap();
+    assert_eq!(
+        (real.uid(), real.gid(), real.mode() & 0o7777),
+        (0, 0, 0o644)
+    );
+    assert_eq!(
+        lgetxattr(&upper.join("f"), "user.containers.override_stat").unwrap(),
+        b"1234:5678:0104711"
+    );
+    // The record itself is not shown through the mount.
+    assert!(
+        !llistxattr(&m.path("f"))
+            .unwrap()
+            .iter()
+            .any(|n| n.contains("override_stat"))
+    );
+}
