@@ -437,7 +437,6 @@ impl Overlay {
         if set.mode.is_some() && node.kind() == FileKind::Symlink {
             return Err(Errno::EOPNOTSUPP);
         }
-        let mut set = set;
         if let Some(xname) = &self.override_stat
             && (set.uid.is_some() || set.gid.is_some() || set.mode.is_some())
         {
