@@ -557,8 +557,13 @@ impl Overlay {
         {
             return Err(Errno::EXDEV);
         }
+        // A replaced directory with lower content must look empty in the union; one of
+        // the upper alone is left to the upper filesystem's rename (after the copy-ups,
+        // as the kernel orders it).
+        let dst_merged_dir = dst.as_ref().is_some_and(|d| has_lower_dir(d));
         if let (Some(d), false) = (&dst, exchange)
             && src_dir
+            && dst_merged_dir
             && !self.dir_is_empty(d)?
         {
             return Err(Errno::ENOTEMPTY);
@@ -623,9 +628,10 @@ impl Overlay {
         if exchange {
             sys::rename_at(pdir, name, qdir, newname, rename_flag::EXCHANGE)?;
         } else {
-            // An upper directory being replaced may still hold whiteouts.
+            // A merged directory being replaced (empty in the union) may still hold
+            // whiteouts in the upper.
             if let Some(d) = &dst
-                && d.kind() == FileKind::Directory
+                && dst_merged_dir
                 && d.state.read().upper
             {
                 let fd = sys::open_at(qdir, newname, oflag::RDONLY | oflag::DIRECTORY, 0)?;

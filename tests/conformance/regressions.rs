@@ -333,3 +333,22 @@ fn case_seed_727250320_rename_over_upper_dir_with_whiteout() {
     };
     check_case(&case);
 }
+
+/// Renaming a lower directory over a non-empty directory of the upper alone: the kernel
+/// copies up first and lets the upper's rename fail (ENOTEMPTY), so the source's parents
+/// end up copied (merged).
+#[test]
+fn case_seed_257079624_rename_over_nonempty_upper_dir() {
+    let case = Case {
+        seed: 257079624,
+        redirect_dir: true,
+        lowers: vec![Layer::kernel(vec![E::dir("d/a/e")])],
+        upper: Layer::kernel(vec![E::whiteout("a/b/d")]),
+        ops: vec![Op::Rename {
+            from: "d/a/e".into(),
+            to: "a".into(),
+            flags: 0,
+        }],
+    };
+    check_case(&case);
+}
