@@ -228,7 +228,6 @@ fn serve(cfg: &MountConfig, notify: bool) -> Result<(), String> {
         },
         flags: cfg.flags.clone(),
     };
-    layerfuse::sys::set_umask(0);
     let mut mounted = fuse::mount(Arc::new(overlay), &cfg.mountpoint, &opts)
         .map_err(|e| format!("{}: cannot mount: {e}", cfg.mountpoint.display()))?;
     tracing::info!(mountpoint = %cfg.mountpoint.display(), "mounted");

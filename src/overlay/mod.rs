@@ -178,6 +178,9 @@ impl std::error::Error for SetupError {}
 impl Overlay {
     /// Open every layer, claim and clean the work dir. The caller validated paths.
     pub fn new(cfg: &OverlayConfig) -> Result<Overlay, SetupError> {
+        // Entries are made with the modes callers ask for (their umask already applied by
+        // the kernel): the daemon's own umask must not take bits away.
+        sys::set_umask(0);
         // trusted.* needs CAP_SYS_ADMIN in the initial namespace: without it (rootless,
         // in a user namespace) markers go to user.overlay.*, as the kernel's userxattr.
         let markers = if cfg.userxattr || !sys::has_admin_capability() {
