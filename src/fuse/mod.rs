@@ -202,7 +202,7 @@ impl fuser::Filesystem for LayerFs {
                 if let Some(fh) = fh {
                     self.overlay.release(fh);
                 }
-                reply.entry_with_ttls(ttl(&attr), ttl(&attr), &file_attr(&attr), Generation(0))
+                reply_entry(reply, &attr)
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -221,9 +221,7 @@ impl fuser::Filesystem for LayerFs {
             .overlay
             .create(parent.0, name, mode, NewEntry::Dir, caller(req, umask))
         {
-            Ok((attr, _)) => {
-                reply.entry_with_ttls(ttl(&attr), ttl(&attr), &file_attr(&attr), Generation(0))
-            }
+            Ok((attr, _)) => reply_entry(reply, &attr),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -257,9 +255,7 @@ impl fuser::Filesystem for LayerFs {
             .overlay
             .create(parent.0, link_name, 0o777, what, caller(req, 0))
         {
-            Ok((attr, _)) => {
-                reply.entry_with_ttls(ttl(&attr), ttl(&attr), &file_attr(&attr), Generation(0))
-            }
+            Ok((attr, _)) => reply_entry(reply, &attr),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -292,9 +288,7 @@ impl fuser::Filesystem for LayerFs {
         reply: ReplyEntry,
     ) {
         match self.overlay.link(ino.0, newparent.0, newname) {
-            Ok(attr) => {
-                reply.entry_with_ttls(ttl(&attr), ttl(&attr), &file_attr(&attr), Generation(0))
-            }
+            Ok(attr) => reply_entry(reply, &attr),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -642,6 +636,11 @@ impl fuser::Filesystem for LayerFs {
             Err(e) => reply.error(errno(e)),
         }
     }
+}
+
+/// An entry reply with the lifetimes the node's place allows.
+fn reply_entry(reply: ReplyEntry, attr: &crate::overlay::Attr) {
+    reply.entry_with_ttls(ttl(attr), ttl(attr), &file_attr(attr), Generation(0));
 }
 
 fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {

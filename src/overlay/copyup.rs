@@ -89,6 +89,12 @@ pub(super) fn index_slot<'a>(upper: &'a Upper, origin: Option<&[u8]>, st: &Stat)
     }
 }
 
+/// Put a directory's times back after an entry was placed in it by a copy-up (which
+/// is not a change of the directory).
+fn keep_times(dir: BorrowedFd<'_>, before: &Stat) {
+    let _ = sys::set_times_fd(dir, TimeSet::At(before.atime), TimeSet::At(before.mtime));
+}
+
 /// Remove `name` in `dir` and everything below it.
 pub(super) fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
     let st = match sys::stat_at(dir, name) {
@@ -148,11 +154,7 @@ impl Overlay {
         match sys::link_at(slot.dir, &slot.key, sys::borrow(&pdir), name) {
             Ok(()) => {
                 // Joining a copy is no change of the directory: keep its times.
-                let _ = sys::set_times_fd(
-                    sys::borrow(&pdir),
-                    TimeSet::At(pst.atime),
-                    TimeSet::At(pst.mtime),
-                );
+                keep_times(sys::borrow(&pdir), &pst);
                 self.add_nlink_adjust(slot.dir, &slot.key, -1);
                 Ok(true)
             }
@@ -355,11 +357,7 @@ impl Overlay {
             let pdir = self.dir_fd(LayerId::Upper, &ppath)?;
             let pst = sys::stat_fd(sys::borrow(&pdir))?;
             sys::link_at(index, &key, sys::borrow(&pdir), &name)?;
-            let _ = sys::set_times_fd(
-                sys::borrow(&pdir),
-                TimeSet::At(pst.atime),
-                TimeSet::At(pst.mtime),
-            );
+            keep_times(sys::borrow(&pdir), &pst);
             let adjust = self.add_nlink_adjust(index, &key, -1);
             let mut s = node.state.write();
             s.upper = true;
@@ -417,11 +415,7 @@ impl Overlay {
             let _ = remove_tree(work, &tmp);
             return Err(e);
         }
-        let _ = sys::set_times_fd(
-            sys::borrow(&pdir),
-            TimeSet::At(pst.atime),
-            TimeSet::At(pst.mtime),
-        );
+        keep_times(sys::borrow(&pdir), &pst);
         {
             let mut s = node.state.write();
             s.upper = true;
