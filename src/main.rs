@@ -228,16 +228,17 @@ fn serve(cfg: &MountConfig, notify: bool) -> Result<(), String> {
         },
         flags: cfg.flags.clone(),
     };
-    let mut mounted = fuse::mount(Arc::new(overlay), &cfg.mountpoint, &opts)
-        .map_err(|e| format!("{}: cannot mount: {e}", cfg.mountpoint.display()))?;
-    tracing::info!(mountpoint = %cfg.mountpoint.display(), "mounted");
-    let mut unmounter = mounted.unmounter();
-    let mountpoint = cfg.mountpoint.clone();
+    // Taken over before the mount is live: a signal right after must unmount, not kill.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])
     .map_err(|e| format!("cannot handle signals: {e}"))?;
+    let mut mounted = fuse::mount(Arc::new(overlay), &cfg.mountpoint, &opts)
+        .map_err(|e| format!("{}: cannot mount: {e}", cfg.mountpoint.display()))?;
+    tracing::info!(mountpoint = %cfg.mountpoint.display(), "mounted");
+    let mut unmounter = mounted.unmounter();
+    let mountpoint = cfg.mountpoint.clone();
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             tracing::info!(signal = sig, "unmounting");
