@@ -42,6 +42,7 @@ pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<N
         splice: None,
         index: None,
         no_capability: false,
+        aliases: Vec::new(),
     })
 }
 
@@ -135,6 +136,7 @@ impl Overlay {
                         splice: None,
                         index: r.index.clone(),
                         no_capability: false,
+                        aliases: Vec::new(),
                     },
                 )
             },

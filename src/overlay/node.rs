@@ -54,6 +54,9 @@ pub struct NodeState {
     /// The index entry of a copied-up hard link: its data stays reachable there when
     /// the name recorded here is removed while other names remain.
     pub index: Option<IndexRef>,
+    /// Other upper names this node was given through the mount (link), to fall back on
+    /// when the recorded name is removed.
+    pub aliases: Vec<(Arc<Node>, OsString)>,
     /// Made through this mount and given no `security.capability` since: the kernel
     /// asks for that xattr before every write, and the answer is known.
     pub no_capability: bool,

@@ -303,7 +303,10 @@ impl Overlay {
         if last_link {
             s.unlinked = true;
         } else if s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, &parent)) && s.name == name {
-            s.stale_name = true;
+            switch_to_alias(&mut s, &parent, name);
+        } else {
+            s.aliases
+                .retain(|(p, n)| !(Arc::ptr_eq(p, &parent) && n == name));
         }
         Ok(())
     }
@@ -382,6 +385,10 @@ impl Overlay {
         } else {
             sys::link_at(sys::borrow(&sdir), sname, sys::borrow(&slot.dir), name)?;
         }
+        node.state
+            .write()
+            .aliases
+            .push((newparent.clone(), name.to_owned()));
         self.nodes.count_lookup(&node);
         let st = sys::stat_at(sys::borrow(&slot.dir), name)?;
         Ok(self.attr_of(&node, &st))
@@ -663,6 +670,14 @@ impl Overlay {
         }
         {
             let mut s = src.state.write();
+            let recorded = s.parent.as_ref().is_some_and(|x| Arc::ptr_eq(x, &p)) && s.name == name;
+            if !recorded && let Some(old) = s.parent.clone() {
+                // An alias of a hard link moved: the recorded name stays valid as an alias.
+                let old_name = s.name.clone();
+                s.aliases.push((old, old_name));
+            }
+            s.aliases
+                .retain(|(x, n)| !(Arc::ptr_eq(x, &p) && n == name));
             s.parent = Some(q.clone());
             s.name = newname.to_owned();
         }
@@ -676,7 +691,7 @@ impl Overlay {
             } else {
                 // Its other names live on; the replaced one may have been the recorded one.
                 if s.parent.as_ref().is_some_and(|x| Arc::ptr_eq(x, &q)) && s.name == newname {
-                    s.stale_name = true;
+                    switch_to_alias(&mut s, &q, newname);
                 }
                 if !dst_name_was_upper {
                     drop(s);
@@ -746,6 +761,21 @@ impl Overlay {
         };
         let fd = sys::open_path_at(at, name)?;
         sys::set_xattr(sys::borrow(&fd), self.markers.redirect(), &value, 0)
+    }
+}
+
+/// The recorded name of a node with other names was removed: take another name given
+/// through the mount, or mark the name stale (the next lookup, or the index, reaches it).
+fn switch_to_alias(s: &mut super::node::NodeState, parent: &Arc<Node>, name: &OsStr) {
+    s.aliases
+        .retain(|(p, n)| !(Arc::ptr_eq(p, parent) && n == name));
+    match s.aliases.pop() {
+        Some((p, n)) => {
+            s.parent = Some(p);
+            s.name = n;
+            s.stale_name = false;
+        }
+        None => s.stale_name = true,
     }
 }
 

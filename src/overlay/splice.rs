@@ -235,6 +235,7 @@ impl Overlay {
                         splice: Some(at.clone()),
                         index: None,
                         no_capability: false,
+                        aliases: Vec::new(),
                     },
                 )
             },

@@ -352,3 +352,31 @@ fn case_seed_257079624_rename_over_nonempty_upper_dir() {
     };
     check_case(&case);
 }
+
+/// link, then unlink of the original name: the new name still takes a chown (was EIO:
+/// the node kept the removed name).
+#[test]
+fn case_seed_676676611_chown_after_unlinking_the_linked_name() {
+    let case = Case {
+        seed: 676676611,
+        redirect_dir: true,
+        lowers: vec![Layer::kernel(vec![
+            E::dir("d/e").mode(0o444),
+            E::file("b", "x").mode(0o640),
+        ])],
+        upper: Layer::kernel(vec![]),
+        ops: vec![
+            Op::Link {
+                from: "b".into(),
+                to: "d/d".into(),
+            },
+            Op::Unlink { path: "b".into() },
+            Op::Chown {
+                path: "d/d".into(),
+                uid: 65534,
+                gid: 0,
+            },
+        ],
+    };
+    check_case(&case);
+}
