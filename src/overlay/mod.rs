@@ -449,7 +449,10 @@ impl Overlay {
             (
                 s.is_merged_dir(),
                 if s.upper { s.nlink_adjust } else { 0 },
-                s.unlinked && s.kind != FileKind::Directory,
+                // The kernel reports the real inode's count for an open, unlinked
+                // file: zero once the upper file is gone, but a lower-only file
+                // is still linked in its layer.
+                s.unlinked && s.kind != FileKind::Directory && s.upper,
                 s.splice.is_some(),
             )
         };

@@ -380,3 +380,25 @@ fn case_seed_676676611_chown_after_unlinking_the_linked_name() {
     };
     check_case(&case);
 }
+
+/// fstat of a lower file held open after its name is unlinked: the kernel reports the
+/// lower inode's own link count (1), not 0 (the file is still linked in its layer).
+#[test]
+fn case_seed_17725088_fdstat_nlink_of_unlinked_lower_file() {
+    let case = Case {
+        seed: 17725088,
+        redirect_dir: true,
+        lowers: vec![Layer::kernel(vec![E::file("b/b", "x")])],
+        upper: Layer::kernel(vec![]),
+        ops: vec![
+            Op::FdOpen {
+                slot: 1,
+                path: "b/b".into(),
+                flags: libc::O_RDONLY,
+            },
+            Op::Unlink { path: "b/b".into() },
+            Op::FdStat { slot: 1 },
+        ],
+    };
+    check_case(&case);
+}
