@@ -121,7 +121,7 @@ impl Overlay {
             let list = u.layer.list(sys::borrow(&fd), &DirMarkers::default())?;
             merge.add(list, None);
         }
-        for l in &lowers {
+        for l in lowers.iter() {
             let Ok(Some(idx)) = self.lower_dir_index(l.layer, &l.path, l.xattr_whiteouts) else {
                 continue;
             };

@@ -35,7 +35,7 @@ pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<N
         name: Default::default(),
         kind: FileKind::Directory,
         upper: upper.is_some(),
-        lowers: stack,
+        lowers: Arc::new(stack),
         unlinked: false,
         stale_name: false,
         nlink_adjust: 0,
@@ -129,7 +129,7 @@ impl Overlay {
                         name: name.to_owned(),
                         kind,
                         upper: r.upper,
-                        lowers: r.lowers.clone(),
+                        lowers: Arc::new(r.lowers.clone()),
                         unlinked: false,
                         stale_name: false,
                         nlink_adjust: r.nlink_adjust,
@@ -159,8 +159,8 @@ impl Overlay {
                 s.index = r.index;
             }
         }
-        if s.kind == FileKind::Directory && !r.lowers.is_empty() && s.lowers != r.lowers {
-            s.lowers = r.lowers;
+        if s.kind == FileKind::Directory && !r.lowers.is_empty() && *s.lowers != r.lowers {
+            s.lowers = Arc::new(r.lowers);
         }
         drop(s);
         node
@@ -215,15 +215,23 @@ impl Overlay {
         let mut lowers = Vec::new();
         let mut first_lower: Option<Stat> = None;
         if merge_lowers {
+            // The parent's lower stack is in layer order: walk it with a cursor so a
+            // lookup costs one step per layer, not a search of the stack per layer.
+            let mut cursor = 0;
             for (li, layer) in self.lowers.iter().enumerate() {
                 let (path, xwh) = match &search {
-                    Search::Name(n) => match p_lowers.iter().find(|l| l.layer == li) {
-                        Some(pl) => (
-                            layer::join(&pl.path, OsStr::from_bytes(n)),
-                            pl.xattr_whiteouts,
-                        ),
-                        None => continue,
-                    },
+                    Search::Name(n) => {
+                        while p_lowers.get(cursor).is_some_and(|l| l.layer < li) {
+                            cursor += 1;
+                        }
+                        match p_lowers.get(cursor) {
+                            Some(pl) if pl.layer == li => (
+                                layer::join(&pl.path, OsStr::from_bytes(n)),
+                                pl.xattr_whiteouts,
+                            ),
+                            _ => continue,
+                        }
+                    }
                     Search::Absolute(p) => (p.clone(), false),
                 };
                 let Some((dpath, leaf)) = layer::split_last(&path) else {
@@ -354,7 +362,7 @@ impl Overlay {
     /// the union needs a whiteout).
     pub(super) fn lower_positive(&self, parent: &Node, name: &OsStr) -> SysResult<bool> {
         let p_lowers = parent.state.read().lowers.clone();
-        for pl in &p_lowers {
+        for pl in p_lowers.iter() {
             let Some(idx) = self.lower_dir_index(pl.layer, &pl.path, pl.xattr_whiteouts)? else {
                 continue;
             };

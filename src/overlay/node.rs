@@ -41,7 +41,7 @@ pub struct NodeState {
     /// Directories: the lower directories merged below the upper one, topmost first,
     /// down to the first opaque one. Other files: the lower file the node shows (or
     /// was copied up from), if any.
-    pub lowers: Vec<LowerRef>,
+    pub lowers: Arc<Vec<LowerRef>>,
     /// The last name of this node was removed.
     pub unlinked: bool,
     /// The name recorded here was removed while other names remain: the next lookup

@@ -160,7 +160,7 @@ impl Overlay {
         let r = Resolved {
             stat: st,
             upper: true,
-            lowers: Vec::new(),
+            lowers: Default::default(),
             ino: self.fold_ino(upper.layer.dev, st.ino),
             nlink_adjust: 0,
             index: None,

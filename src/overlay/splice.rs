@@ -228,7 +228,7 @@ impl Overlay {
                         name: name.to_owned(),
                         kind,
                         upper: false,
-                        lowers: Vec::new(),
+                        lowers: Default::default(),
                         unlinked: false,
                         stale_name: false,
                         nlink_adjust: 0,
