@@ -94,14 +94,18 @@ impl Overlay {
     }
 
     /// Whether a directory shows no entries (only whiteouts or nothing).
-    pub(super) fn dir_is_empty(&self, node: &Node) -> SysResult<bool> {
+    /// `covers_lower`: a lower layer has an entry (of any type) at the directory's name,
+    /// so removing it leaves a whiteout.
+    pub(super) fn dir_is_empty(&self, node: &Node, covers_lower: bool) -> SysResult<bool> {
         let (upper, pure_upper) = {
             let s = node.state.read();
             (s.upper, s.lowers.is_empty())
         };
-        if upper && pure_upper && node.state.read().splice.is_none() {
+        if upper && pure_upper && !covers_lower && node.state.read().splice.is_none() {
             // A directory of the upper alone is removed as it is on disk: whiteouts in
             // it count (the kernel's rmdir then fails ENOTEMPTY, as the upper's would).
+            // Over a lower entry the kernel checks the union instead and clears the
+            // whiteouts as it replaces the directory by a whiteout.
             let fd = self.dir_fd(LayerId::Upper, &self.upper_path(node))?;
             return Ok(sys::read_dir(sys::borrow(&fd))?.is_empty()
                 && self.splice_targets_in(node).is_empty());

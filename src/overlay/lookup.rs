@@ -2,7 +2,8 @@
 //! the first opaque one, whiteouts end the search, redirects send it elsewhere.
 
 use super::dircache::LayerId;
-use super::node::{LowerRef, Node, NodeState};
+use super::lowerindex::StackNames;
+use super::node::{LowerRef, LowerStack, Node, NodeState};
 use super::{Attr, Overlay, check_name};
 use crate::layer::{self, DirMarkers, Found, Layer, RelPath};
 use crate::sys::{self, Errno, FileKind, Stat, SysResult};
@@ -35,7 +36,7 @@ pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<N
         name: Default::default(),
         kind: FileKind::Directory,
         upper: upper.is_some(),
-        lowers: Arc::new(stack),
+        lowers: Arc::new(LowerStack::new(stack)),
         unlinked: false,
         stale_name: false,
         nlink_adjust: 0,
@@ -129,7 +130,7 @@ impl Overlay {
                         name: name.to_owned(),
                         kind,
                         upper: r.upper,
-                        lowers: Arc::new(r.lowers.clone()),
+                        lowers: Arc::new(LowerStack::new(r.lowers.clone())),
                         unlinked: false,
                         stale_name: false,
                         nlink_adjust: r.nlink_adjust,
@@ -159,11 +160,38 @@ impl Overlay {
                 s.index = r.index;
             }
         }
-        if s.kind == FileKind::Directory && !r.lowers.is_empty() && *s.lowers != r.lowers {
-            s.lowers = Arc::new(r.lowers);
+        if s.kind == FileKind::Directory
+            && !r.lowers.is_empty()
+            && s.lowers.as_slice() != r.lowers.as_slice()
+        {
+            s.lowers = Arc::new(LowerStack::new(r.lowers));
         }
         drop(s);
         node
+    }
+
+    /// Position in `stack` of the first layer holding `name` (an entry or a whiteout);
+    /// `None` when no layer does. Small stacks are simply walked.
+    fn stack_start(&self, stack: &LowerStack, name: &OsStr) -> SysResult<Option<usize>> {
+        const MIN_LAYERS: usize = 8;
+        if stack.len() < MIN_LAYERS {
+            return Ok(Some(0));
+        }
+        let names = match stack.names.get() {
+            Some(n) => n.clone(),
+            None => {
+                let mut per_layer = Vec::with_capacity(stack.len());
+                for l in stack.iter() {
+                    per_layer.push(self.lower_dir_index(l.layer, &l.path, l.xattr_whiteouts)?);
+                }
+                let built = StackNames::build(&per_layer).map(Arc::new);
+                stack.names.get_or_init(|| built).clone()
+            }
+        };
+        Ok(match names {
+            Some(n) => n.first(name),
+            None => Some(0),
+        })
     }
 
     /// Resolve `name` in `parent` across every layer. `None`: no such name (or whited out).
@@ -218,6 +246,13 @@ impl Overlay {
             // The parent's lower stack is in layer order: walk it with a cursor so a
             // lookup costs one step per layer, not a search of the stack per layer.
             let mut cursor = 0;
+            if let Search::Name(n) = &search {
+                match self.stack_start(&p_lowers, OsStr::from_bytes(n))? {
+                    Some(first) => cursor = first,
+                    // No layer of the stack has the name.
+                    None => cursor = p_lowers.len(),
+                }
+            }
             for (li, layer) in self.lowers.iter().enumerate() {
                 let (path, xwh) = match &search {
                     Search::Name(n) => {
@@ -229,7 +264,8 @@ impl Overlay {
                                 layer::join(&pl.path, OsStr::from_bytes(n)),
                                 pl.xattr_whiteouts,
                             ),
-                            _ => continue,
+                            Some(_) => continue,
+                            None => break,
                         }
                     }
                     Search::Absolute(p) => (p.clone(), false),

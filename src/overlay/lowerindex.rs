@@ -71,3 +71,34 @@ impl LowerIndex {
         self.dirs.insert((layer, path.to_vec()), index);
     }
 }
+
+/// Names of a whole lower stack: for each, the position of the first layer that
+/// holds it. Kept only for stacks of at most `StackNames::MAX_NAMES` entries in all.
+#[derive(Debug)]
+pub(super) struct StackNames {
+    first: HashMap<OsString, usize>,
+}
+
+impl StackNames {
+    const MAX_NAMES: usize = 200_000;
+
+    /// From the index of each layer of the stack, topmost first (`None`: the directory
+    /// is not in that layer). `None` when the stack holds too many names.
+    pub(super) fn build(layers: &[Option<Arc<DirIndex>>]) -> Option<StackNames> {
+        let total: usize = layers.iter().flatten().map(|d| d.list.len()).sum();
+        if total > Self::MAX_NAMES {
+            return None;
+        }
+        let mut first = HashMap::with_capacity(total);
+        for (pos, dir) in layers.iter().enumerate() {
+            for e in dir.iter().flat_map(|d| d.list.iter()) {
+                first.entry(e.name.clone()).or_insert(pos);
+            }
+        }
+        Some(StackNames { first })
+    }
+
+    pub(super) fn first(&self, name: &std::ffi::OsStr) -> Option<usize> {
+        self.first.get(name).copied()
+    }
+}

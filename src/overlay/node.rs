@@ -28,6 +28,36 @@ pub struct LowerRef {
     pub xattr_whiteouts: bool,
 }
 
+/// A directory's lower stack, with the names of the whole stack once they are known.
+///
+/// Lower layers never change under a mount, so which layer of a stack first holds a
+/// name (entry or whiteout) is fixed: with it a lookup goes straight to that layer
+/// instead of consulting every layer's index, and its cost stays flat in the number
+/// of layers.
+#[derive(Debug, Default)]
+pub struct LowerStack {
+    refs: Vec<LowerRef>,
+    /// Position in `refs` of the first layer holding each name; `None` inside when the
+    /// stack is too large to keep such a map.
+    pub(super) names: std::sync::OnceLock<Option<Arc<super::lowerindex::StackNames>>>,
+}
+
+impl LowerStack {
+    pub fn new(refs: Vec<LowerRef>) -> LowerStack {
+        LowerStack {
+            refs,
+            names: Default::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for LowerStack {
+    type Target = Vec<LowerRef>;
+    fn deref(&self) -> &Vec<LowerRef> {
+        &self.refs
+    }
+}
+
 /// The mutable part of a node, behind its lock.
 #[derive(Debug)]
 pub struct NodeState {
@@ -41,7 +71,7 @@ pub struct NodeState {
     /// Directories: the lower directories merged below the upper one, topmost first,
     /// down to the first opaque one. Other files: the lower file the node shows (or
     /// was copied up from), if any.
-    pub lowers: Arc<Vec<LowerRef>>,
+    pub lowers: Arc<LowerStack>,
     /// The last name of this node was removed.
     pub unlinked: bool,
     /// The name recorded here was removed while other names remain: the next lookup

@@ -262,7 +262,7 @@ impl Overlay {
             (false, true) => return Err(Errno::EISDIR),
             _ => {}
         }
-        if dir && !self.dir_is_empty(&node)? {
+        if dir && !self.dir_is_empty(&node, self.lower_positive(&parent, name)?)? {
             return Err(Errno::ENOTEMPTY);
         }
         if dir {
@@ -571,7 +571,7 @@ impl Overlay {
         if let (Some(d), false) = (&dst, exchange)
             && src_dir
             && dst_merged_dir
-            && !self.dir_is_empty(d)?
+            && !self.dir_is_empty(d, true)?
         {
             return Err(Errno::ENOTEMPTY);
         }

@@ -402,3 +402,18 @@ fn case_seed_17725088_fdstat_nlink_of_unlinked_lower_file() {
     };
     check_case(&case);
 }
+
+/// rmdir of an upper directory holding only whiteouts, over a lower entry that is not a
+/// directory (so nothing merges): the kernel checks the union (empty), clears the
+/// whiteouts and leaves a whiteout; the dir was refused with ENOTEMPTY.
+#[test]
+fn case_seed_497323309_rmdir_upper_dir_of_whiteouts_over_lower_symlink() {
+    let case = Case {
+        seed: 497323309,
+        redirect_dir: true,
+        lowers: vec![Layer::kernel(vec![E::symlink("b/b", "nowhere/x")])],
+        upper: Layer::kernel(vec![E::whiteout("b/b/a")]),
+        ops: vec![Op::Rmdir { path: "b/b".into() }],
+    };
+    check_case(&case);
+}

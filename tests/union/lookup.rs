@@ -560,3 +560,61 @@ fn seekdir_telldir_rewinddir() {
         c.val("total entries", whole1.len());
     });
 }
+
+/// A stack deep enough (12 lowers) that lookups go through the whole-stack name map:
+/// names first held at every depth, whiteouts of three formats part-way down, an opaque
+/// directory in the middle, a file over a directory, a name only at the bottom.
+#[test]
+fn deep_stack_lookups_and_listings() {
+    need_root!();
+    let n = 12;
+    let l = Layers::new(n);
+    for i in 0..n {
+        l.lower(i)
+            .file(&format!("only{i}"), &format!("only in {i}"))
+            .file("every", &format!("every {i}"))
+            .file(&format!("d/f{i}"), &format!("d {i}"))
+            .file("d/shared", &format!("shared {i}"));
+    }
+    l.lower(3).whiteout("gone-k");
+    l.lower(9).file("gone-k", "hidden by a kernel whiteout");
+    l.lower(4).xattr_whiteout("x/gone-x");
+    l.lower(4).file("x/kept", "kept");
+    l.lower(8).file("x/gone-x", "hidden by an xattr whiteout");
+    l.lower(5).oci_whiteout("gone-o");
+    l.lower(10).file("gone-o", "hidden by an OCI whiteout");
+    l.lower(6).opaque("d");
+    l.lower(2).file("fod", "file over dir");
+    l.lower(7).file("fod/inside", "hidden");
+    l.lower(11).file("bottom/deep/leaf", "at the bottom");
+    l.upper().file("d/up", "up");
+    differential(&l, |c| {
+        c.list("");
+        c.list("d");
+        c.list("x");
+        for name in [
+            "every",
+            "only0",
+            "only5",
+            "only11",
+            "gone-k",
+            "gone-o",
+            "x/gone-x",
+            "x/kept",
+            "d/f2",
+            "d/f6",
+            "d/f7",
+            "d/f11",
+            "d/shared",
+            "d/up",
+            "fod",
+            "fod/inside",
+            "bottom/deep/leaf",
+            "nowhere",
+        ] {
+            c.stat(name);
+            c.read(name);
+        }
+        c.list("bottom/deep");
+    });
+}
