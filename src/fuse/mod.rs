@@ -150,7 +150,7 @@ impl fuser::Filesystem for LayerFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -164,6 +164,7 @@ impl fuser::Filesystem for LayerFs {
             size,
             atime: time_set(atime),
             mtime: time_set(mtime),
+            through_open_file: fh.is_some(),
         };
         match self.overlay.setattr(ino.0, set) {
             Ok(a) => reply.attr(ttl(&a), &file_attr(&a)),

@@ -101,6 +101,10 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<TimeSet>,
     pub mtime: Option<TimeSet>,
+    /// The change comes through an open file (ftruncate, open with `O_TRUNC`): the
+    /// upper file is changed the same way, which sets its times even when the size
+    /// stays; otherwise as truncate(2), which leaves that to the filesystem.
+    pub through_open_file: bool,
 }
 
 /// The upper layer and the work directory beside it.

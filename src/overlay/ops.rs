@@ -425,13 +425,16 @@ impl Overlay {
         }
         self.upper()?;
         let mut set = set;
-        // truncate(2) to the size the file already has changes nothing, times
-        // included (an ftruncate of the copy would set them).
-        if set
-            .size
-            .is_some_and(|s| self.stat_node(&node).is_ok_and(|st| st.size == s))
-        {
-            set.size = None;
+        // A truncate to the size the file has is still passed on: whether it sets the
+        // times is the upper filesystem's choice (tmpfs: not for 0 -> 0, yes for
+        // 3 -> 3; ext4: always), as under the kernel's overlayfs. A size that changes
+        // sets them everywhere, also when the copy was made empty to start with.
+        let size_before = match set.size {
+            Some(_) => self.stat_node(&node).ok().map(|st| st.size),
+            None => None,
+        };
+        if set.size.is_some() && set.size != size_before {
+            set.through_open_file = true;
         }
         let data = if set.size == Some(0) {
             Data::Empty

@@ -125,6 +125,11 @@ pub fn syncfs(_fd: BorrowedFd<'_>) -> SysResult<()> {
     Ok(())
 }
 
+/// Set the size of a file by fd (BSD has no `O_PATH`: the fd is open for writing).
+pub fn truncate_path_fd(fd: BorrowedFd<'_>, size: u64) -> SysResult<()> {
+    super::truncate_fd(fd, size)
+}
+
 pub fn chmod_path_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     super::chmod_fd(fd, mode)
 }

@@ -245,6 +245,15 @@ pub fn syncfs(fd: BorrowedFd<'_>) -> SysResult<()> {
 
 /// chmod that also works on `O_PATH` fds (the kernel's fchmodat2 with AT_EMPTY_PATH,
 /// falling back to the fd's /proc name).
+/// Set the size of the file an `O_PATH` fd names the way truncate(2) does: unlike
+/// ftruncate(2) it leaves the times to the filesystem when the size does not change.
+pub fn truncate_path_fd(fd: BorrowedFd<'_>, size: u64) -> SysResult<()> {
+    let path = proc_fd_path(fd);
+    // SAFETY: `path` is a valid C string that outlives the call.
+    super::retry(|| check(unsafe { libc::truncate(path.as_ptr(), size as libc::off_t) }))?;
+    Ok(())
+}
+
 pub fn chmod_path_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     let empty = CString::default();
     // SAFETY: plain syscall; the empty string outlives it.

@@ -417,3 +417,30 @@ fn case_seed_497323309_rmdir_upper_dir_of_whiteouts_over_lower_symlink() {
     };
     check_case(&case);
 }
+
+/// truncate(2) to the current, non-zero size of a copied-up file sets its mtime on tmpfs
+/// (the kernel passes it to the upper); it was skipped as a no-op.
+#[test]
+fn case_seed_32335820_truncate_to_same_size_sets_mtime() {
+    let case = Case {
+        seed: 32335820,
+        redirect_dir: true,
+        lowers: vec![Layer::kernel(vec![E::file("a/c", "x")])],
+        upper: Layer::kernel(vec![]),
+        ops: vec![
+            Op::Truncate {
+                path: "a/c".into(),
+                size: 3,
+            },
+            Op::Utimens {
+                path: "a/c".into(),
+                mtime: Some(1100093000),
+            },
+            Op::Truncate {
+                path: "a/c".into(),
+                size: 3,
+            },
+        ],
+    };
+    check_case(&case);
+}
