@@ -298,7 +298,7 @@ impl Overlay {
     /// Call with the tree lock held for reading.
     pub(super) fn copy_up(&self, node: &Arc<Node>, data: Data) -> SysResult<()> {
         if node.state.read().upper {
-            return Ok(());
+            return self.join_index_by_name(node);
         }
         let upper = self.upper()?;
         // Ancestors first, from the top down.
@@ -315,6 +315,41 @@ impl Overlay {
             self.copy_up_one(upper, dir, Data::Full)?;
         }
         self.copy_up_one(upper, node, data)
+    }
+
+    /// A hard link whose data is in the index (another name was copied up or removed)
+    /// reached by a name still only in a lower layer: give that name in the upper,
+    /// linked to the index entry, as the kernel's copy-up of that name does.
+    fn join_index_by_name(&self, node: &Arc<Node>) -> SysResult<()> {
+        let (index, parent, name) = {
+            let s = node.state.read();
+            match (&s.index, &s.parent) {
+                (Some(ix), Some(p)) if !s.stale_name && s.kind != FileKind::Directory => {
+                    (ix.clone(), p.clone(), s.name.clone())
+                }
+                _ => return Ok(()),
+            }
+        };
+        self.copy_up(&parent, Data::Full)?;
+        let upper = self.upper()?;
+        let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(&parent))?;
+        let pdir = sys::borrow(&pdir);
+        let _guard = node.copy_up.lock();
+        match sys::stat_at(pdir, &name) {
+            Err(Errno::ENOENT) => {}
+            _ => return Ok(()),
+        }
+        let idir = sys::borrow(if index.kernel {
+            &upper.kernel_index
+        } else {
+            &upper.index
+        });
+        let pst = sys::stat_fd(pdir)?;
+        sys::link_at(idir, &index.key, pdir, &name)?;
+        keep_times(pdir, &pst);
+        let adjust = self.add_nlink_adjust(idir, &index.key, -1);
+        node.state.write().nlink_adjust = adjust;
+        Ok(())
     }
 
     fn copy_up_one(&self, upper: &Upper, node: &Arc<Node>, data: Data) -> SysResult<()> {

@@ -444,3 +444,29 @@ fn case_seed_32335820_truncate_to_same_size_sets_mtime() {
     };
     check_case(&case);
 }
+
+/// One name of a lower hard link removed (its data moves to the index), then the other
+/// name, still only in the lower, is exchanged with a directory: that name must be
+/// linked into the upper from the index first (was ENOENT).
+#[test]
+fn case_seed_721321889_exchange_other_name_of_indexed_lower_link() {
+    let case = Case {
+        seed: 721321889,
+        redirect_dir: true,
+        lowers: vec![Layer::kernel(vec![
+            E::dir("d/c/c"),
+            E::file("c/c/c", "x"),
+            E::hardlink("c/a", "c/c/c"),
+        ])],
+        upper: Layer::kernel(vec![]),
+        ops: vec![
+            Op::Unlink { path: "c/a".into() },
+            Op::Rename {
+                from: "d/c".into(),
+                to: "c/c/c".into(),
+                flags: libc::RENAME_EXCHANGE,
+            },
+        ],
+    };
+    check_case(&case);
+}
