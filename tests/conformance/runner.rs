@@ -24,7 +24,13 @@ pub struct Case {
 impl Case {
     pub fn generate(seed: u64, n_ops: usize) -> Case {
         let mut rng = Rng::new(seed);
-        let n_lowers = 1 + rng.below(4);
+        // Now and then a deep stack (8+ lowers: lookups then go through the
+        // whole-stack name map).
+        let n_lowers = if rng.chance(10) {
+            8 + rng.below(4)
+        } else {
+            1 + rng.below(4)
+        };
         let lowers: Vec<Layer> = (0..n_lowers)
             .map(|_| random_layer(&mut rng, false))
             .collect();
