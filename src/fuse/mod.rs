@@ -228,17 +228,11 @@ impl fuser::Filesystem for LayerFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.overlay.remove(parent.0, name, false) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.overlay.remove(parent.0, name, false))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.overlay.remove(parent.0, name, true) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.overlay.remove(parent.0, name, true))
     }
 
     fn symlink(
@@ -271,13 +265,10 @@ impl fuser::Filesystem for LayerFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self
+        let result = self
             .overlay
-            .rename(parent.0, name, newparent.0, newname, flags.bits())
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+            .rename(parent.0, name, newparent.0, newname, flags.bits());
+        reply_empty(reply, result)
     }
 
     fn link(
@@ -379,10 +370,7 @@ impl fuser::Filesystem for LayerFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.overlay.fsync(fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.overlay.fsync(fh.0, datasync))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -481,10 +469,7 @@ impl fuser::Filesystem for LayerFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.overlay.fsync(fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.overlay.fsync(fh.0, datasync))
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -506,10 +491,7 @@ impl fuser::Filesystem for LayerFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.overlay.setxattr(ino.0, name, value, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.overlay.setxattr(ino.0, name, value, flags))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -527,10 +509,7 @@ impl fuser::Filesystem for LayerFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.overlay.removexattr(ino.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.overlay.removexattr(ino.0, name))
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -595,10 +574,7 @@ impl fuser::Filesystem for LayerFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.overlay.fallocate(fh.0, offset, length, mode) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.overlay.fallocate(fh.0, offset, length, mode))
     }
 
     fn lseek(
@@ -651,5 +627,13 @@ fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
         reply.error(fuser::Errno::ERANGE);
     } else {
         reply.data(value);
+    }
+}
+
+/// Answer a request that returns nothing but success or an errno.
+fn reply_empty(reply: ReplyEmpty, result: crate::sys::SysResult<()>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
     }
 }
