@@ -631,7 +631,7 @@ fn xattr_reply(reply: ReplyXattr, value: &[u8], size: u32) {
 }
 
 /// Answer a request that returns nothing but success or an errno.
-fn reply_empty(reply: ReplyEmpty, result: crate::sys::SysResult<()>) {
+fn reply_empty(reply: ReplyEmpty, result: crate::overlay::SysResult<()>) {
     match result {
         Ok(()) => reply.ok(),
         Err(e) => reply.error(errno(e)),
