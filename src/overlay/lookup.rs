@@ -152,6 +152,17 @@ impl Overlay {
             s.parent = Some(parent.clone());
             s.name = name.to_owned();
             s.stale_name = false;
+        } else if !same_place && r.upper && s.kind != FileKind::Directory {
+            // Another upper name of a hard link: remembered, so that removing the
+            // recorded name leaves the node reachable through this one.
+            const MAX_ALIASES: usize = 64;
+            let known = s
+                .aliases
+                .iter()
+                .any(|(p, n)| Arc::ptr_eq(p, parent) && n == name);
+            if !known && s.aliases.len() < MAX_ALIASES {
+                s.aliases.push((parent.clone(), name.to_owned()));
+            }
         }
         if r.upper {
             s.upper = true;

@@ -686,15 +686,27 @@ impl Overlay {
         }
         if let Some(d) = dst {
             let mut s = d.state.write();
+            let recorded =
+                s.parent.as_ref().is_some_and(|x| Arc::ptr_eq(x, &q)) && s.name == newname;
             if exchange {
+                if !recorded && let Some(old) = s.parent.clone() {
+                    // Reached through another name of a hard link: the recorded one stays.
+                    let old_name = s.name.clone();
+                    s.aliases.push((old, old_name));
+                }
+                s.aliases
+                    .retain(|(x, n)| !(Arc::ptr_eq(x, &q) && n == newname));
                 s.parent = Some(p.clone());
                 s.name = name.to_owned();
             } else if dst_last_link {
                 s.unlinked = true;
             } else {
                 // Its other names live on; the replaced one may have been the recorded one.
-                if s.parent.as_ref().is_some_and(|x| Arc::ptr_eq(x, &q)) && s.name == newname {
+                if recorded {
                     switch_to_alias(&mut s, &q, newname);
+                } else {
+                    s.aliases
+                        .retain(|(x, n)| !(Arc::ptr_eq(x, &q) && n == newname));
                 }
                 if !dst_name_was_upper {
                     drop(s);

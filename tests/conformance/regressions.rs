@@ -470,3 +470,17 @@ fn case_seed_721321889_exchange_other_name_of_indexed_lower_link() {
     };
     check_case(&case);
 }
+
+/// Two upper names of one file, both looked up; removing the name the node was first
+/// found by must leave it reachable by the other (was ENOENT on the other name).
+#[test]
+fn case_seed_890395661_unlink_recorded_name_of_upper_hard_link() {
+    let case = Case {
+        seed: 890395661,
+        redirect_dir: true,
+        lowers: vec![Layer::kernel(vec![])],
+        upper: Layer::kernel(vec![E::file("e", "x"), E::hardlink("b/b/a", "e")]),
+        ops: vec![Op::Unlink { path: "e".into() }],
+    };
+    check_case(&case);
+}
