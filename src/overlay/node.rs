@@ -144,7 +144,13 @@ pub struct NodeTable {
     /// Numbers for objects whose natural number is taken by another live node
     /// (e.g. an upper inode number reused while the old file is still open).
     next_synthetic: AtomicU64,
+    /// Nodes evicted so far: every `TRIM_EVERY` the allocator is asked to give the
+    /// freed memory back, so the daemon shrinks when the kernel forgets inodes.
+    evicted: AtomicU64,
 }
+
+/// Evictions between two returns of freed memory to the OS.
+const TRIM_EVERY: u64 = 1 << 16;
 
 /// Inode numbers at or above this are synthetic.
 const SYNTHETIC_BASE: u64 = 1 << 63;
@@ -154,6 +160,7 @@ impl NodeTable {
         let t = NodeTable {
             nodes: DashMap::new(),
             next_synthetic: AtomicU64::new(SYNTHETIC_BASE),
+            evicted: AtomicU64::new(0),
         };
         root.lookups.store(1, Ordering::Relaxed);
         t.nodes.insert(ROOT_INO, Arc::new(root));
@@ -250,6 +257,9 @@ impl NodeTable {
             let Some((_, node)) = removed else { return };
             let parent = node.state.write().parent.take();
             drop(node);
+            if (self.evicted.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(TRIM_EVERY) {
+                crate::sys::release_free_memory();
+            }
             match parent {
                 Some(p) if p.ino != ROOT_INO => {
                     ino = p.ino;

@@ -164,3 +164,6 @@ pub fn fs_uuid(_fd: BorrowedFd<'_>) -> Option<[u8; 16]> {
 pub fn open_by_handle(_mount_fd: BorrowedFd<'_>, _ty: i32, _handle: &[u8]) -> SysResult<OwnedFd> {
     Err(Errno::ENOTSUP)
 }
+
+/// The system allocators of FreeBSD and macOS return freed memory themselves.
+pub fn release_free_memory() {}

@@ -394,3 +394,13 @@ pub fn open_by_handle(mount_fd: BorrowedFd<'_>, ty: i32, handle: &[u8]) -> SysRe
     // SAFETY: fresh descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Give the memory the allocator holds freed back to the OS (glibc keeps freed heap
+/// pages otherwise, so a daemon that dropped a million nodes would not shrink).
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; any thread may call it.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
