@@ -3,7 +3,8 @@
 # same fixture (see shared/design/performance.md and docs/benchmarks.md).
 #
 #   sudo scripts/bench.sh [--reps N] [--quick] [--impls a,b] [--metrics a,b] [--layerfuse PATH]
-#                         [--out DIR] [--workdir DIR] [--settle SECS] [--rebuild-fixture] [--no-build]
+#                         [--out DIR] [--workdir DIR] [--settle SECS] [--samples N]
+#                         [--rebuild-fixture] [--no-build]
 #   sudo scripts/bench.sh --workload apt [--reps N] [...]
 #
 # Needs root, /dev/fuse and the overlay module. Installs fio, fuse-overlayfs, unionfs-fuse, attr
@@ -25,13 +26,14 @@ METRICS=$ALL_METRICS
 WORK=/var/tmp/layerfuse-bench
 OUT=""
 SETTLE=""
+SAMPLES=""
 REBUILD=0
 NO_BUILD=0
 WORKLOAD=""
 LF_BIN=${LAYERFUSE:-}
 CMDLINE="scripts/bench.sh $*"
 
-usage() { sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,/^set -euo/{/^set -euo/d; s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
 
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -43,6 +45,7 @@ while [[ $# -gt 0 ]]; do
     --out) OUT=$2; shift 2 ;;
     --workdir) WORK=$2; shift 2 ;;
     --settle) SETTLE=$2; shift 2 ;;
+    --samples) SAMPLES=$2; shift 2 ;;
     --rebuild-fixture) REBUILD=1; shift ;;
     --no-build) NO_BUILD=1; shift ;;
     --workload) WORKLOAD=$2; shift 2 ;;
@@ -58,13 +61,13 @@ if [[ $QUICK == 1 ]]; then
   NDIRS=100 BIGDIR=1000 BIG_MIB=64 MID_MIB=32 WRITE_MIB=64 NCREATE=1000 NTAR_DIRS=100
   M1_DIRS=100 M1_FILES=200 ML_DIRS=20 ML_FILES=10 RR_SECS=2 IMG_GIB=3 INODES=200000
   LAYERS="1 10 100 500"
-  : "${REPS:=1}" "${SETTLE:=0.5}"
+  : "${REPS:=1}" "${SETTLE:=0.5}" "${SAMPLES:=1}"
 else
   SCALE=full
   NDIRS=1000 BIGDIR=10000 BIG_MIB=1024 MID_MIB=256 WRITE_MIB=512 NCREATE=10000 NTAR_DIRS=1000
   M1_DIRS=1000 M1_FILES=1000 ML_DIRS=100 ML_FILES=20 RR_SECS=5 IMG_GIB=8 INODES=1600000
   LAYERS="1 10 100 500"
-  : "${REPS:=3}" "${SETTLE:=2}"
+  : "${REPS:=3}" "${SETTLE:=2}" "${SAMPLES:=3}"
 fi
 NTAR=$((NTAR_DIRS * 20))
 NRENAME=$((NDIRS / 2 * 2))
@@ -179,7 +182,8 @@ cold() { drop_caches; settle; }
 # ---------------------------------------------------------------------------------------------
 # Fixture.
 attach_image() {
-  LOOP=$(losetup -f --show "$1")
+  # Direct I/O on the backing file: no second copy of every block in the page cache.
+  LOOP=$(losetup -f --show --direct-io=on "$1")
   mkdir -p "$FX"
   mount "$LOOP" "$FX"
 }
@@ -463,12 +467,17 @@ m_readdir() {
   umount_union
 }
 
+# Cold reads on this VM swing 2-3x from run to run (fresh page-cache memory comes back from the
+# host at varying speed), so the cold data metrics take SAMPLES fresh mounts per repetition.
 m_seqread() {
-  mount_union "$IMPL" main "$(tag seqread)"
-  cold
-  record seqread "$(fio --minimal --readonly --name=seqread --filename="$MNT/data/big1g" \
-    --rw=read --bs=1M --ioengine=psync --size="${BIG_MIB}M" | fio_bw 7)"
-  umount_union
+  local s
+  for ((s = 1; s <= SAMPLES; s++)); do
+    mount_union "$IMPL" main "$(tag "seqread$s")"
+    cold
+    record seqread "$(fio --minimal --readonly --name=seqread --filename="$MNT/data/big1g" \
+      --rw=read --bs=1M --ioengine=psync --size="${BIG_MIB}M" | fio_bw 7)"
+    umount_union
+  done
 }
 
 m_randread() {
@@ -491,18 +500,21 @@ m_seqwrite() {
 }
 
 m_copyup() {
-  mount_union "$IMPL" main "$(tag copyup)"
-  cold
-  record copyup "$(calc "$("$FSOPS" append "$MNT/data/big256m") * 1000")"
-  [[ $(stat -c %s "$MNT/data/big256m") == $(((MID_MIB << 20) + 1)) ]] ||
-    log "  $IMPL: size after append is wrong"
-  umount_union
+  local s
+  for ((s = 1; s <= SAMPLES; s++)); do
+    mount_union "$IMPL" main "$(tag "copyup$s")"
+    cold
+    record copyup "$(calc "$("$FSOPS" append "$MNT/data/big256m") * 1000")"
+    [[ $(stat -c %s "$MNT/data/big256m") == $(((MID_MIB << 20) + 1)) ]] ||
+      log "  $IMPL: size after append is wrong"
+    umount_union
+  done
 }
 
 m_meta() {
-  local op
-  for op in chmod chown touch; do
-    mount_union "$IMPL" main "$(tag "$op")"
+  local op s
+  for ((s = 1; s <= SAMPLES; s++)); do for op in chmod chown touch; do
+    mount_union "$IMPL" main "$(tag "$op$s")"
     cold
     case $op in
       chmod) record chmod "$(calc "$("$FSOPS" chmod "$MNT/data/big256m" 600) * 1000")" ;;
@@ -510,7 +522,7 @@ m_meta() {
       touch) record touch "$(calc "$("$FSOPS" touch "$MNT/data/big256m") * 1000")" ;;
     esac
     umount_union
-  done
+  done; done
 }
 
 m_smallfiles() {
@@ -724,7 +736,7 @@ write_env() {
     echo "unionfs-fuse: $(dpkg-query -W -f '${Version}' unionfs-fuse 2>/dev/null || echo '?')"
     echo "fio: $(fio --version)"
     echo "layerfuse: $LF_BIN $(git -C "$ROOT" describe --always --dirty 2>/dev/null || true)"
-    echo "fixture: v$FIXTURE_VERSION $SCALE; reps: $REPS; settle: ${SETTLE}s"
+    echo "fixture: v$FIXTURE_VERSION $SCALE; reps: $REPS; samples: $SAMPLES; settle: ${SETTLE}s"
   } >"$OUTDIR/env.txt"
 }
 
