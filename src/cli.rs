@@ -1,0 +1,280 @@
+//! The command line: `layerfuse mount|umount …`, and the fuse-overlayfs style
+//! `layerfuse [-f] -o lowerdir=…,upperdir=…,workdir=… [SOURCE] MOUNTPOINT` that
+//! container runtimes and `mount.fuse3` use.
+
+use crate::config::{MountRequest, split_lowers};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "layerfuse",
+    version,
+    about = "A userspace union filesystem with kernel overlayfs semantics",
+    long_about = "layerfuse merges read-only lower layers with one writable upper directory \
+into one tree, as kernel overlayfs does, from userspace (FUSE).\n\n\
+Example:\n  layerfuse mount --lower /img/top:/img/base --upper /c/upper --work /c/work /c/merged\n  \
+layerfuse umount /c/merged\n\n\
+It also accepts the fuse-overlayfs command line:\n  \
+layerfuse -o lowerdir=/img/top:/img/base,upperdir=/c/upper,workdir=/c/work /c/merged"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Mount a union (returns once it is live; the daemon stays in the background).
+    Mount(MountArgs),
+    /// Unmount a union; its daemon then exits.
+    Umount(UmountArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Example:\n  layerfuse mount --lower /img/top:/img/base \
+--upper /c/upper --work /c/work /c/merged")]
+pub struct MountArgs {
+    /// Lower layers, topmost first, separated by ':' (write '\:' for a colon inside a
+    /// path). Symlinks in these paths are resolved once, at mount.
+    /// Example: --lower /layers/app:/layers/base
+    #[arg(long, value_name = "DIR:DIR:...")]
+    pub lower: String,
+    /// Writable upper directory; without --upper/--work the union is read-only.
+    /// Example: --upper /c/upper
+    #[arg(long, value_name = "DIR", requires = "work")]
+    pub upper: Option<PathBuf>,
+    /// layerfuse's scratch directory, on the same filesystem as the upper; one mount
+    /// at a time. Example: --work /c/work
+    #[arg(long, value_name = "DIR", requires = "upper")]
+    pub work: Option<PathBuf>,
+    /// Renaming a directory that comes from a lower layer: on (default) records a
+    /// redirect as the kernel's redirect_dir=on does; off fails with EXDEV.
+    /// Example: --redirect-dir off
+    #[arg(long, value_enum, default_value = "on")]
+    pub redirect_dir: OnOff,
+    /// Write markers as user.overlay.* xattrs (the kernel's userxattr), as an
+    /// unprivileged mount must. Example: --userxattr
+    #[arg(long)]
+    pub userxattr: bool,
+    /// Skip fsync (copy-ups and callers' fsync are not made durable).
+    /// Example: --volatile
+    #[arg(long)]
+    pub volatile: bool,
+    /// Mount read-only even with an upper. Example: --read-only
+    #[arg(long)]
+    pub read_only: bool,
+    /// Kernel mount flags, comma separated (nodev, nosuid, noexec, noatime).
+    /// Example: -o nodev,noexec
+    #[arg(short = 'o', value_name = "FLAGS")]
+    pub options: Vec<String>,
+    /// Stay in the foreground and log to stderr (SIGTERM/SIGINT unmount and exit).
+    /// Example: -f
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    /// Example: --log-level debug
+    #[arg(long, default_value = "warn")]
+    pub log_level: String,
+    /// Where to mount the union. Example: /c/merged
+    pub mountpoint: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct UmountArgs {
+    /// The mount point to unmount. Example: layerfuse umount /c/merged
+    pub mountpoint: PathBuf,
+    /// Detach even if busy (the union goes away when its last user leaves).
+    #[arg(short = 'l', long)]
+    pub lazy: bool,
+}
+
+impl MountArgs {
+    pub fn request(&self) -> MountRequest {
+        MountRequest {
+            lowers: split_lowers(&self.lower),
+            upper: self.upper.clone(),
+            work: self.work.clone(),
+            mountpoint: self.mountpoint.clone(),
+            redirect_dir: self.redirect_dir == OnOff::On,
+            userxattr: self.userxattr,
+            volatile: self.volatile,
+            read_only: self.read_only,
+            flags: self
+                .options
+                .iter()
+                .flat_map(|o| o.split(','))
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+}
+
+/// A mount asked for in fuse-overlayfs's words.
+#[derive(Debug)]
+pub struct CompatMount {
+    pub request: MountRequest,
+    pub foreground: bool,
+    pub debug: bool,
+    /// Options not understood (warned about, never fatal).
+    pub unknown: Vec<String>,
+}
+
+/// Whether argv is in fuse-overlayfs form (no subcommand).
+pub fn is_compat(args: &[OsString]) -> bool {
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("mount" | "umount" | "help" | "--help" | "-h" | "--version" | "-V") => false,
+        Some(_) => true,
+        None => false,
+    }
+}
+
+/// Parse `[-f] [-d] -o OPTS [-o OPTS …] [SOURCE] MOUNTPOINT` (options may come anywhere).
+pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, String> {
+    let mut opts: Vec<String> = Vec::new();
+    let mut positional: Vec<PathBuf> = Vec::new();
+    let mut foreground = false;
+    let mut debug = false;
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let s = a.to_string_lossy();
+        match s.as_ref() {
+            "-f" => foreground = true,
+            "-d" | "--debug" => {
+                debug = true;
+                foreground = true;
+            }
+            "-o" => {
+                let v = it.next().ok_or("-o needs a value")?;
+                opts.push(v.to_string_lossy().into_owned());
+            }
+            o if o.starts_with("-o") => opts.push(o[2..].to_owned()),
+            o if o.starts_with('-') && o.len() > 1 => {}
+            _ => positional.push(PathBuf::from(a)),
+        }
+    }
+    let mountpoint = positional.pop().ok_or("no mount point given")?;
+    let mut req = MountRequest {
+        mountpoint,
+        redirect_dir: true,
+        ..Default::default()
+    };
+    let mut unknown = Vec::new();
+    for item in opts.iter().flat_map(|o| split_options(o)) {
+        let (key, value) = match item.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (item.as_str(), None),
+        };
+        match (key, value) {
+            ("lowerdir", Some(v)) => req.lowers = split_lowers(v),
+            ("upperdir", Some(v)) => req.upper = Some(PathBuf::from(v)),
+            ("workdir", Some(v)) => req.work = Some(PathBuf::from(v)),
+            ("volatile", None) | ("fsync", Some("0")) => req.volatile = true,
+            ("redirect_dir", Some(v)) => req.redirect_dir = v != "off" && v != "nofollow",
+            ("userxattr", None) => req.userxattr = true,
+            ("ro", None) => req.read_only = true,
+            ("rw", None) | ("dev", None) | ("suid", None) | ("exec", None) | ("atime", None) => {}
+            ("nodev" | "nosuid" | "noexec" | "noatime" | "sync" | "dirsync", None) => {
+                req.flags.push(key.to_owned())
+            }
+            // Accepted and ignored: tuning knobs of other implementations.
+            ("threaded" | "writeback" | "fsync" | "context" | "index" | "metacopy", _) => {}
+            ("default_permissions" | "allow_other" | "allow_root" | "suid_dev", _) => {}
+            _ => unknown.push(item.clone()),
+        }
+    }
+    Ok(CompatMount {
+        request: req,
+        foreground,
+        debug,
+        unknown,
+    })
+}
+
+/// Split a comma-separated option string; a value in double quotes (SELinux
+/// contexts) may hold commas. Empty items are dropped.
+fn split_options(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &[&str]) -> Vec<OsString> {
+        s.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn compat_argv_of_podman_parses() {
+        let a = argv(&[
+            "fuse-overlayfs",
+            "-o",
+            "lowerdir=/l/A:/l/B,upperdir=/u,workdir=/w,",
+            "-o",
+            ",,volatile",
+            "/merged",
+        ]);
+        assert!(is_compat(&a));
+        let c = parse_compat(&a).unwrap();
+        assert_eq!(
+            c.request.lowers,
+            vec![PathBuf::from("/l/A"), PathBuf::from("/l/B")]
+        );
+        assert_eq!(c.request.upper, Some(PathBuf::from("/u")));
+        assert_eq!(c.request.work, Some(PathBuf::from("/w")));
+        assert!(c.request.volatile);
+        assert_eq!(c.request.mountpoint, PathBuf::from("/merged"));
+        assert!(c.unknown.is_empty());
+    }
+
+    #[test]
+    fn compat_source_comes_before_mountpoint_and_unknown_options_are_kept() {
+        let a = argv(&[
+            "layerfuse",
+            "overlay",
+            "/mnt",
+            "-o",
+            "lowerdir=/a,frobnicate,dev,suid",
+        ]);
+        let c = parse_compat(&a).unwrap();
+        assert_eq!(c.request.mountpoint, PathBuf::from("/mnt"));
+        assert_eq!(c.unknown, vec!["frobnicate".to_string()]);
+    }
+
+    #[test]
+    fn quoted_context_keeps_its_commas() {
+        assert_eq!(
+            split_options("context=\"a,b\",ro"),
+            vec!["context=\"a,b\"".to_string(), "ro".to_string()]
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! Copy-up: bring a lower entry into the upper layer before it changes.
+//!
+//! The copy is built under the work dir (`W/work/#lf-…`) with its data, owner, mode,
+//! xattrs and times, made durable, and only then renamed into place, so a crash at
+//! any moment leaves either the lower entry visible or the complete copy. Leftovers
+//! in the work dir are removed at the next mount. Parents are copied first.
+
+use super::node::Node;
+use super::{Overlay, Upper};
+use crate::layer::{self, Layer};
+use crate::sys::{self, Errno, FileKind, Stat, SysResult, TimeSet};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// What the copy needs of its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Data {
+    /// All of it.
+    Full,
+    /// None (the caller truncates to 0 right away).
+    Empty,
+}
+
+/// Make (and empty) `W/work`, the kernel's name for the same scratch space.
+pub(super) fn prepare_work_dir(work_root: BorrowedFd<'_>) -> SysResult<OwnedFd> {
+    let name = OsStr::new("work");
+    match sys::mkdir_at(work_root, name, 0o700) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    let work = sys::open_at(
+        work_root,
+        name,
+        sys::oflag::RDONLY | sys::oflag::DIRECTORY,
+        0,
+    )?;
+    for e in sys::read_dir(sys::borrow(&work))? {
+        remove_tree(sys::borrow(&work), &e.name)?;
+    }
+    Ok(work)
+}
+
+/// Remove `name` in `dir` and everything below it.
+pub(super) fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    let st = match sys::stat_at(dir, name) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if st.kind() == FileKind::Directory {
+        let sub = sys::open_at(dir, name, sys::oflag::RDONLY | sys::oflag::DIRECTORY, 0)?;
+        for e in sys::read_dir(sys::borrow(&sub))? {
+            remove_tree(sys::borrow(&sub), &e.name)?;
+        }
+        sys::unlink_at(dir, name, true)
+    } else {
+        sys::unlink_at(dir, name, false)
+    }
+}
+
+impl Overlay {
+    /// A fresh name in the work dir.
+    pub(super) fn temp_name(&self) -> OsString {
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        OsString::from(format!("#lf{:x}-{:x}", sys::getpid(), n))
+    }
+
+    /// Make sure `node` (and every ancestor) exists in the upper layer.
+    /// Call with the tree lock held for reading.
+    pub(super) fn copy_up(&self, node: &Arc<Node>, data: Data) -> SysResult<()> {
+        if node.state.read().upper {
+            return Ok(());
+        }
+        let upper = self.upper()?;
+        // Ancestors first, from the top down.
+        let mut chain = Vec::new();
+        let mut cur = node.parent();
+        while let Some(p) = cur {
+            if p.state.read().upper {
+                break;
+            }
+            cur = p.parent();
+            chain.push(p);
+        }
+        for dir in chain.iter().rev() {
+            self.copy_up_one(upper, dir, Data::Full)?;
+        }
+        self.copy_up_one(upper, node, data)
+    }
+
+    fn copy_up_one(&self, upper: &Upper, node: &Arc<Node>, data: Data) -> SysResult<()> {
+        let _guard = node.copy_up.lock();
+        let (lower, kind, parent, name) = {
+            let s = node.state.read();
+            if s.upper {
+                return Ok(());
+            }
+            let lower = s.lowers.first().cloned().ok_or(Errno::EIO)?;
+            (
+                lower,
+                s.kind,
+                s.parent.clone().ok_or(Errno::EIO)?,
+                s.name.clone(),
+            )
+        };
+        let src_layer = &self.lowers[lower.layer];
+        let (src_dir_path, src_name) = layer::split_last(&lower.path).ok_or(Errno::EIO)?;
+        let src_dir = src_layer.open_dir(src_dir_path)?;
+        let src_dir = sys::borrow(&src_dir);
+        let st = sys::stat_at(src_dir, src_name)?;
+        let work = sys::borrow(&upper.work);
+        let tmp = self.temp_name();
+        let built = self.build_copy(src_layer, src_dir, src_name, &st, work, &tmp, kind, data);
+        if let Err(e) = built {
+            let _ = remove_tree(work, &tmp);
+            return Err(e);
+        }
+        // Into place: the parent's upper path is computed now, under the tree lock
+        // the caller holds, so a concurrent rename cannot move it under us.
+        let ppath = self.upper_path(&parent);
+        let pdir = upper.layer.open_dir(&ppath)?;
+        if let Err(e) = sys::rename_at(
+            work,
+            &tmp,
+            sys::borrow(&pdir),
+            &name,
+            sys::rename_flag::NOREPLACE,
+        ) {
+            let _ = remove_tree(work, &tmp);
+            return Err(e);
+        }
+        if !self.volatile {
+            let _ = sys::fsync(sys::borrow(&pdir));
+        }
+        node.state.write().upper = true;
+        Ok(())
+    }
+
+    /// Build the copy of one entry at `work/tmp`.
+    #[allow(clippy::too_many_arguments)]
+    fn build_copy(
+        &self,
+        src_layer: &Layer,
+        src_dir: BorrowedFd<'_>,
+        src_name: &OsStr,
+        st: &Stat,
+        work: BorrowedFd<'_>,
+        tmp: &OsStr,
+        kind: FileKind,
+        data: Data,
+    ) -> SysResult<()> {
+        let _ = src_layer;
+        match kind {
+            FileKind::Directory => sys::mkdir_at(work, tmp, 0o700)?,
+            FileKind::Regular => {
+                let dst = sys::open_at(
+                    work,
+                    tmp,
+                    sys::oflag::WRONLY | sys::oflag::CREAT | sys::oflag::EXCL,
+                    0o600,
+                )?;
+                if data == Data::Full && st.size > 0 {
+                    let src = sys::open_at(src_dir, src_name, sys::oflag::RDONLY, 0)?;
+                    copy_data(sys::borrow(&src), sys::borrow(&dst), st.size)?;
+                }
+                if !self.volatile {
+                    sys::fsync(sys::borrow(&dst))?;
+                }
+            }
+            FileKind::Symlink => {
+                let target = sys::readlink_at(src_dir, src_name)?;
+                sys::symlink_at(&target, work, tmp)?;
+            }
+            _ => sys::mknod_at(work, tmp, st.kind().mode_bits() | 0o600, st.rdev)?,
+        }
+        sys::chown_at(work, tmp, st.uid, st.gid)?;
+        let dst = sys::open_path_at(work, tmp)?;
+        if kind != FileKind::Symlink {
+            sys::chmod_path_fd(sys::borrow(&dst), st.perm())?;
+        }
+        let src = sys::open_path_at(src_dir, src_name)?;
+        self.copy_xattrs(sys::borrow(&src), sys::borrow(&dst))?;
+        // Empty origin: "copied up, origin not recorded" in the kernel's format; it
+        // keeps the lower inode number for this entry (see lookup).
+        let _ = sys::set_xattr(sys::borrow(&dst), self.markers.origin(), b"", 0);
+        sys::set_times_at(work, tmp, TimeSet::At(st.atime), TimeSet::At(st.mtime))?;
+        Ok(())
+    }
+
+    /// Copy every xattr but the union's own markers.
+    pub(super) fn copy_xattrs(&self, src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> SysResult<()> {
+        let names = match sys::list_xattr(src) {
+            Ok(n) => n,
+            Err(e) if e == Errno::ENOTSUP || e == Errno::EOPNOTSUPP => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for name in names {
+            if self.markers.is_private(&name) {
+                continue;
+            }
+            let name = OsStr::from_bytes(&name);
+            let value = match sys::get_xattr(src, name) {
+                Ok(v) => v,
+                Err(Errno::ENODATA) => continue,
+                Err(e) => return Err(e),
+            };
+            match sys::set_xattr(dst, name, &value, 0) {
+                Ok(()) => {}
+                // Some namespaces cannot be set on every kind of file (user.* on
+                // symlinks): the kernel skips those too.
+                Err(e) if e == Errno::EPERM || e == Errno::ENOTSUP || e == Errno::EOPNOTSUPP => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copy `size` bytes: a reflink where the filesystem shares blocks, else an in-kernel
+/// copy of the data extents only (holes stay holes), else read and write.
+fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> SysResult<()> {
+    if sys::clone_file(src, dst).is_ok() {
+        return Ok(());
+    }
+    let mut off: u64 = 0;
+    while off < size {
+        let data = match sys::lseek(src, off as i64, sys::seek::DATA) {
+            Ok(d) => d as u64,
+            // ENXIO: no data after `off` (a trailing hole).
+            Err(Errno::ENXIO) => break,
+            Err(_) => off,
+        };
+        if data >= size {
+            break;
+        }
+        let hole = match sys::lseek(src, data as i64, sys::seek::HOLE) {
+            Ok(h) => (h as u64).min(size),
+            Err(_) => size,
+        };
+        copy_extent(src, dst, data, hole - data)?;
+        off = hole;
+    }
+    // Keep the size (and any trailing hole).
+    sys::truncate_fd(dst, size)
+}
+
+fn copy_extent(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, start: u64, len: u64) -> SysResult<()> {
+    let mut done = 0u64;
+    while done < len {
+        let chunk = (len - done).min(1 << 30) as usize;
+        match sys::copy_range(src, start + done, dst, start + done, chunk) {
+            Ok(0) => break,
+            Ok(n) => done += n as u64,
+            Err(e) if sys::is_unsupported(e) => {
+                return copy_by_hand(src, dst, start + done, len - done);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn copy_by_hand(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, start: u64, len: u64) -> SysResult<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    while done < len {
+        let want = ((len - done) as usize).min(buf.len());
+        let n = sys::pread(src, &mut buf[..want], start + done)?;
+        if n == 0 {
+            break;
+        }
+        let mut w = 0;
+        while w < n {
+            w += sys::pwrite(dst, &buf[w..n], start + done + w as u64)?;
+        }
+        done += n as u64;
+    }
+    Ok(())
+}

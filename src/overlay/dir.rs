@@ -1,0 +1,151 @@
+//! Merged directory listings: the union of a directory's layers, topmost entry per
+//! name, whiteouts and reserved names left out.
+
+use super::Overlay;
+use super::node::Node;
+use crate::layer::{DirMarkers, Listed};
+use crate::sys::{self, FileKind, SysResult};
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+
+/// One entry of a merged listing.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub name: OsString,
+    /// Equal to the entry's `st_ino` through the mount.
+    pub ino: u64,
+    pub kind: FileKind,
+}
+
+/// Where a listed name came from.
+struct Source {
+    kind: FileKind,
+    ino: u64,
+    /// Index of the layer: `None` for the upper.
+    lower: Option<usize>,
+    /// An upper entry with a visible lower entry of the same name below it.
+    shadows_lower: bool,
+}
+
+/// Layers' listings folded top-down into one.
+#[derive(Default)]
+struct Merge {
+    order: Vec<OsString>,
+    seen: HashMap<OsString, Source>,
+    hidden: HashSet<OsString>,
+}
+
+impl Merge {
+    fn add(&mut self, list: Vec<Listed>, lower: Option<usize>) {
+        let mut new_hidden = Vec::new();
+        for e in list {
+            if self.hidden.contains(&e.name) {
+                continue;
+            }
+            if let Some(src) = self.seen.get_mut(&e.name) {
+                if src.lower.is_none() && !e.whiteout {
+                    src.shadows_lower = true;
+                }
+                continue;
+            }
+            if e.whiteout {
+                new_hidden.push(e.name);
+                continue;
+            }
+            self.order.push(e.name.clone());
+            self.seen.insert(
+                e.name,
+                Source {
+                    kind: e.kind,
+                    ino: e.ino,
+                    lower,
+                    shadows_lower: false,
+                },
+            );
+        }
+        // A layer's whiteouts hide names of the layers below it only.
+        self.hidden.extend(new_hidden);
+    }
+}
+
+impl Overlay {
+    /// The visible names of a directory, in listing order, with `.` and `..` first.
+    /// Call with the tree lock held.
+    pub(super) fn list_dir(&self, node: &Node) -> SysResult<Vec<DirEntry>> {
+        let merged = self.merged_names(node)?;
+        let mut out = Vec::with_capacity(merged.len() + 2);
+        let parent_ino = node.parent().map_or(node.ino, |p| p.ino);
+        out.push(DirEntry {
+            name: ".".into(),
+            ino: node.ino,
+            kind: FileKind::Directory,
+        });
+        out.push(DirEntry {
+            name: "..".into(),
+            ino: parent_ino,
+            kind: FileKind::Directory,
+        });
+        out.extend(merged);
+        Ok(out)
+    }
+
+    /// Whether a directory shows no entries (only whiteouts or nothing).
+    pub(super) fn dir_is_empty(&self, node: &Node) -> SysResult<bool> {
+        Ok(self.merged_names(node)?.is_empty())
+    }
+
+    fn merged_names(&self, node: &Node) -> SysResult<Vec<DirEntry>> {
+        let (upper, lowers) = {
+            let s = node.state.read();
+            (s.upper, s.lowers.clone())
+        };
+        let mut merge = Merge::default();
+        if upper {
+            let u = self.upper()?;
+            let fd = u.layer.open_dir(&self.upper_path(node))?;
+            let list = u.layer.list(sys::borrow(&fd), &DirMarkers::default())?;
+            merge.add(list, None);
+        }
+        for l in &lowers {
+            let layer = &self.lowers[l.layer];
+            let fd = match layer.open_dir(&l.path) {
+                Ok(fd) => fd,
+                Err(_) => continue,
+            };
+            let markers = DirMarkers {
+                xattr_whiteouts: l.xattr_whiteouts,
+                ..Default::default()
+            };
+            let list = layer.list(sys::borrow(&fd), &markers)?;
+            merge.add(list, Some(l.layer));
+        }
+        // Inode numbers as lookup gives them: a lower entry's own (folded), an upper
+        // entry's own unless it shadows a lower entry (a copy keeps the lower's).
+        let upper_dev = self.upper.as_ref().map_or(0, |u| u.layer.dev);
+        let mut out = Vec::with_capacity(merge.order.len());
+        for name in merge.order {
+            let Some(src) = merge.seen.get(&name) else {
+                continue;
+            };
+            let ino = match src.lower {
+                Some(li) => self.fold_ino(self.lowers[li].dev, src.ino),
+                None if src.shadows_lower => self.copied_entry_ino(node, &name, src.ino),
+                None => self.fold_ino(upper_dev, src.ino),
+            };
+            out.push(DirEntry {
+                name,
+                ino,
+                kind: src.kind,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The number lookup reports for an upper entry that shadows a lower one.
+    fn copied_entry_ino(&self, dir: &Node, name: &std::ffi::OsStr, upper_ino: u64) -> u64 {
+        match self.resolve(dir, name) {
+            Ok(Some(r)) if r.ino != 0 => r.ino,
+            _ => self.fold_ino(self.upper.as_ref().map_or(0, |u| u.layer.dev), upper_ino),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Open files and directories: the fd behind each FUSE file handle, and reads and
+//! writes through it.
+
+use super::dir::DirEntry;
+use super::node::Node;
+use super::{Overlay, copyup::Data};
+use crate::sys::{self, Errno, FileKind, Stat, SysResult, oflag};
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How the kernel should treat an opened file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenInfo {
+    /// The content cannot have changed behind the kernel's page cache.
+    pub keep_cache: bool,
+}
+
+/// One open file.
+#[derive(Debug)]
+pub(super) struct FileHandle {
+    node: Arc<Node>,
+    /// The fd reads and writes go to. Swapped for the upper file when a handle that
+    /// was opened on a lower file sees the node copied up (so it reads new data, as
+    /// the kernel's overlayfs does).
+    fd: RwLock<Arc<OwnedFd>>,
+    on_lower: std::sync::atomic::AtomicBool,
+}
+
+/// One open directory: a snapshot of its merged listing, taken when reading starts
+/// at offset 0, so offsets stay valid while the directory changes.
+#[derive(Debug)]
+pub(super) struct DirHandle {
+    node: Arc<Node>,
+    pub(super) snapshot: Mutex<Option<Arc<Vec<DirEntry>>>>,
+}
+
+#[derive(Debug)]
+pub(super) enum Handle {
+    File(FileHandle),
+    Dir(DirHandle),
+}
+
+#[derive(Debug, Default)]
+pub(super) struct HandleTable {
+    handles: DashMap<u64, Arc<Handle>>,
+    next: AtomicU64,
+}
+
+impl HandleTable {
+    fn insert(&self, h: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.handles.insert(fh, Arc::new(h));
+        fh
+    }
+
+    fn get(&self, fh: u64) -> SysResult<Arc<Handle>> {
+        self.handles.get(&fh).map(|h| h.clone()).ok_or(Errno::EBADF)
+    }
+
+    fn remove(&self, fh: u64) {
+        self.handles.remove(&fh);
+    }
+
+    /// fstat through an open file handle (sees nlink 0 after the last unlink).
+    pub(super) fn fstat(&self, fh: u64) -> Option<Stat> {
+        match &*self.get(fh).ok()? {
+            Handle::File(f) => sys::stat_fd(sys::borrow(&f.fd.read())).ok(),
+            Handle::Dir(_) => None,
+        }
+    }
+}
+
+fn wants_write(flags: i32) -> bool {
+    flags & oflag::ACCMODE != oflag::RDONLY || flags & oflag::TRUNC != 0
+}
+
+/// Flags the backing open keeps: the kernel already handled creation, and the
+/// daemon writes at the offsets the kernel gives (O_APPEND would override them).
+fn backing_flags(flags: i32) -> i32 {
+    (flags & (oflag::ACCMODE | oflag::SYNC | oflag::NONBLOCK | oflag::TRUNC))
+        & !(oflag::CREAT | oflag::EXCL)
+}
+
+impl Overlay {
+    /// Open a file: copy it up first if the open may write.
+    pub fn open(&self, ino: u64, flags: i32) -> SysResult<(u64, OpenInfo)> {
+        let node = self.node(ino)?;
+        if node.kind() == FileKind::Directory {
+            return Err(Errno::EISDIR);
+        }
+        let write = wants_write(flags);
+        if write && self.upper.is_none() {
+            return Err(Errno::EROFS);
+        }
+        let _t = self.tree.read();
+        if write {
+            let data = if flags & oflag::TRUNC != 0 {
+                Data::Empty
+            } else {
+                Data::Full
+            };
+            self.copy_up(&node, data)?;
+        }
+        let fd = self.open_backing(&node, backing_flags(flags))?;
+        let on_lower = !node.state.read().upper;
+        let fh = self.handles.insert(Handle::File(FileHandle {
+            node,
+            fd: RwLock::new(Arc::new(fd)),
+            on_lower: on_lower.into(),
+        }));
+        Ok((fh, OpenInfo { keep_cache: true }))
+    }
+
+    /// Open the file a node shows now. Call with the tree lock held.
+    pub(super) fn open_backing(&self, node: &Node, flags: i32) -> SysResult<OwnedFd> {
+        let (upper, lower) = {
+            let s = node.state.read();
+            (s.upper, s.lowers.first().cloned())
+        };
+        if upper {
+            let u = self.upper()?;
+            u.layer.open_file(&self.upper_path(node), flags)
+        } else {
+            let l = lower.ok_or(Errno::ENOENT)?;
+            self.lowers[l.layer].open_file(&l.path, flags & !oflag::TRUNC)
+        }
+    }
+
+    /// Register an fd opened by `create`.
+    pub(super) fn insert_file_handle(&self, node: Arc<Node>, fd: OwnedFd) -> u64 {
+        self.handles.insert(Handle::File(FileHandle {
+            node,
+            fd: RwLock::new(Arc::new(fd)),
+            on_lower: false.into(),
+        }))
+    }
+
+    fn file(&self, fh: u64) -> SysResult<Arc<Handle>> {
+        let h = self.handles.get(fh)?;
+        match &*h {
+            Handle::File(_) => Ok(h),
+            Handle::Dir(_) => Err(Errno::EISDIR),
+        }
+    }
+
+    /// The fd of a file handle, switched to the upper copy if the node was copied up
+    /// since the handle was opened on its lower file.
+    fn file_fd(&self, fh: u64) -> SysResult<Arc<OwnedFd>> {
+        let h = self.file(fh)?;
+        let Handle::File(f) = &*h else {
+            return Err(Errno::EBADF);
+        };
+        if f.on_lower.load(Ordering::Acquire) && f.node.state.read().upper {
+            let _t = self.tree.read();
+            let fd = self.open_backing(&f.node, oflag::RDONLY)?;
+            *f.fd.write() = Arc::new(fd);
+            f.on_lower.store(false, Ordering::Release);
+        }
+        Ok(f.fd.read().clone())
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> SysResult<Vec<u8>> {
+        let fd = self.file_fd(fh)?;
+        sys::read_exact_at(sys::borrow(&fd), size as usize, offset)
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> SysResult<u32> {
+        let fd = self.file_fd(fh)?;
+        let mut done = 0;
+        while done < data.len() {
+            let n = sys::pwrite(sys::borrow(&fd), &data[done..], offset + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done as u32)
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> SysResult<()> {
+        if self.volatile {
+            return Ok(());
+        }
+        let h = self.handles.get(fh)?;
+        match &*h {
+            Handle::File(f) => {
+                let fd = f.fd.read().clone();
+                if datasync {
+                    sys::fdatasync(sys::borrow(&fd))
+                } else {
+                    sys::fsync(sys::borrow(&fd))
+                }
+            }
+            Handle::Dir(d) => {
+                let _t = self.tree.read();
+                if d.node.state.read().upper {
+                    let u = self.upper()?;
+                    let fd = u.layer.open_dir(&self.upper_path(&d.node))?;
+                    sys::fsync(sys::borrow(&fd))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+
+    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> SysResult<()> {
+        let fd = self.file_fd(fh)?;
+        sys::fallocate(sys::borrow(&fd), mode, offset, len)
+    }
+
+    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> SysResult<i64> {
+        let fd = self.file_fd(fh)?;
+        sys::lseek(sys::borrow(&fd), offset, whence)
+    }
+
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> SysResult<u32> {
+        let src = self.file_fd(fh_in)?;
+        let dst = self.file_fd(fh_out)?;
+        let len = len.min(u32::MAX as u64 & !0xfff) as usize;
+        let n = sys::copy_range(sys::borrow(&src), off_in, sys::borrow(&dst), off_out, len)?;
+        Ok(n as u32)
+    }
+
+    pub fn opendir(&self, ino: u64) -> SysResult<u64> {
+        let node = self.node(ino)?;
+        if node.kind() != FileKind::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(self.handles.insert(Handle::Dir(DirHandle {
+            node,
+            snapshot: Mutex::new(None),
+        })))
+    }
+
+    /// Entries of an open directory from `offset` on (the offset of an entry is its
+    /// index + 1). Reading from 0 takes a fresh snapshot (opendir and rewinddir).
+    pub fn readdir(&self, fh: u64, offset: u64) -> SysResult<Arc<Vec<DirEntry>>> {
+        let h = self.handles.get(fh)?;
+        let Handle::Dir(d) = &*h else {
+            return Err(Errno::ENOTDIR);
+        };
+        let mut snap = d.snapshot.lock();
+        if offset == 0 || snap.is_none() {
+            let _t = self.tree.read();
+            *snap = Some(Arc::new(self.list_dir(&d.node)?));
+        }
+        Ok(snap.clone().unwrap_or_default())
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+}

@@ -1,0 +1,304 @@
+//! Resolving one name across the layers: topmost wins, directories merge down to
+//! the first opaque one, whiteouts end the search, redirects send it elsewhere.
+
+use super::node::{LowerRef, Node, NodeState};
+use super::{Attr, Overlay, check_name};
+use crate::layer::{self, DirMarkers, Found, Layer, RelPath};
+use crate::sys::{self, Errno, FileKind, Stat, SysResult};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+/// The root node: the upper root over every lower root down to the first opaque one.
+pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<NodeState> {
+    let mut stack = Vec::new();
+    let mut opaque = false;
+    if let Some(u) = upper {
+        opaque = u.dir_markers(u.root()).opaque;
+    }
+    if !opaque {
+        for (i, l) in lowers.iter().enumerate() {
+            let m = l.dir_markers(l.root());
+            stack.push(LowerRef {
+                layer: i,
+                path: RelPath::new(),
+                xattr_whiteouts: m.xattr_whiteouts,
+            });
+            if m.opaque {
+                break;
+            }
+        }
+    }
+    Ok(NodeState {
+        parent: None,
+        name: Default::default(),
+        kind: FileKind::Directory,
+        upper: upper.is_some(),
+        lowers: stack,
+        unlinked: false,
+    })
+}
+
+/// What resolving a name found, before it becomes a node.
+#[derive(Debug)]
+pub(super) struct Resolved {
+    pub stat: Stat,
+    pub upper: bool,
+    pub lowers: Vec<LowerRef>,
+    /// The inode number the union reports (0: let the table choose).
+    pub ino: u64,
+}
+
+/// How to find the next lower entry of a name.
+enum Search {
+    /// This name under the parent's path in each lower layer.
+    Name(Vec<u8>),
+    /// This path from each lower layer's root (an absolute redirect).
+    Absolute(Vec<u8>),
+}
+
+impl Overlay {
+    /// Look a name up and count a kernel reference on the node it names.
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> SysResult<(Attr, u64)> {
+        check_name(name)?;
+        let parent = self.node(parent)?;
+        let _t = self.tree.read();
+        let node = self.lookup_node(&parent, name, true)?;
+        let st = self.stat_node(&node)?;
+        Ok((self.attr_of(&node, &st), 0))
+    }
+
+    /// Find (or make) the node of `name` in `parent`. Call with the tree lock held.
+    pub(super) fn lookup_node(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        count: bool,
+    ) -> SysResult<Arc<Node>> {
+        let r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
+        Ok(self.node_for(parent, name, r, count))
+    }
+
+    /// Turn a resolved entry into its node.
+    pub(super) fn node_for(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        r: Resolved,
+        count: bool,
+    ) -> Arc<Node> {
+        let kind = r.stat.kind();
+        let node = self.nodes.get_or_insert(
+            r.ino,
+            count,
+            |n| {
+                let s = n.state.read();
+                !s.unlinked && s.kind == kind
+            },
+            |ino| {
+                Node::new(
+                    ino,
+                    NodeState {
+                        parent: Some(parent.clone()),
+                        name: name.to_owned(),
+                        kind,
+                        upper: r.upper,
+                        lowers: r.lowers.clone(),
+                        unlinked: false,
+                    },
+                )
+            },
+        );
+        // A node reached again by another name (a hard link) or after a rename:
+        // remember the name it was found by, unless that name is only in a lower
+        // layer while the node itself was copied up (the upper name must stay).
+        let mut s = node.state.write();
+        let same_place =
+            s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent)) && s.name == name;
+        if !same_place && (r.upper || !s.upper) {
+            s.parent = Some(parent.clone());
+            s.name = name.to_owned();
+        }
+        if r.upper && !s.upper {
+            s.upper = true;
+        }
+        if s.kind == FileKind::Directory && !r.lowers.is_empty() && s.lowers != r.lowers {
+            s.lowers = r.lowers;
+        }
+        drop(s);
+        node
+    }
+
+    /// Resolve `name` in `parent` across every layer. `None`: no such name (or whited out).
+    pub(super) fn resolve(&self, parent: &Node, name: &OsStr) -> SysResult<Option<Resolved>> {
+        let (p_upper, p_lowers) = {
+            let s = parent.state.read();
+            if s.kind != FileKind::Directory {
+                return Err(Errno::ENOTDIR);
+            }
+            (s.upper, s.lowers.clone())
+        };
+        let mut upper_stat = None;
+        let mut search = Search::Name(name.as_encoded_bytes().to_vec());
+        let mut merge_lowers = true;
+        let mut has_origin = false;
+        if let (true, Some(u)) = (p_upper, &self.upper) {
+            let ppath = self.upper_path(parent);
+            let dir = u.layer.open_dir(&ppath)?;
+            match u
+                .layer
+                .find(sys::borrow(&dir), name, &DirMarkers::default())?
+            {
+                Found::Whiteout => return Ok(None),
+                Found::Missing => {}
+                Found::Entry(st) => {
+                    let fd = sys::open_path_at(sys::borrow(&dir), name)?;
+                    has_origin = sys::get_xattr(sys::borrow(&fd), self.markers.origin()).is_ok();
+                    if st.kind() == FileKind::Directory {
+                        let m = u.layer.dir_markers(sys::borrow(&fd));
+                        if m.opaque {
+                            merge_lowers = false;
+                        } else if let Some(r) = m.redirect {
+                            search = redirect_search(r);
+                        }
+                    } else if !has_origin {
+                        merge_lowers = false;
+                    }
+                    upper_stat = Some(st);
+                }
+            }
+        }
+        let upper_is_dir = upper_stat.is_some_and(|s| s.kind() == FileKind::Directory);
+        let mut lowers = Vec::new();
+        let mut first_lower: Option<Stat> = None;
+        if merge_lowers {
+            for (li, layer) in self.lowers.iter().enumerate() {
+                let (path, xwh) = match &search {
+                    Search::Name(n) => match p_lowers.iter().find(|l| l.layer == li) {
+                        Some(pl) => (
+                            layer::join(&pl.path, OsStr::from_bytes(n)),
+                            pl.xattr_whiteouts,
+                        ),
+                        None => continue,
+                    },
+                    Search::Absolute(p) => (p.clone(), false),
+                };
+                let Some((dpath, leaf)) = layer::split_last(&path) else {
+                    continue;
+                };
+                let dir = match layer.open_dir(dpath) {
+                    Ok(d) => d,
+                    Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
+                    Err(e) => return Err(e),
+                };
+                let markers = DirMarkers {
+                    xattr_whiteouts: xwh,
+                    ..Default::default()
+                };
+                let st = match layer.find(sys::borrow(&dir), leaf, &markers)? {
+                    Found::Whiteout => break,
+                    Found::Missing => continue,
+                    Found::Entry(st) => st,
+                };
+                let is_dir = st.kind() == FileKind::Directory;
+                if upper_stat.is_some() && !upper_is_dir {
+                    // A copied-up file: its origin is the first lower of the same type.
+                    if st.kind() == upper_stat.map(|s| s.kind()).unwrap_or(st.kind()) {
+                        lowers.push(LowerRef {
+                            layer: li,
+                            path,
+                            xattr_whiteouts: false,
+                        });
+                        first_lower = Some(st);
+                    }
+                    break;
+                }
+                if first_lower.is_none() && upper_stat.is_none() && !is_dir {
+                    first_lower = Some(st);
+                    lowers.push(LowerRef {
+                        layer: li,
+                        path,
+                        xattr_whiteouts: false,
+                    });
+                    break;
+                }
+                if !is_dir {
+                    // A non-directory below a directory ends the merge.
+                    break;
+                }
+                let child = match layer.open_dir(&path) {
+                    Ok(c) => c,
+                    Err(_) => break,
+                };
+                let m = layer.dir_markers(sys::borrow(&child));
+                if first_lower.is_none() {
+                    first_lower = Some(st);
+                }
+                lowers.push(LowerRef {
+                    layer: li,
+                    path,
+                    xattr_whiteouts: m.xattr_whiteouts,
+                });
+                if m.opaque {
+                    break;
+                }
+                if let Some(r) = m.redirect {
+                    search = redirect_search(r);
+                }
+            }
+        }
+        let (stat, upper) = match (upper_stat, first_lower) {
+            (Some(st), _) => (st, true),
+            (None, Some(st)) => (st, false),
+            (None, None) => return Ok(None),
+        };
+        let ino = match (&upper_stat, lowers.first(), first_lower) {
+            // A copy keeps the number of the lower file it came from.
+            (Some(_), Some(l), Some(lst)) if has_origin => {
+                self.fold_ino(self.lowers[l.layer].dev, lst.ino)
+            }
+            (Some(st), _, _) => {
+                self.fold_ino(self.upper.as_ref().map_or(0, |u| u.layer.dev), st.ino)
+            }
+            (None, Some(l), Some(lst)) => self.fold_ino(self.lowers[l.layer].dev, lst.ino),
+            _ => 0,
+        };
+        Ok(Some(Resolved {
+            stat,
+            upper,
+            lowers,
+            ino,
+        }))
+    }
+
+    /// Whether some lower layer still shows `name` in `parent` (then removing it from
+    /// the union needs a whiteout).
+    pub(super) fn lower_positive(&self, parent: &Node, name: &OsStr) -> SysResult<bool> {
+        let p_lowers = parent.state.read().lowers.clone();
+        for pl in &p_lowers {
+            let layer = &self.lowers[pl.layer];
+            let dir = match layer.open_dir(&pl.path) {
+                Ok(d) => d,
+                Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
+                Err(e) => return Err(e),
+            };
+            let markers = DirMarkers {
+                xattr_whiteouts: pl.xattr_whiteouts,
+                ..Default::default()
+            };
+            match layer.find(sys::borrow(&dir), name, &markers)? {
+                Found::Whiteout => return Ok(false),
+                Found::Missing => continue,
+                Found::Entry(_) => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+}
+
+fn redirect_search(r: Vec<u8>) -> Search {
+    match r.strip_prefix(b"/") {
+        Some(abs) => Search::Absolute(abs.to_vec()),
+        None => Search::Name(r),
+    }
+}

@@ -1,0 +1,362 @@
+//! The union as a plain Rust API: which layer holds a name, copy-up, whiteouts,
+//! merged listings. No FUSE types and no libc here: the wire adapter (`crate::fuse`)
+//! calls these methods, and they reach the disk through `crate::layer` and
+//! `crate::sys`.
+//!
+//! Lock order: the tree lock (`Overlay::tree`, read for every operation that turns
+//! a node into an upper path, write for rename) before any node's `copy_up` mutex,
+//! parent's before child's; node `state` locks are held only for short reads and
+//! updates, never across I/O and never two at once except parent-then-child.
+
+mod copyup;
+mod dir;
+mod handles;
+mod lookup;
+mod node;
+mod ops;
+mod xattr;
+
+/// Plain types the union's API speaks in (re-exported so callers need not reach
+/// below the union).
+pub use crate::sys::{Errno, FileKind, FsStats, SysResult, TimeSet, Timespec, rename_flag};
+pub use dir::DirEntry;
+pub use handles::OpenInfo;
+pub use node::ROOT_INO;
+pub use ops::NewEntry;
+
+use crate::layer::{Layer, MarkerNames, RelPath};
+use crate::sys::{self, Stat};
+use handles::HandleTable;
+use node::{Node, NodeTable};
+use parking_lot::RwLock;
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+/// What the union needs to know to run; built and validated by `crate::config`.
+#[derive(Clone, Debug)]
+pub struct OverlayConfig {
+    /// Lower layers, topmost first.
+    pub lowers: Vec<PathBuf>,
+    /// Upper and work directories; `None` for a read-only union.
+    pub upper: Option<(PathBuf, PathBuf)>,
+    /// Rename directories that come from a lower layer (the kernel's `redirect_dir=on`).
+    pub redirect_dir: bool,
+    /// Use `user.overlay.*` markers (the kernel's `userxattr`) instead of `trusted.overlay.*`.
+    pub userxattr: bool,
+    /// Skip fsync on copy-up and on the caller's fsync.
+    pub volatile: bool,
+}
+
+/// The identity of whoever made a request.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub umask: u32,
+}
+
+/// Attributes as the union reports them.
+#[derive(Clone, Copy, Debug)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub perm: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub size: u64,
+    pub blocks: u64,
+    pub blksize: u32,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+}
+
+/// A changed attribute set, as `setattr` asks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+/// The upper layer and the work directory beside it.
+#[derive(Debug)]
+struct Upper {
+    layer: Layer,
+    /// `W/work`: where copies are built before they are renamed into place.
+    work: OwnedFd,
+    /// Held open with an exclusive lock: one mount per work dir.
+    _work_lock: OwnedFd,
+}
+
+pub struct Overlay {
+    lowers: Vec<Layer>,
+    upper: Option<Upper>,
+    markers: MarkerNames,
+    redirect_dir: bool,
+    volatile: bool,
+    /// Distinct devices of the layers, for folding inode numbers into one space.
+    devices: Vec<u64>,
+    nodes: NodeTable,
+    handles: HandleTable,
+    /// Read by every operation that maps a node to an upper path; written by rename.
+    tree: RwLock<()>,
+    /// Names of temporary entries in the work dir.
+    temp_counter: AtomicU64,
+}
+
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("lowers", &self.lowers.len())
+            .field("upper", &self.upper.is_some())
+            .finish()
+    }
+}
+
+/// A layer that could not be opened or prepared at mount time.
+#[derive(Debug)]
+pub struct SetupError {
+    pub path: PathBuf,
+    pub what: &'static str,
+    pub errno: Errno,
+}
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.path.display(), self.what, self.errno)
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+impl Overlay {
+    /// Open every layer, claim and clean the work dir. The caller validated paths.
+    pub fn new(cfg: &OverlayConfig) -> Result<Overlay, SetupError> {
+        let markers = if cfg.userxattr {
+            MarkerNames::user()
+        } else {
+            MarkerNames::trusted()
+        };
+        let err = |path: &PathBuf, what, errno| SetupError {
+            path: path.clone(),
+            what,
+            errno,
+        };
+        let mut lowers = Vec::with_capacity(cfg.lowers.len());
+        for p in &cfg.lowers {
+            let layer = Layer::open(p, markers.clone(), true)
+                .map_err(|e| err(p, "cannot open lower layer", e))?;
+            lowers.push(layer);
+        }
+        let upper = match &cfg.upper {
+            None => None,
+            Some((u, w)) => {
+                let layer = Layer::open(u, markers.clone(), !sys::KERNEL_WHITEOUTS)
+                    .map_err(|e| err(u, "cannot open upper dir", e))?;
+                let work_root =
+                    sys::open_dir_path(w).map_err(|e| err(w, "cannot open work dir", e))?;
+                sys::flock_exclusive_nonblocking(sys::borrow(&work_root))
+                    .map_err(|e| err(w, "work dir is in use by another mount", e))?;
+                let work = copyup::prepare_work_dir(sys::borrow(&work_root))
+                    .map_err(|e| err(w, "cannot prepare work dir", e))?;
+                Some(Upper {
+                    layer,
+                    work,
+                    _work_lock: work_root,
+                })
+            }
+        };
+        let mut devices = Vec::new();
+        for dev in upper
+            .iter()
+            .map(|u| u.layer.dev)
+            .chain(lowers.iter().map(|l| l.dev))
+        {
+            if !devices.contains(&dev) {
+                devices.push(dev);
+            }
+        }
+        let root_state = lookup::root_state(upper.as_ref().map(|u| &u.layer), &lowers)
+            .map_err(|e| err(&cfg.lowers[0], "cannot read layer root", e))?;
+        Ok(Overlay {
+            lowers,
+            upper,
+            markers,
+            redirect_dir: cfg.redirect_dir,
+            volatile: cfg.volatile,
+            devices,
+            nodes: NodeTable::new(Node::new(ROOT_INO, root_state)),
+            handles: HandleTable::default(),
+            tree: RwLock::new(()),
+            temp_counter: AtomicU64::new(0),
+        })
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.upper.is_none()
+    }
+
+    /// How many nodes the union holds now (for tests and diagnostics).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn node(&self, ino: u64) -> SysResult<Arc<Node>> {
+        self.nodes.get(ino).ok_or(Errno::ENOENT)
+    }
+
+    fn upper(&self) -> SysResult<&Upper> {
+        self.upper.as_ref().ok_or(Errno::EROFS)
+    }
+
+    /// One inode space for layers on several filesystems: the device's index in the
+    /// high bits (0 when every layer shares one filesystem, so numbers are the real ones).
+    fn fold_ino(&self, dev: u64, ino: u64) -> u64 {
+        let idx = self.devices.iter().position(|&d| d == dev).unwrap_or(0) as u64;
+        if idx == 0 {
+            ino
+        } else if ino >> 56 == 0 {
+            (idx << 56) | ino
+        } else {
+            // Cannot fold: let the node table hand out a synthetic number.
+            0
+        }
+    }
+
+    /// The node's path in the upper layer (valid while the tree lock is held).
+    fn upper_path(&self, node: &Node) -> RelPath {
+        let mut parts: Vec<std::ffi::OsString> = Vec::new();
+        let mut cur = {
+            let s = node.state.read();
+            if s.parent.is_none() {
+                return RelPath::new();
+            }
+            parts.push(s.name.clone());
+            s.parent.clone()
+        };
+        while let Some(n) = cur {
+            let s = n.state.read();
+            if s.parent.is_none() {
+                break;
+            }
+            parts.push(s.name.clone());
+            cur = s.parent.clone();
+        }
+        let mut path = RelPath::new();
+        for p in parts.iter().rev() {
+            path = crate::layer::join(&path, p);
+        }
+        path
+    }
+
+    /// Stat the object a node shows right now.
+    fn stat_node(&self, node: &Node) -> SysResult<Stat> {
+        let (upper, lower) = {
+            let s = node.state.read();
+            (s.upper, s.lowers.first().cloned())
+        };
+        if upper {
+            let u = self.upper()?;
+            return u.layer.stat(&self.upper_path(node));
+        }
+        match lower {
+            Some(l) => self.lowers[l.layer].stat(&l.path),
+            None => Err(Errno::ENOENT),
+        }
+    }
+
+    fn attr_of(&self, node: &Node, st: &Stat) -> Attr {
+        let merged = node.state.read().is_merged_dir();
+        Attr {
+            ino: node.ino,
+            kind: st.kind(),
+            perm: st.perm(),
+            nlink: if merged {
+                1
+            } else {
+                st.nlink.min(u32::MAX as u64) as u32
+            },
+            uid: st.uid,
+            gid: st.gid,
+            rdev: st.rdev,
+            size: st.size,
+            blocks: st.blocks,
+            blksize: st.blksize,
+            atime: st.atime,
+            mtime: st.mtime,
+            ctime: st.ctime,
+        }
+    }
+
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> SysResult<Attr> {
+        let node = self.node(ino)?;
+        if let Some(st) = fh.and_then(|fh| self.handles.fstat(fh)) {
+            return Ok(self.attr_of(&node, &st));
+        }
+        let _t = self.tree.read();
+        let st = self.stat_node(&node)?;
+        Ok(self.attr_of(&node, &st))
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.nodes.forget(ino, n);
+    }
+
+    pub fn statfs(&self) -> SysResult<FsStats> {
+        let fd = match &self.upper {
+            Some(u) => u.layer.root(),
+            None => self.lowers.first().ok_or(Errno::EIO)?.root(),
+        };
+        sys::fstatvfs(fd)
+    }
+
+    pub fn readlink(&self, ino: u64) -> SysResult<std::ffi::OsString> {
+        let node = self.node(ino)?;
+        let _t = self.tree.read();
+        let (upper, lower) = {
+            let s = node.state.read();
+            (s.upper, s.lowers.first().cloned())
+        };
+        let (layer, path) = if upper {
+            (&self.upper()?.layer, self.upper_path(&node))
+        } else {
+            let l = lower.ok_or(Errno::ENOENT)?;
+            (&self.lowers[l.layer], l.path)
+        };
+        match crate::layer::split_last(&path) {
+            Some((dir, name)) => {
+                let d = layer.open_dir(dir)?;
+                sys::readlink_at(sys::borrow(&d), name)
+            }
+            None => Err(Errno::EINVAL),
+        }
+    }
+
+    /// Sync the upper filesystem.
+    pub fn syncfs(&self) -> SysResult<()> {
+        match &self.upper {
+            Some(u) if !self.volatile => sys::syncfs(u.layer.root()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Names longer than this are refused with ENAMETOOLONG, as by the kernel.
+pub const NAME_MAX: usize = 255;
+
+fn check_name(name: &OsStr) -> SysResult<()> {
+    if name.len() > NAME_MAX {
+        Err(Errno::ENAMETOOLONG)
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! Nodes: what the union knows of one inode the kernel holds, and the table of them.
+//!
+//! A node is identified by its inode number, which is also the number the kernel
+//! sees as `st_ino` and as the FUSE node id. The number is derived from the object's
+//! origin (the lower inode a copy came from), so it does not change on copy-up.
+//! Nodes live while the kernel holds a lookup reference or a child node points to
+//! them; the table never grows with entries the kernel has forgotten.
+
+use crate::layer::RelPath;
+use crate::sys::FileKind;
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use std::ffi::OsString;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The FUSE root node id.
+pub const ROOT_INO: u64 = 1;
+
+/// Where a node's content lives in one lower layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LowerRef {
+    /// Index into the mount's lower layers (0 = topmost lower).
+    pub layer: usize,
+    /// Path of the entry from that layer's root.
+    pub path: RelPath,
+    /// The directory may hold xattr whiteouts (`overlay.opaque=x`).
+    pub xattr_whiteouts: bool,
+}
+
+/// The mutable part of a node, behind its lock.
+#[derive(Debug)]
+pub struct NodeState {
+    /// The directory this node was last reached through (`None` only for the root).
+    pub parent: Option<Arc<Node>>,
+    /// The name in that directory.
+    pub name: OsString,
+    pub kind: FileKind,
+    /// The node exists in the upper layer at `parent`'s upper path + `name`.
+    pub upper: bool,
+    /// Directories: the lower directories merged below the upper one, topmost first,
+    /// down to the first opaque one. Other files: the lower file the node shows (or
+    /// was copied up from), if any.
+    pub lowers: Vec<LowerRef>,
+    /// The last name of this node was removed.
+    pub unlinked: bool,
+}
+
+impl NodeState {
+    /// A directory present in more than one layer (reports nlink 1, as the kernel does).
+    pub fn is_merged_dir(&self) -> bool {
+        self.kind == FileKind::Directory && usize::from(self.upper) + self.lowers.len() > 1
+    }
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub ino: u64,
+    /// References the kernel holds (lookup replies minus forgets).
+    lookups: AtomicU64,
+    pub state: RwLock<NodeState>,
+    /// Held while this node is copied up, so one copy runs at a time per node and
+    /// nothing else waits on it.
+    pub copy_up: Mutex<()>,
+}
+
+impl Node {
+    pub fn new(ino: u64, state: NodeState) -> Node {
+        Node {
+            ino,
+            lookups: AtomicU64::new(0),
+            state: RwLock::new(state),
+            copy_up: Mutex::new(()),
+        }
+    }
+
+    pub fn kind(&self) -> FileKind {
+        self.state.read().kind
+    }
+
+    pub fn parent(&self) -> Option<Arc<Node>> {
+        self.state.read().parent.clone()
+    }
+}
+
+/// All nodes the kernel may name, by inode number.
+#[derive(Debug, Default)]
+pub struct NodeTable {
+    nodes: DashMap<u64, Arc<Node>>,
+    /// Numbers for objects whose natural number is taken by another live node
+    /// (e.g. an upper inode number reused while the old file is still open).
+    next_synthetic: AtomicU64,
+}
+
+/// Inode numbers at or above this are synthetic.
+const SYNTHETIC_BASE: u64 = 1 << 63;
+
+impl NodeTable {
+    pub fn new(root: Node) -> NodeTable {
+        let t = NodeTable {
+            nodes: DashMap::new(),
+            next_synthetic: AtomicU64::new(SYNTHETIC_BASE),
+        };
+        root.lookups.store(1, Ordering::Relaxed);
+        t.nodes.insert(ROOT_INO, Arc::new(root));
+        t
+    }
+
+    pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
+        self.nodes.get(&ino).map(|n| n.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Find the node for `ino`, or make one with `make`. `same` decides whether an
+    /// existing node is the same object; if not, the new object gets a synthetic number.
+    /// Counts one kernel reference when `count` is set.
+    pub fn get_or_insert(
+        &self,
+        ino: u64,
+        count: bool,
+        same: impl Fn(&Node) -> bool,
+        make: impl FnOnce(u64) -> Node,
+    ) -> Arc<Node> {
+        let ino = if ino == ROOT_INO || ino == 0 {
+            self.synthetic()
+        } else {
+            ino
+        };
+        let node = match self.nodes.entry(ino) {
+            dashmap::Entry::Occupied(e) if same(e.get()) => e.get().clone(),
+            dashmap::Entry::Occupied(_) => {
+                let n = self.synthetic();
+                let node = Arc::new(make(n));
+                self.nodes.insert(n, node.clone());
+                node
+            }
+            dashmap::Entry::Vacant(v) => v.insert(Arc::new(make(ino))).clone(),
+        };
+        if count {
+            node.lookups.fetch_add(1, Ordering::Relaxed);
+        }
+        node
+    }
+
+    fn synthetic(&self) -> u64 {
+        self.next_synthetic.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// One more kernel reference to an existing node.
+    pub fn count_lookup(&self, node: &Node) {
+        node.lookups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The kernel dropped `n` references. A node with none left, that no child
+    /// points to, leaves the table, and its parent may follow.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let Some(node) = self.get(ino) else { return };
+        let prev = node
+            .lookups
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                Some(c.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        if prev <= n {
+            drop(node);
+            self.evict(ino);
+        }
+    }
+
+    /// Remove `ino` if nothing refers to it any more, then consider its parent.
+    fn evict(&self, mut ino: u64) {
+        loop {
+            let removed = self.nodes.remove_if(&ino, |_, node| {
+                // The table's own Arc is the only one left, and the kernel holds none.
+                Arc::strong_count(node) == 1 && node.lookups.load(Ordering::Acquire) == 0
+            });
+            let Some((_, node)) = removed else { return };
+            let parent = node.state.write().parent.take();
+            drop(node);
+            match parent {
+                Some(p) if p.ino != ROOT_INO => {
+                    ino = p.ino;
+                    drop(p);
+                }
+                _ => return,
+            }
+        }
+    }
+}

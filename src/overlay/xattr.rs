@@ -1,0 +1,76 @@
+//! Extended attributes through the union: the layers' own markers stay hidden, an
+//! overlay xattr set through the mount is stored escaped (as the kernel does since
+//! 6.7), and a change copies the file up first.
+
+use super::Overlay;
+use super::copyup::Data;
+use super::node::Node;
+use crate::sys::{self, Errno, SysResult};
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+
+impl Overlay {
+    /// An `O_PATH` handle on the object a node shows. Call with the tree lock held.
+    fn object_fd(&self, node: &Node) -> SysResult<OwnedFd> {
+        let (upper, lower) = {
+            let s = node.state.read();
+            (s.upper, s.lowers.first().cloned())
+        };
+        if upper {
+            self.upper()?.layer.open_any(&self.upper_path(node))
+        } else {
+            let l = lower.ok_or(Errno::ENOENT)?;
+            self.lowers[l.layer].open_any(&l.path)
+        }
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> SysResult<Vec<u8>> {
+        let node = self.node(ino)?;
+        let _t = self.tree.read();
+        let fd = self.object_fd(&node)?;
+        let stored = self.markers.stored_name(name.as_bytes());
+        sys::get_xattr(sys::borrow(&fd), OsStr::from_bytes(&stored))
+    }
+
+    /// Visible xattr names, each NUL-terminated, as listxattr returns them.
+    pub fn listxattr(&self, ino: u64) -> SysResult<Vec<u8>> {
+        let node = self.node(ino)?;
+        let _t = self.tree.read();
+        let fd = self.object_fd(&node)?;
+        let mut out = Vec::new();
+        for name in sys::list_xattr(sys::borrow(&fd))? {
+            if let Some(v) = self.markers.visible_name(&name) {
+                out.extend_from_slice(&v);
+                out.push(0);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
+        let node = self.node(ino)?;
+        self.upper()?;
+        let _t = self.tree.read();
+        self.copy_up(&node, Data::Full)?;
+        let fd = self.object_fd(&node)?;
+        let stored = self.markers.stored_name(name.as_bytes());
+        sys::set_xattr(sys::borrow(&fd), OsStr::from_bytes(&stored), value, flags)
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &OsStr) -> SysResult<()> {
+        let node = self.node(ino)?;
+        self.upper()?;
+        let _t = self.tree.read();
+        let stored = self.markers.stored_name(name.as_bytes());
+        let stored = OsStr::from_bytes(&stored);
+        if !node.state.read().upper {
+            // Nothing to remove needs no copy.
+            let fd = self.object_fd(&node)?;
+            sys::get_xattr(sys::borrow(&fd), stored)?;
+            self.copy_up(&node, Data::Full)?;
+        }
+        let fd = self.object_fd(&node)?;
+        sys::remove_xattr(sys::borrow(&fd), stored)
+    }
+}

@@ -1,0 +1,149 @@
+//! FreeBSD and macOS: the same safe API as `linux.rs`, over what these systems have.
+//! There is no openat2 (walks go one component at a time with `O_NOFOLLOW`), no
+//! `trusted.*` xattr namespace and no unprivileged 0/0 mknod, so whiteouts and opaque
+//! markers use the OCI file format there ([`KERNEL_WHITEOUTS`] is false).
+
+use super::{Errno, SysResult, check, cstr};
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+pub(crate) const AT_EMPTY_PATH: i32 = 0;
+
+pub mod rename_flag {
+    pub const NOREPLACE: u32 = 1;
+    pub const EXCHANGE: u32 = 2;
+    pub const WHITEOUT: u32 = 4;
+}
+
+pub const KERNEL_WHITEOUTS: bool = false;
+
+/// Open `rel` beneath `root` one component at a time, refusing symlinks and `..`.
+pub fn open_beneath(root: BorrowedFd<'_>, rel: &[u8], flags: i32, mode: u32) -> SysResult<OwnedFd> {
+    let parts: Vec<&[u8]> = rel
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.iter().any(|p| *p == b"..") {
+        return Err(Errno::EPERM);
+    }
+    let Some((last, dirs)) = parts.split_last() else {
+        return super::open_at(root, OsStr::new("."), flags, mode);
+    };
+    let mut cur: Option<OwnedFd> = None;
+    for d in dirs {
+        let base = cur.as_ref().map(super::borrow).unwrap_or(root);
+        cur = Some(super::open_at(
+            base,
+            OsStr::from_bytes(d),
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?);
+    }
+    let base = cur.as_ref().map(super::borrow).unwrap_or(root);
+    super::open_at(base, OsStr::from_bytes(last), flags, mode)
+}
+
+pub fn open_path_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<OwnedFd> {
+    super::open_at(dir, name, libc::O_RDONLY, 0)
+}
+
+pub fn rename_at(
+    old_dir: BorrowedFd<'_>,
+    old: &OsStr,
+    new_dir: BorrowedFd<'_>,
+    new: &OsStr,
+    flags: u32,
+) -> SysResult<()> {
+    if flags & (rename_flag::EXCHANGE | rename_flag::WHITEOUT) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if flags & rename_flag::NOREPLACE != 0 && super::stat_at(new_dir, new).is_ok() {
+        return Err(Errno::EEXIST);
+    }
+    let o = cstr(old.as_bytes())?;
+    let n = cstr(new.as_bytes())?;
+    // SAFETY: plain syscall on valid fds and C strings.
+    check(unsafe {
+        libc::renameat(
+            old_dir.as_raw_fd(),
+            o.as_ptr(),
+            new_dir.as_raw_fd(),
+            n.as_ptr(),
+        )
+    })?;
+    Ok(())
+}
+
+pub mod xattr_flag {
+    pub const CREATE: i32 = 1;
+    pub const REPLACE: i32 = 2;
+}
+
+pub fn get_xattr(_fd: BorrowedFd<'_>, _name: &OsStr) -> SysResult<Vec<u8>> {
+    Err(Errno::ENOTSUP)
+}
+
+pub fn list_xattr(_fd: BorrowedFd<'_>) -> SysResult<Vec<Vec<u8>>> {
+    Ok(Vec::new())
+}
+
+pub fn set_xattr(_fd: BorrowedFd<'_>, _name: &OsStr, _value: &[u8], _flags: i32) -> SysResult<()> {
+    Err(Errno::ENOTSUP)
+}
+
+pub fn remove_xattr(_fd: BorrowedFd<'_>, _name: &OsStr) -> SysResult<()> {
+    Err(Errno::ENOTSUP)
+}
+
+pub fn clone_file(_src: BorrowedFd<'_>, _dst: BorrowedFd<'_>) -> SysResult<()> {
+    Err(Errno::ENOTSUP)
+}
+
+pub fn copy_range(
+    _src: BorrowedFd<'_>,
+    _src_off: u64,
+    _dst: BorrowedFd<'_>,
+    _dst_off: u64,
+    _len: usize,
+) -> SysResult<usize> {
+    Err(Errno::ENOSYS)
+}
+
+pub fn fallocate(_fd: BorrowedFd<'_>, _mode: i32, _offset: u64, _len: u64) -> SysResult<()> {
+    Err(Errno::EOPNOTSUPP)
+}
+
+pub fn fdatasync(fd: BorrowedFd<'_>) -> SysResult<()> {
+    super::fsync(fd)
+}
+
+pub fn syncfs(_fd: BorrowedFd<'_>) -> SysResult<()> {
+    // SAFETY: sync has no preconditions.
+    unsafe { libc::sync() };
+    Ok(())
+}
+
+pub fn chmod_path_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
+    super::chmod_fd(fd, mode)
+}
+
+pub fn unmount(path: &Path, lazy: bool) -> SysResult<()> {
+    let c = cstr(path.as_os_str().as_bytes())?;
+    let flags = if lazy { libc::MNT_FORCE } else { 0 };
+    // SAFETY: `c` is a valid C string.
+    check(unsafe { libc::unmount(c.as_ptr(), flags) })?;
+    Ok(())
+}
+
+pub fn has_admin_capability() -> bool {
+    false
+}
+
+pub fn is_unsupported(e: Errno) -> bool {
+    matches!(
+        e.0,
+        libc::EOPNOTSUPP | libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::ENOTTY
+    )
+}

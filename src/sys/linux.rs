@@ -1,0 +1,304 @@
+//! Linux-only system calls: openat2 containment, renameat2, xattrs, in-kernel copies.
+
+use super::{Errno, SysResult, check, check_size, cstr, retry};
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+pub(crate) const AT_EMPTY_PATH: i32 = libc::AT_EMPTY_PATH;
+
+/// Flags for [`rename_at`].
+pub mod rename_flag {
+    pub const NOREPLACE: u32 = libc::RENAME_NOREPLACE;
+    pub const EXCHANGE: u32 = libc::RENAME_EXCHANGE;
+    pub const WHITEOUT: u32 = libc::RENAME_WHITEOUT;
+}
+
+/// Whether this platform can create kernel-format whiteouts (0/0 char devices) and
+/// has the `trusted.*` xattr namespace.
+pub const KERNEL_WHITEOUTS: bool = true;
+
+/// Open `rel` (a relative path of several components) beneath `root`: symlinks,
+/// `..` and magic links can never lead outside `root` (`RESOLVE_IN_ROOT |
+/// RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`). The last component is not followed.
+/// An empty `rel` opens `root` itself.
+pub fn open_beneath(root: BorrowedFd<'_>, rel: &[u8], flags: i32, mode: u32) -> SysResult<OwnedFd> {
+    let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
+    // openat2 refuses paths of PATH_MAX and beyond; walk long paths in pieces, each
+    // piece still contained beneath the directory reached so far.
+    const PIECE: usize = 3072;
+    if rel.len() >= PIECE {
+        let cut = rel[..PIECE]
+            .iter()
+            .rposition(|&b| b == b'/')
+            .ok_or(Errno::ENAMETOOLONG)?;
+        let dir = openat2(root, &rel[..cut], libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        return open_beneath(super::borrow(&dir), &rel[cut + 1..], flags, mode);
+    }
+    openat2(root, rel, flags, mode)
+}
+
+fn openat2(root: BorrowedFd<'_>, rel: &[u8], flags: i32, mode: u32) -> SysResult<OwnedFd> {
+    let c = cstr(rel)?;
+    let mut how: libc::open_how = {
+        // SAFETY: open_how is a plain C struct for which all-zero is valid.
+        unsafe { std::mem::zeroed() }
+    };
+    how.flags = (flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
+    how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
+        mode as u64
+    } else {
+        0
+    };
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    let fd = retry(|| {
+        // SAFETY: `how` is a valid open_how of the size passed; `c` outlives the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        check(r as libc::c_int)
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An `O_PATH` handle on one entry, never following a symlink.
+pub fn open_path_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<OwnedFd> {
+    super::open_at(dir, name, libc::O_PATH, 0)
+}
+
+/// `renameat2` with [`rename_flag`] flags.
+pub fn rename_at(
+    old_dir: BorrowedFd<'_>,
+    old: &OsStr,
+    new_dir: BorrowedFd<'_>,
+    new: &OsStr,
+    flags: u32,
+) -> SysResult<()> {
+    let o = cstr(old.as_bytes())?;
+    let n = cstr(new.as_bytes())?;
+    // SAFETY: plain syscall on valid fds and C strings.
+    check(unsafe {
+        libc::renameat2(
+            old_dir.as_raw_fd(),
+            o.as_ptr(),
+            new_dir.as_raw_fd(),
+            n.as_ptr(),
+            flags,
+        )
+    })?;
+    Ok(())
+}
+
+/// The `/proc/self/fd/N` name of an fd: xattr calls through it reach the very inode
+/// the fd holds (even a symlink opened with `O_PATH`), with no path walk to race.
+fn proc_fd_path(fd: BorrowedFd<'_>) -> CString {
+    // A formatted integer never holds a NUL byte.
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+}
+
+/// Read the xattr `name` of the inode behind `fd` (any fd, `O_PATH` too).
+pub fn get_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<Vec<u8>> {
+    let path = proc_fd_path(fd);
+    let n = cstr(name.as_bytes())?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: `buf` is writable for its length; strings outlive the call.
+        let r = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                n.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        match check_size(r) {
+            Ok(len) => {
+                buf.truncate(len);
+                return Ok(buf);
+            }
+            Err(Errno::ERANGE) => {
+                // SAFETY: a size query with a null buffer.
+                let need =
+                    unsafe { libc::getxattr(path.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) };
+                let need = check_size(need)?;
+                buf = vec![0u8; need.max(buf.len() * 2)];
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// List the xattr names of the inode behind `fd`.
+pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<Vec<u8>>> {
+    let path = proc_fd_path(fd);
+    let mut buf = vec![0u8; 1024];
+    let len = loop {
+        // SAFETY: `buf` is writable for its length.
+        let r = unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        match check_size(r) {
+            Ok(len) => break len,
+            Err(Errno::ERANGE) => {
+                // SAFETY: a size query with a null buffer.
+                let need =
+                    check_size(unsafe { libc::listxattr(path.as_ptr(), std::ptr::null_mut(), 0) })?;
+                buf = vec![0u8; need.max(buf.len() * 2)];
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    Ok(buf[..len]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| n.to_vec())
+        .collect())
+}
+
+/// Flags for [`set_xattr`].
+pub mod xattr_flag {
+    pub const CREATE: i32 = libc::XATTR_CREATE;
+    pub const REPLACE: i32 = libc::XATTR_REPLACE;
+}
+
+pub fn set_xattr(fd: BorrowedFd<'_>, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
+    let path = proc_fd_path(fd);
+    let n = cstr(name.as_bytes())?;
+    // SAFETY: `value` is readable for its length; strings outlive the call.
+    check(unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            flags,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn remove_xattr(fd: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+    let path = proc_fd_path(fd);
+    let n = cstr(name.as_bytes())?;
+    // SAFETY: strings outlive the call.
+    check(unsafe { libc::removexattr(path.as_ptr(), n.as_ptr()) })?;
+    Ok(())
+}
+
+/// Make `dst` share `src`'s blocks (reflink); fails where the filesystem cannot.
+pub fn clone_file(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> SysResult<()> {
+    // SAFETY: FICLONE takes the source fd as its argument.
+    check(unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) })?;
+    Ok(())
+}
+
+/// Copy `len` bytes inside the kernel; returns how many were copied (0 at EOF).
+pub fn copy_range(
+    src: BorrowedFd<'_>,
+    src_off: u64,
+    dst: BorrowedFd<'_>,
+    dst_off: u64,
+    len: usize,
+) -> SysResult<usize> {
+    let mut si = src_off as libc::off64_t;
+    let mut di = dst_off as libc::off64_t;
+    retry(|| {
+        // SAFETY: the offsets are valid in/out pointers; flags must be 0.
+        check_size(unsafe {
+            libc::copy_file_range(src.as_raw_fd(), &mut si, dst.as_raw_fd(), &mut di, len, 0)
+        })
+    })
+}
+
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, offset: u64, len: u64) -> SysResult<()> {
+    // SAFETY: plain syscall on a valid fd.
+    retry(|| {
+        check(unsafe {
+            libc::fallocate(
+                fd.as_raw_fd(),
+                mode,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        })
+    })?;
+    Ok(())
+}
+
+pub fn fdatasync(fd: BorrowedFd<'_>) -> SysResult<()> {
+    // SAFETY: plain syscall on a valid fd.
+    retry(|| check(unsafe { libc::fdatasync(fd.as_raw_fd()) }))?;
+    Ok(())
+}
+
+pub fn syncfs(fd: BorrowedFd<'_>) -> SysResult<()> {
+    // SAFETY: plain syscall on a valid fd.
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) })?;
+    Ok(())
+}
+
+/// chmod that also works on `O_PATH` fds (the kernel's fchmodat2 with AT_EMPTY_PATH,
+/// falling back to the fd's /proc name).
+pub fn chmod_path_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
+    let empty = CString::default();
+    // SAFETY: plain syscall; the empty string outlives it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            mode as libc::mode_t,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    match check(r as libc::c_int) {
+        Ok(_) => Ok(()),
+        Err(Errno::ENOSYS) | Err(Errno::EINVAL) => {
+            let path = proc_fd_path(fd);
+            // SAFETY: `path` is a valid C string.
+            check(unsafe { libc::chmod(path.as_ptr(), mode as libc::mode_t) })?;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Unmount; with `lazy`, detach even if busy.
+pub fn unmount(path: &Path, lazy: bool) -> SysResult<()> {
+    let c = cstr(path.as_os_str().as_bytes())?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: `c` is a valid C string.
+    check(unsafe { libc::umount2(c.as_ptr(), flags) })?;
+    Ok(())
+}
+
+/// Whether the caller may use features that need CAP_SYS_ADMIN in the initial
+/// namespace (trusted.* xattrs, FUSE passthrough): root outside a user namespace.
+pub fn has_admin_capability() -> bool {
+    if super::geteuid() != 0 {
+        return false;
+    }
+    // In a user namespace uid_map is not the identity map of the whole range.
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => {
+            map.split_whitespace()
+                .collect::<Vec<_>>()
+                .starts_with(&["0", "0", "4294967295"])
+        }
+        Err(_) => true,
+    }
+}
+
+/// Open `O_TMPFILE` unsupported? Report whether the error means so.
+pub fn is_unsupported(e: Errno) -> bool {
+    matches!(
+        e.0,
+        libc::EOPNOTSUPP | libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::ENOTTY
+    )
+}
