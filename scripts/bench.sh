@@ -5,7 +5,7 @@
 #   sudo scripts/bench.sh [--reps N] [--quick] [--impls a,b] [--metrics a,b] [--layerfuse PATH]
 #                         [--out DIR] [--workdir DIR] [--settle SECS] [--samples N]
 #                         [--rebuild-fixture] [--no-build]
-#   sudo scripts/bench.sh --workload apt [--reps N] [...]
+#   sudo scripts/bench.sh --workload apt [--reps N] [--impls a,b] [--mirror URL] [...]
 #
 # Needs root, /dev/fuse and the overlay module. Installs fio, fuse-overlayfs, unionfs-fuse, attr
 # (and debootstrap for --workload apt) with apt-get if missing. Prints medians, min-max and the
@@ -49,6 +49,7 @@ while [[ $# -gt 0 ]]; do
     --rebuild-fixture) REBUILD=1; shift ;;
     --no-build) NO_BUILD=1; shift ;;
     --workload) WORKLOAD=$2; shift 2 ;;
+    --mirror) export BENCH_MIRROR=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -147,15 +148,15 @@ stop_daemon() {
   wait "$pid" 2>/dev/null || true
 }
 
-unmount_all() {
+unmount_all() { # newest first: mounts inside the union go before the union
   local mnt pid
   while read -r mnt pid; do
     [[ -n $mnt ]] || continue
     if grep -q " $mnt " /proc/mounts; then
       umount "$mnt" 2>/dev/null || { sleep 1; umount "$mnt" 2>/dev/null; } || umount -l "$mnt" || true
     fi
-    [[ $pid != 0 ]] && stop_daemon "$pid"
-  done <"$STATE/mounts"
+    if [[ $pid != 0 ]]; then stop_daemon "$pid"; fi
+  done < <(tac "$STATE/mounts")
   : >"$STATE/mounts"
 }
 
@@ -321,6 +322,7 @@ lowers_of() {
       BASE=$FX
       if [[ $impl == unionfs-fuse ]]; then LOWERS=l1u:l2u:l3; else LOWERS=l1:l2:l3; fi ;;
     m1) BASE=$FX LOWERS=m1 ;;
+    apt) BASE=$FX LOWERS=rootfs ;;
     ml*)
       n=${stack#ml}
       BASE=$FX/ml LOWERS=""
@@ -431,6 +433,7 @@ par_create_1|create $NCREATE x 1 KiB, 1 process|s|low
 par_create_2|create $NCREATE x 1 KiB, 2 processes|s|low
 entries_main|entries seen by the stat walk (sanity)|n|info
 entries_L500|entries seen with 500 lowers (sanity)|n|info
+apt|apt-get install $APT_PKGS in a chroot of the union|s|low
 EOF
 }
 entries_main() { [[ -f $OUTDIR/expected_entries ]] && cat "$OUTDIR/expected_entries" || echo "?"; }
@@ -711,10 +714,10 @@ probe() {
     set +e
     (
       set -e
-      mount_union "$impl" main "probe-$impl"
+      mount_union "$impl" "$PROBE_STACK" "probe-$impl"
       out=$(find "$MNT" -mindepth 1 -maxdepth 1 | wc -l)
       [[ $out -gt 0 ]] || { log "$impl: empty root after mount"; exit 1; }
-      [[ -f $MNT/data/big256m ]] || { log "$impl: lower file not visible"; exit 1; }
+      [[ -e $MNT/$PROBE_FILE ]] || { log "$impl: lower file $PROBE_FILE not visible"; exit 1; }
       umount_union
     )
     local rc=$?
@@ -745,7 +748,10 @@ write_env() {
 OUTDIR=$OUT
 mkdir -p "$OUTDIR/logs"
 
+APT_PKGS="python3 git make"
+PROBE_STACK=main PROBE_FILE=data/big256m
 if [[ -n $WORKLOAD ]]; then
+  PROBE_STACK=apt PROBE_FILE=usr/bin/apt-get
   # shellcheck source=scripts/bench-workload.sh
   source "$ROOT/scripts/bench-workload.sh"
   run_workload "$WORKLOAD"
