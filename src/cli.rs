@@ -3,6 +3,7 @@
 //! container runtimes and `mount.fuse3` use.
 
 use crate::config::{MountRequest, split_lowers};
+use crate::overlay::IdMap;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -27,9 +28,53 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Mount a union (returns once it is live; the daemon stays in the background).
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// Unmount a union; its daemon then exits.
     Umount(UmountArgs),
+    /// Manage named volumes (they outlive every mount that uses them).
+    Volume(VolumeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeArgs {
+    /// The volume store. Example: --root /srv/layerfuse
+    #[arg(long, value_name = "DIR", global = true)]
+    pub root: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: VolumeCommand,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VolumeCommand {
+    /// Make a volume (a random id without NAME). Example: layerfuse volume create appdata
+    Create { name: Option<String> },
+    /// List volumes. Example: layerfuse volume ls --format json
+    Ls {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Show a volume: name, created, host path, size, live mounts using it.
+    /// Example: layerfuse volume inspect appdata --format json
+    Inspect {
+        name: String,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Remove a volume (refused while a live mount uses it, unless --force).
+    /// Example: layerfuse volume rm appdata
+    Rm {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove every volume no live mount uses. Example: layerfuse volume prune
+    Prune,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -71,6 +116,28 @@ pub struct MountArgs {
     /// Mount read-only even with an upper. Example: --read-only
     #[arg(long)]
     pub read_only: bool,
+    /// Show stored user ids HOST..HOST+COUNT as CONTAINER..CONTAINER+COUNT (and store
+    /// the reverse); several triples may follow each other.
+    /// Example: --uidmapping 0:100000:65536
+    #[arg(long, value_name = "CONTAINER:HOST:COUNT")]
+    pub uidmapping: Option<String>,
+    /// The same for group ids. Example: --gidmapping 0:100000:65536
+    #[arg(long, value_name = "CONTAINER:HOST:COUNT")]
+    pub gidmapping: Option<String>,
+    /// Join a named volume at a directory of the union (made if missing; `:/target`
+    /// makes a fresh anonymous one). A new empty volume is first filled with what the
+    /// layers hold there, unless `nocopy`. Repeatable.
+    /// Example: --volume appdata:/var/lib/app  or  --volume :/cache:nocopy
+    #[arg(long = "volume", value_name = "NAME:/TARGET[:ro][,nocopy]")]
+    pub volumes: Vec<String>,
+    /// Join a host directory or single file at a path of the union. Repeatable.
+    /// Example: --bind /etc/resolv.conf:/etc/resolv.conf:ro
+    #[arg(long = "bind", value_name = "/HOST/PATH:/TARGET[:ro]")]
+    pub binds: Vec<String>,
+    /// The volume store (default /var/lib/layerfuse for root, else
+    /// $XDG_DATA_HOME/layerfuse). Example: --root /srv/layerfuse
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     /// Kernel mount flags, comma separated (nodev, nosuid, noexec, noatime).
     /// Example: -o nodev,noexec
     #[arg(short = 'o', value_name = "FLAGS")]
@@ -97,8 +164,22 @@ pub struct UmountArgs {
 }
 
 impl MountArgs {
-    pub fn request(&self) -> MountRequest {
-        MountRequest {
+    pub fn request(&self) -> Result<MountRequest, String> {
+        let mut ownership = crate::overlay::Ownership::default();
+        if let Some(m) = &self.uidmapping {
+            ownership.uids.ranges = IdMap::parse_ranges(m)?;
+        }
+        if let Some(m) = &self.gidmapping {
+            ownership.gids.ranges = IdMap::parse_ranges(m)?;
+        }
+        let mut splices = Vec::new();
+        for v in &self.volumes {
+            splices.push(crate::config::parse_splice(v, true).map_err(|e| e.to_string())?);
+        }
+        for b in &self.binds {
+            splices.push(crate::config::parse_splice(b, false).map_err(|e| e.to_string())?);
+        }
+        Ok(MountRequest {
             lowers: split_lowers(&self.lower),
             upper: self.upper.clone(),
             work: self.work.clone(),
@@ -114,7 +195,10 @@ impl MountArgs {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect(),
-        }
+            ownership,
+            splices,
+            store_root: self.root.clone(),
+        })
     }
 }
 
@@ -131,7 +215,9 @@ pub struct CompatMount {
 /// Whether argv is in fuse-overlayfs form (no subcommand).
 pub fn is_compat(args: &[OsString]) -> bool {
     match args.get(1).and_then(|a| a.to_str()) {
-        Some("mount" | "umount" | "help" | "--help" | "-h" | "--version" | "-V") => false,
+        Some("mount" | "umount" | "volume" | "help" | "--help" | "-h" | "--version" | "-V") => {
+            false
+        }
         Some(_) => true,
         None => false,
     }
@@ -180,6 +266,20 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, String> {
             ("volatile", None) | ("fsync", Some("0")) => req.volatile = true,
             ("redirect_dir", Some(v)) => req.redirect_dir = v != "off" && v != "nofollow",
             ("userxattr", None) => req.userxattr = true,
+            ("uidmapping", Some(v)) => req.ownership.uids.ranges = IdMap::parse_ranges(v)?,
+            ("gidmapping", Some(v)) => req.ownership.gids.ranges = IdMap::parse_ranges(v)?,
+            ("squash_to_root", None) => {
+                req.ownership.uids.squash = Some(0);
+                req.ownership.gids.squash = Some(0);
+            }
+            ("squash_to_uid", Some(v)) => {
+                req.ownership.uids.squash =
+                    Some(v.parse().map_err(|_| format!("bad squash_to_uid={v}"))?)
+            }
+            ("squash_to_gid", Some(v)) => {
+                req.ownership.gids.squash =
+                    Some(v.parse().map_err(|_| format!("bad squash_to_gid={v}"))?)
+            }
             ("ro", None) => req.read_only = true,
             ("rw", None) | ("dev", None) | ("suid", None) | ("exec", None) | ("atime", None) => {}
             ("nodev" | "nosuid" | "noexec" | "noatime" | "sync" | "dirsync", None) => {
@@ -268,6 +368,22 @@ mod tests {
         let c = parse_compat(&a).unwrap();
         assert_eq!(c.request.mountpoint, PathBuf::from("/mnt"));
         assert_eq!(c.unknown, vec!["frobnicate".to_string()]);
+    }
+
+    #[test]
+    fn id_mappings_and_squash_are_understood() {
+        let a = argv(&[
+            "layerfuse",
+            "-o",
+            "lowerdir=/a,uidmapping=:0:100000:65536,gidmapping=0:100000:65536,squash_to_gid=5",
+            "/m",
+        ]);
+        let c = parse_compat(&a).unwrap();
+        assert!(c.unknown.is_empty());
+        assert_eq!(c.request.ownership.uids.shown(100001), 1);
+        assert_eq!(c.request.ownership.gids.shown(100001), 5);
+        let bad = argv(&["layerfuse", "-o", "lowerdir=/a,uidmapping=1:2", "/m"]);
+        assert!(parse_compat(&bad).is_err());
     }
 
     #[test]

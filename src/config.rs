@@ -1,15 +1,105 @@
 //! Validated settings: argv becomes a [`MountConfig`] before any work starts, and
 //! every bad input becomes one [`ConfigError`] line naming the path and the problem.
 
-use crate::overlay::OverlayConfig;
+use crate::overlay::{OverlayConfig, Ownership};
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+/// Where a splice's content comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpliceSource {
+    /// A named volume (made if missing); `None`: a fresh anonymous one.
+    Volume(Option<String>),
+    /// A host directory or file.
+    Bind(PathBuf),
+}
+
+/// A `--volume` or `--bind` argument, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpliceSpec {
+    pub source: SpliceSource,
+    /// Inside the merged tree, without the leading `/`.
+    pub target: PathBuf,
+    pub read_only: bool,
+    /// Do not fill a new volume with what the layers hold at the target.
+    pub nocopy: bool,
+}
+
+/// Parse `SOURCE:/target[:OPTS]` (OPTS: `ro`, `rw`, `nocopy`, comma separated).
+pub fn parse_splice(spec: &str, volume: bool) -> Result<SpliceSpec, ConfigError> {
+    let bad = |why: &str| ConfigError::Invalid(format!("{spec}: {why}"));
+    let mut parts: Vec<&str> = spec.split(':').collect();
+    let mut read_only = false;
+    let mut nocopy = false;
+    let is_opts = |s: &str| {
+        !s.is_empty()
+            && s.split(',')
+                .all(|o| matches!(o, "ro" | "rw" | "nocopy" | "z" | "Z" | ""))
+    };
+    if parts.len() >= 3 && parts.last().is_some_and(|l| is_opts(l)) {
+        for o in parts.pop().unwrap_or_default().split(',') {
+            match o {
+                "ro" => read_only = true,
+                "rw" => read_only = false,
+                "nocopy" => nocopy = true,
+                _ => {}
+            }
+        }
+    }
+    if parts.len() < 2 {
+        return Err(bad("expected SOURCE:/target[:ro]"));
+    }
+    let target = parts.pop().unwrap_or_default();
+    let source = parts.join(":");
+    let target = check_target(target).map_err(|w| bad(&w))?;
+    let source = if volume {
+        if source.is_empty() {
+            SpliceSource::Volume(None)
+        } else {
+            crate::volumes::check_name(&source).map_err(ConfigError::Invalid)?;
+            SpliceSource::Volume(Some(source))
+        }
+    } else {
+        if !source.starts_with('/') {
+            return Err(bad("a bind source must be an absolute path"));
+        }
+        SpliceSource::Bind(PathBuf::from(source))
+    };
+    Ok(SpliceSpec {
+        source,
+        target,
+        read_only,
+        nocopy,
+    })
+}
+
+/// A splice target: absolute, no `.` or `..`, not the root. Returns it relative.
+fn check_target(t: &str) -> Result<PathBuf, String> {
+    if !t.starts_with('/') {
+        return Err(format!("target {t:?} must be an absolute path"));
+    }
+    let comps: Vec<&str> = t.split('/').filter(|c| !c.is_empty()).collect();
+    if comps.is_empty() {
+        return Err("the target cannot be the root of the union".into());
+    }
+    if comps.iter().any(|c| *c == "." || *c == "..") {
+        return Err(format!("target {t:?} must not contain . or .."));
+    }
+    if comps.iter().any(|c| c.len() > 255) {
+        return Err(format!("target {t:?} has a name longer than 255 bytes"));
+    }
+    Ok(PathBuf::from(comps.join("/")))
+}
 
 /// Everything `layerfuse mount` needs, checked.
 #[derive(Clone, Debug)]
 pub struct MountConfig {
     pub overlay: OverlayConfig,
+    /// Volumes and binds, checked but not yet made (volumes are made by the daemon).
+    pub splices: Vec<SpliceSpec>,
+    /// The volume store's root (`--root`).
+    pub store_root: Option<PathBuf>,
     pub mountpoint: PathBuf,
     /// Kernel mount flags passed through (`nodev`, `noexec`, …).
     pub flags: Vec<String>,
@@ -124,6 +214,9 @@ pub struct MountRequest {
     pub volatile: bool,
     pub read_only: bool,
     pub flags: Vec<String>,
+    pub ownership: Ownership,
+    pub splices: Vec<SpliceSpec>,
+    pub store_root: Option<PathBuf>,
 }
 
 impl MountRequest {
@@ -189,13 +282,32 @@ impl MountRequest {
             _ => return Err(ConfigError::UpperWithoutWork),
         };
         let read_only = self.read_only || upper.is_none();
+        let mut seen = Vec::new();
+        for s in &self.splices {
+            if seen.contains(&&s.target) {
+                return Err(ConfigError::Invalid(format!(
+                    "/{}: two volumes or binds at the same target",
+                    s.target.display()
+                )));
+            }
+            seen.push(&s.target);
+            if let SpliceSource::Bind(src) = &s.source
+                && !src.exists()
+            {
+                return Err(ConfigError::Missing(src.clone()));
+            }
+        }
         Ok(MountConfig {
+            splices: self.splices.clone(),
+            store_root: self.store_root.clone(),
             overlay: OverlayConfig {
                 lowers,
                 upper: if self.read_only { None } else { upper },
                 redirect_dir: self.redirect_dir,
                 userxattr: self.userxattr,
                 volatile: self.volatile,
+                ownership: self.ownership.clone(),
+                splices: Vec::new(),
             },
             mountpoint,
             flags: self.flags.clone(),
@@ -277,6 +389,30 @@ mod tests {
         assert!(!mountinfo_is_layerfuse(line, Path::new("/mnt/a")));
         let other = "36 35 0:45 / /mnt/x rw - fuse.sshfs host: rw";
         assert!(!mountinfo_is_layerfuse(other, Path::new("/mnt/x")));
+    }
+
+    #[test]
+    fn splice_specs_parse_and_bad_ones_are_refused() {
+        let v = parse_splice("data:/var/lib/app:ro", true).unwrap();
+        assert_eq!(v.source, SpliceSource::Volume(Some("data".into())));
+        assert_eq!(v.target, PathBuf::from("var/lib/app"));
+        assert!(v.read_only);
+        let anon = parse_splice(":/data", true).unwrap();
+        assert_eq!(anon.source, SpliceSource::Volume(None));
+        let b = parse_splice("/host/a:b:/etc/x:rw,nocopy", false).unwrap();
+        assert_eq!(b.source, SpliceSource::Bind(PathBuf::from("/host/a:b")));
+        assert!(b.nocopy && !b.read_only);
+        for bad in [
+            "data:rel",
+            "data:/",
+            "data:/a/../b",
+            "a/b:/x",
+            "x",
+            "data:/./y",
+        ] {
+            assert!(parse_splice(bad, true).is_err(), "{bad}");
+        }
+        assert!(parse_splice("rel/src:/x", false).is_err());
     }
 
     #[test]

@@ -11,3 +11,4 @@ pub mod fuse;
 pub mod layer;
 pub mod overlay;
 pub mod sys;
+pub mod volumes;

@@ -4,9 +4,12 @@
 
 use clap::Parser;
 use layerfuse::cli::{self, Cli, Command};
+use layerfuse::cli::{Format, VolumeArgs, VolumeCommand};
+use layerfuse::config::SpliceSource;
 use layerfuse::config::{self, MountConfig, MountRequest};
 use layerfuse::fuse::{self, MountOptions};
-use layerfuse::overlay::Overlay;
+use layerfuse::overlay::{Overlay, SpliceConfig};
+use layerfuse::volumes::{Claim, VolumeStore};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
@@ -31,15 +34,19 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Mount(m) => {
                 init_logging(&m.log_level);
-                mount_or_spawn(m.request(), m.foreground)
+                m.request()
+                    .and_then(|req| mount_or_spawn(req, m.foreground))
             }
             Command::Umount(u) => umount(&u.mountpoint, u.lazy),
+            Command::Volume(v) => volume_command(v),
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            eprintln!("layerfuse: {msg}");
+            if !msg.is_empty() {
+                eprintln!("layerfuse: {msg}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -55,8 +62,11 @@ fn run_compat(args: &[OsString]) -> Result<(), String> {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // fuser warns when it finds the mount already gone at exit, which is how every
+    // unmount from outside ends: not worth a line.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},fuser::session=error"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| -> Box<dyn Write> {
@@ -97,11 +107,14 @@ fn spawn_daemon() -> Result<(), String> {
         .map_err(|e| format!("cannot start daemon: {e}"))?;
     let stderr = child.stderr.take();
     let relay = std::thread::spawn(move || {
+        let mut said = false;
         if let Some(s) = stderr {
             for line in BufReader::new(s).lines().map_while(Result::ok) {
                 eprintln!("{line}");
+                said = true;
             }
         }
+        said
     });
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -111,15 +124,97 @@ fn spawn_daemon() -> Result<(), String> {
         }
     }
     let status = child.wait().map_err(|e| e.to_string())?;
-    let _ = relay.join();
-    Err(format!(
-        "daemon exited before the mount was live ({status})"
-    ))
+    let said = relay.join().unwrap_or(false);
+    if said {
+        // The daemon's own line (already relayed) says what went wrong.
+        Err(String::new())
+    } else {
+        Err(format!(
+            "daemon exited before the mount was live ({status})"
+        ))
+    }
+}
+
+/// The volumes and binds of a mount, ready for the union.
+#[derive(Default)]
+struct Attached {
+    splices: Vec<SpliceConfig>,
+    /// Per splice: fill it from the layers first (a new, empty volume).
+    populate: Vec<bool>,
+    /// Held while mounted: marks the volumes as in use.
+    _claims: Vec<Claim>,
+    /// Volumes made by this mount, removed again if the mount is refused.
+    made: Vec<String>,
+}
+
+/// Make (or find) the volumes a mount asks for, claim them for this process, and
+/// turn every volume and bind into a splice of the union.
+fn attach_splices(cfg: &MountConfig) -> Result<Attached, String> {
+    let store = VolumeStore::new(cfg.store_root.clone());
+    let (mut splices, mut populate, mut claims) = (Vec::new(), Vec::new(), Vec::new());
+    let mut made = Vec::new();
+    for s in &cfg.splices {
+        let target = s.target.as_os_str().as_encoded_bytes().to_vec();
+        match &s.source {
+            SpliceSource::Volume(name) => {
+                let (v, new) = match name {
+                    Some(n) => store.get_or_create(n)?,
+                    None => (store.create(None)?, true),
+                };
+                if new {
+                    made.push(v.name.clone());
+                }
+                claims.push(store.claim(&v.name, &cfg.mountpoint)?);
+                let empty = std::fs::read_dir(&v.path)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false);
+                populate.push(empty && !s.nocopy);
+                splices.push(SpliceConfig {
+                    target,
+                    source: v.path,
+                    read_only: s.read_only,
+                });
+            }
+            SpliceSource::Bind(src) => {
+                populate.push(false);
+                splices.push(SpliceConfig {
+                    target,
+                    source: src.clone(),
+                    read_only: s.read_only,
+                });
+            }
+        }
+    }
+    Ok(Attached {
+        splices,
+        populate,
+        _claims: claims,
+        made,
+    })
 }
 
 /// Open the layers, mount, and serve until unmounted.
 fn serve(cfg: &MountConfig, notify: bool) -> Result<(), String> {
-    let overlay = Overlay::new(&cfg.overlay).map_err(|e| e.to_string())?;
+    let attached = attach_splices(cfg)?;
+    // A refused mount leaves no volume it made behind.
+    let refused = |attached: Attached, msg: String| {
+        let store = VolumeStore::new(cfg.store_root.clone());
+        let made = attached.made.clone();
+        drop(attached);
+        for name in made {
+            let _ = store.remove(&name, true);
+        }
+        msg
+    };
+    let mut ocfg = cfg.overlay.clone();
+    ocfg.splices = attached.splices.clone();
+    let overlay = match Overlay::new(&ocfg) {
+        Ok(o) => o,
+        Err(e) => return Err(refused(attached, e.to_string())),
+    };
+    if let Err(e) = overlay.prepare_splices(&attached.populate) {
+        return Err(refused(attached, e));
+    }
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -172,4 +267,64 @@ fn umount(mountpoint: &std::path::Path, lazy: bool) -> Result<(), String> {
         return Err(format!("{}: not a layerfuse mount", mountpoint.display()));
     }
     layerfuse::sys::unmount(mountpoint, lazy).map_err(|e| format!("{}: {e}", mountpoint.display()))
+}
+
+fn volume_command(args: VolumeArgs) -> Result<(), String> {
+    let store = VolumeStore::new(args.root);
+    match args.command {
+        VolumeCommand::Create { name } => {
+            let v = store.create(name.as_deref())?;
+            println!("{}", v.name);
+        }
+        VolumeCommand::Ls { format } => {
+            let vols = store.list();
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&vols).map_err(|e| e.to_string())?
+                ),
+                Format::Text => {
+                    println!("NAME");
+                    for v in vols {
+                        println!("{}", v.name);
+                    }
+                }
+            }
+        }
+        VolumeCommand::Inspect { name, format } => {
+            let v = store.get(&name)?;
+            let users = store.users(&name);
+            let size = store.size(&v);
+            let info = serde_json::json!({
+                "name": v.name,
+                "created": v.created,
+                "anonymous": v.anonymous,
+                "path": v.path,
+                "size": size,
+                "mounts": users,
+            });
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&info).map_err(|e| e.to_string())?
+                ),
+                Format::Text => {
+                    println!("name:    {}", v.name);
+                    println!("created: {}", v.created);
+                    println!("path:    {}", v.path.display());
+                    println!("size:    {size}");
+                    for u in users {
+                        println!("mounted: {} (pid {})", u.mountpoint, u.pid);
+                    }
+                }
+            }
+        }
+        VolumeCommand::Rm { name, force } => store.remove(&name, force)?,
+        VolumeCommand::Prune => {
+            for n in store.prune()? {
+                println!("{n}");
+            }
+        }
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 
 mod convert;
 mod mount;
+mod passthrough;
 
 pub use mount::{MountOptions, mount};
 
@@ -13,8 +14,8 @@ use convert::{errno, file_attr, file_type, time_set};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, FileHandle, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::path::Path;
@@ -23,15 +24,38 @@ use std::time::{Duration, SystemTime};
 
 /// How long the kernel may trust an entry or attributes without asking again.
 const TTL: Duration = Duration::from_secs(24 * 3600);
+/// The same inside a volume or bind mount, whose source the host may change: a
+/// change made on the host is seen through the mount within this time.
+const SPLICE_TTL: Duration = Duration::from_secs(1);
+
+fn ttl(a: &crate::overlay::Attr) -> &'static Duration {
+    if a.volatile { &SPLICE_TTL } else { &TTL }
+}
 
 /// The union served over FUSE.
 pub struct LayerFs {
     overlay: Arc<Overlay>,
+    /// Passthrough was negotiated with the kernel.
+    passthrough_on: bool,
+    passthrough: passthrough::PassthroughTable,
 }
 
 impl LayerFs {
     pub fn new(overlay: Arc<Overlay>) -> LayerFs {
-        LayerFs { overlay }
+        LayerFs {
+            overlay,
+            passthrough_on: false,
+            passthrough: Default::default(),
+        }
+    }
+
+    /// The backing file of a newly opened handle, if the kernel may use it directly.
+    fn backing_fd(&self, fh: u64) -> Option<Arc<std::os::fd::OwnedFd>> {
+        if self.passthrough_on {
+            self.overlay.backing_file(fh)
+        } else {
+            None
+        }
     }
 }
 
@@ -59,8 +83,19 @@ impl fuser::Filesystem for LayerFs {
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_MAX_PAGES
             | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_AUTO_INVAL_DATA;
+            | InitFlags::FUSE_AUTO_INVAL_DATA
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO;
         let _ = config.add_capabilities(wanted & config.capabilities());
+        // Reads and writes of upper files go straight to the backing file. Not with a
+        // writeback cache (the two exclude each other), which is not requested.
+        if self.overlay.may_passthrough()
+            && config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough_on = true;
+        }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
@@ -69,9 +104,12 @@ impl fuser::Filesystem for LayerFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.overlay.lookup(parent.0, name) {
-            Ok((attr, generation)) => {
-                reply.entry_with_ttls(&TTL, &TTL, &file_attr(&attr), Generation(generation))
-            }
+            Ok((attr, generation)) => reply.entry_with_ttls(
+                ttl(&attr),
+                ttl(&attr),
+                &file_attr(&attr),
+                Generation(generation),
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -82,7 +120,7 @@ impl fuser::Filesystem for LayerFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.overlay.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -114,7 +152,7 @@ impl fuser::Filesystem for LayerFs {
             mtime: time_set(mtime),
         };
         match self.overlay.setattr(ino.0, set) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -150,7 +188,7 @@ impl fuser::Filesystem for LayerFs {
                 if let Some(fh) = fh {
                     self.overlay.release(fh);
                 }
-                reply.entry_with_ttls(&TTL, &TTL, &file_attr(&attr), Generation(0))
+                reply.entry_with_ttls(ttl(&attr), ttl(&attr), &file_attr(&attr), Generation(0))
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -169,7 +207,9 @@ impl fuser::Filesystem for LayerFs {
             .overlay
             .create(parent.0, name, mode, NewEntry::Dir, caller(req, umask))
         {
-            Ok((attr, _)) => reply.entry_with_ttls(&TTL, &TTL, &file_attr(&attr), Generation(0)),
+            Ok((attr, _)) => {
+                reply.entry_with_ttls(ttl(&attr), ttl(&attr), &file_attr(&attr), Generation(0))
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -203,7 +243,9 @@ impl fuser::Filesystem for LayerFs {
             .overlay
             .create(parent.0, link_name, 0o777, what, caller(req, 0))
         {
-            Ok((attr, _)) => reply.entry_with_ttls(&TTL, &TTL, &file_attr(&attr), Generation(0)),
+            Ok((attr, _)) => {
+                reply.entry_with_ttls(ttl(&attr), ttl(&attr), &file_attr(&attr), Generation(0))
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -236,15 +278,25 @@ impl fuser::Filesystem for LayerFs {
         reply: ReplyEntry,
     ) {
         match self.overlay.link(ino.0, newparent.0, newname) {
-            Ok(attr) => reply.entry_with_ttls(&TTL, &TTL, &file_attr(&attr), Generation(0)),
+            Ok(attr) => {
+                reply.entry_with_ttls(ttl(&attr), ttl(&attr), &file_attr(&attr), Generation(0))
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.overlay.open(ino.0, flags.0) {
-            Ok((fh, info)) => reply.opened(FileHandle(fh), open_flags(info)),
-            Err(e) => reply.error(errno(e)),
+        let (fh, info) = match self.overlay.open(ino.0, flags.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let fd = self.backing_fd(fh);
+        let backing = self.passthrough.open(ino.0, fh, || {
+            fd.as_deref().and_then(|fd| reply.open_backing(fd).ok())
+        });
+        match backing {
+            Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+            None => reply.opened(FileHandle(fh), open_flags(info)),
         }
     }
 
@@ -272,12 +324,13 @@ impl fuser::Filesystem for LayerFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.overlay.write(fh.0, offset, data) {
+        let from_page_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
+        match self.overlay.write(fh.0, offset, data, from_page_cache) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }
@@ -304,6 +357,7 @@ impl fuser::Filesystem for LayerFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.passthrough.release(fh.0);
         self.overlay.release(fh.0);
         reply.ok();
     }
@@ -324,7 +378,13 @@ impl fuser::Filesystem for LayerFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.overlay.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // The kernel may keep listings: every change to a directory goes through
+            // this mount, and the kernel drops its copy when the directory changes.
+            Ok((fh, info)) if info.keep_cache => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Ok((fh, _)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -344,6 +404,49 @@ impl fuser::Filesystem for LayerFs {
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(e.ino), (i + 1) as u64, file_type(e.kind), &e.name) {
                 break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.overlay.readdir(fh.0, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno(e)),
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let next = (i + 1) as u64;
+            // `.` and `..` carry no lookup reference; the kernel ignores their attributes.
+            let dots = e.name == "." || e.name == "..";
+            let attr = if dots {
+                self.overlay
+                    .getattr(if e.name == "." { ino.0 } else { e.ino }, None)
+            } else {
+                self.overlay.entry_attr(fh.0, &e.name)
+            };
+            let Ok(attr) = attr else {
+                // Gone since the listing was taken: leave it out.
+                continue;
+            };
+            if reply.add(
+                INodeNo(attr.ino),
+                next,
+                &e.name,
+                ttl(&attr),
+                &file_attr(&attr),
+                Generation(0),
+            ) {
+                break;
+            }
+            if !dots {
+                self.overlay.count_lookup(attr.ino);
             }
         }
         reply.ok();
@@ -376,7 +479,7 @@ impl fuser::Filesystem for LayerFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.overlay.statfs() {
+        match self.overlay.statfs(_ino.0) {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
@@ -443,13 +546,33 @@ impl fuser::Filesystem for LayerFs {
             NewEntry::File { flags },
             caller(req, umask),
         ) {
-            Ok((attr, Some(fh))) => reply.created(
-                &TTL,
-                &file_attr(&attr),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok((attr, Some(fh))) => {
+                let fd = self.backing_fd(fh);
+                let backing = self.passthrough.open(attr.ino, fh, || {
+                    fd.as_deref().and_then(|fd| reply.open_backing(fd).ok())
+                });
+                match backing {
+                    Some(b) => reply.created_passthrough(
+                        ttl(&attr),
+                        &file_attr(&attr),
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                        &b,
+                    ),
+                    None => reply.created(
+                        ttl(&attr),
+                        &file_attr(&attr),
+                        Generation(0),
+                        FileHandle(fh),
+                        if attr.volatile {
+                            FopenFlags::empty()
+                        } else {
+                            FopenFlags::FOPEN_KEEP_CACHE
+                        },
+                    ),
+                }
+            }
             Ok((_, None)) => reply.error(fuser::Errno::EIO),
             Err(e) => reply.error(errno(e)),
         }

@@ -76,6 +76,16 @@ pub fn mount(overlay: Arc<Overlay>, mountpoint: &Path, opts: &MountOptions) -> i
     config.acl = SessionACL::All;
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = cfg!(target_os = "linux") && opts.threads > 1;
-    let session = Session::new(LayerFs::new(overlay), mountpoint, &config)?;
+    let session = Session::new(LayerFs::new(overlay.clone()), mountpoint, &config)?;
+    // Attribute invalidations carry no page-cache range, so the kernel takes no lock
+    // that a request in flight could hold: they can be sent from inside a handler.
+    let notifier = session.notifier();
+    overlay.on_attr_change(Box::new(move |ino| {
+        let r = notifier.inval_inode(fuser::INodeNo(ino), -1, 0);
+        tracing::debug!(ino, ?r, "invalidate attributes");
+        if let Err(e) = r {
+            tracing::debug!(ino, error = %e, "attribute invalidation not delivered");
+        }
+    }));
     Ok(Mounted { session })
 }

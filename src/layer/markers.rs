@@ -16,6 +16,7 @@ pub struct MarkerNames {
     redirect: OsString,
     whiteout: OsString,
     origin: OsString,
+    nlink: OsString,
     /// Prefix under which an overlay xattr set *through* the mount is stored escaped.
     escaped: OsString,
 }
@@ -37,6 +38,7 @@ impl MarkerNames {
             redirect: n("redirect"),
             whiteout: n("whiteout"),
             origin: n("origin"),
+            nlink: n("nlink"),
             escaped: n("overlay."),
         }
     }
@@ -55,6 +57,11 @@ impl MarkerNames {
     }
     pub fn origin(&self) -> &OsStr {
         &self.origin
+    }
+    /// `U+N`: the union's link count is the upper inode's plus N (hard links whose
+    /// other names are still only in a lower layer).
+    pub fn nlink(&self) -> &OsStr {
+        &self.nlink
     }
 
     /// How an xattr name read from a layer shows through the mount: the union's own

@@ -57,6 +57,8 @@ pub struct Layer {
     pub markers: MarkerNames,
     /// Whether `.wh.` files mean whiteouts here (layers written by runtimes).
     pub oci: bool,
+    /// The filesystem's UUID, as the kernel puts it into origin file handles.
+    uuid: Option<[u8; 16]>,
 }
 
 /// A path relative to a layer root, as bytes: components joined by `/`, no leading
@@ -82,13 +84,46 @@ impl Layer {
         if st.kind() != FileKind::Directory {
             return Err(Errno::ENOTDIR);
         }
+        let uuid = sys::fs_uuid(sys::borrow(&root));
         Ok(Layer {
             root,
             path: path.to_path_buf(),
             dev: st.dev,
             markers,
             oci,
+            uuid,
         })
+    }
+
+    /// The entry of this layer an `overlay.origin` value names, if it is in this layer
+    /// (same filesystem UUID, and the kernel can open the handle here).
+    pub fn stat_origin(&self, origin: &[u8]) -> Option<Stat> {
+        if origin.len() <= 21 || origin[0] != 0 || origin[1] != 0xfb {
+            return None;
+        }
+        if origin[5..21] != self.uuid.unwrap_or([0; 16]) {
+            return None;
+        }
+        let fd = sys::open_by_handle(self.root(), i32::from(origin[4]), &origin[21..]).ok()?;
+        let st = sys::stat_fd(sys::borrow(&fd)).ok()?;
+        (st.dev == self.dev).then_some(st)
+    }
+
+    /// The kernel's `overlay.origin` value for the entry behind `fd` in this layer:
+    /// `struct ovl_fb` (version 0, magic 0xfb, length, flags, handle type, the
+    /// filesystem UUID) followed by the file handle. `None` where the filesystem
+    /// cannot make file handles.
+    pub fn origin_handle(&self, fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
+        let (ty, handle) = sys::file_handle(fd).ok()?;
+        let len = 21 + handle.len();
+        let ty = u8::try_from(ty).ok()?;
+        let mut fb = Vec::with_capacity(len);
+        // Little-endian CPUs need no endianness flag; big-endian ones say so.
+        let flags = if cfg!(target_endian = "big") { 1 } else { 0 };
+        fb.extend_from_slice(&[0, 0xfb, u8::try_from(len).ok()?, flags, ty]);
+        fb.extend_from_slice(&self.uuid.unwrap_or([0; 16]));
+        fb.extend_from_slice(&handle);
+        Some(fb)
     }
 
     pub fn root(&self) -> BorrowedFd<'_> {

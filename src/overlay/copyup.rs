@@ -5,9 +5,10 @@
 //! any moment leaves either the lower entry visible or the complete copy. Leftovers
 //! in the work dir are removed at the next mount. Parents are copied first.
 
-use super::node::Node;
+use super::lookup::Resolved;
+use super::node::{IndexRef, Node};
 use super::{Overlay, Upper};
-use crate::layer::{self, Layer};
+use crate::layer;
 use crate::sys::{self, Errno, FileKind, Stat, SysResult, TimeSet};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -43,6 +44,50 @@ pub(super) fn prepare_work_dir(work_root: BorrowedFd<'_>) -> SysResult<OwnedFd> 
     Ok(work)
 }
 
+/// Open (making it if needed) an index dir of the work dir, kept across mounts:
+/// `W/index` (the kernel's, entries named by origin file handle) or `W/lf-index`
+/// (layerfuse's own, for files whose filesystem has no file handles).
+pub(super) fn open_index_dir(work_root: BorrowedFd<'_>, name: &str) -> SysResult<OwnedFd> {
+    let name = OsStr::new(name);
+    match sys::mkdir_at(work_root, name, 0o700) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    sys::open_at(
+        work_root,
+        name,
+        sys::oflag::RDONLY | sys::oflag::DIRECTORY,
+        0,
+    )
+}
+
+/// Where the index keeps the copy of a lower file with several names.
+pub(super) struct IndexSlot<'a> {
+    pub dir: BorrowedFd<'a>,
+    pub key: OsString,
+    pub kernel: bool,
+}
+
+/// The index entry of a lower inode: the kernel's name (hex of its origin file
+/// handle) where there is one, so the kernel finds the same entry.
+pub(super) fn index_slot<'a>(upper: &'a Upper, origin: Option<&[u8]>, st: &Stat) -> IndexSlot<'a> {
+    match origin {
+        Some(fb) => {
+            let hex: String = fb.iter().map(|b| format!("{b:02x}")).collect();
+            IndexSlot {
+                dir: sys::borrow(&upper.kernel_index),
+                key: OsString::from(hex),
+                kernel: true,
+            }
+        }
+        None => IndexSlot {
+            dir: sys::borrow(&upper.index),
+            key: OsString::from(format!("{:x}-{:x}", st.dev, st.ino)),
+            kernel: false,
+        },
+    }
+}
+
 /// Remove `name` in `dir` and everything below it.
 pub(super) fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
     let st = match sys::stat_at(dir, name) {
@@ -66,6 +111,115 @@ impl Overlay {
     pub(super) fn temp_name(&self) -> OsString {
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         OsString::from(format!("#lf{:x}-{:x}", sys::getpid(), n))
+    }
+
+    /// A lower file with several names whose inode was copied up through another
+    /// name (found in the index): link this name to that copy too. Returns whether it
+    /// did. Call with the tree lock held.
+    pub(super) fn join_indexed_copy(
+        &self,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        r: &Resolved,
+    ) -> SysResult<bool> {
+        let Some(upper) = &self.upper else {
+            return Ok(false);
+        };
+        let st = &r.stat;
+        if st.kind() == FileKind::Directory || st.nlink <= 1 {
+            return Ok(false);
+        }
+        let Some(lower) = r.lowers.first() else {
+            return Ok(false);
+        };
+        let layer = &self.lowers[lower.layer];
+        let origin = layer
+            .open_any(&lower.path)
+            .ok()
+            .and_then(|fd| layer.origin_handle(sys::borrow(&fd)));
+        let slot = index_slot(upper, origin.as_deref(), st);
+        if sys::stat_at(slot.dir, &slot.key).is_err() {
+            return Ok(false);
+        }
+        self.copy_up(parent, Data::Full)?;
+        let pdir = upper.layer.open_dir(&self.upper_path(parent))?;
+        let pst = sys::stat_fd(sys::borrow(&pdir))?;
+        match sys::link_at(slot.dir, &slot.key, sys::borrow(&pdir), name) {
+            Ok(()) => {
+                // Joining a copy is no change of the directory: keep its times.
+                let _ = sys::set_times_fd(
+                    sys::borrow(&pdir),
+                    TimeSet::At(pst.atime),
+                    TimeSet::At(pst.mtime),
+                );
+                self.add_nlink_adjust(slot.dir, &slot.key, -1);
+                Ok(true)
+            }
+            Err(Errno::EEXIST) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The index entry of an upper file with several names, found by its origin
+    /// record (or its own identity where the filesystem has no file handles).
+    pub(super) fn index_of(&self, origin: Option<&[u8]>, st: &Stat) -> Option<IndexRef> {
+        let upper = self.upper.as_ref()?;
+        let origin = origin.filter(|o| !o.is_empty());
+        let slot = index_slot(upper, origin, st);
+        let here = sys::stat_at(slot.dir, &slot.key).ok()?;
+        (here.ino == st.ino && here.dev == st.dev).then_some(IndexRef {
+            kernel: slot.kernel,
+            key: slot.key,
+        })
+    }
+
+    /// Where a node's data lives in the upper layer: its directory and name there.
+    /// A hard link whose recorded name was removed is reached through its index entry.
+    pub(super) fn upper_object(&self, node: &Node) -> SysResult<(OwnedFd, OsString)> {
+        let upper = self.upper()?;
+        let (stale, index) = {
+            let s = node.state.read();
+            (s.stale_name, s.index.clone())
+        };
+        if let (true, Some(ix)) = (stale, index) {
+            let dir = if ix.kernel {
+                &upper.kernel_index
+            } else {
+                &upper.index
+            };
+            return Ok((sys::dup(sys::borrow(dir))?, ix.key));
+        }
+        let path = self.upper_path(node);
+        match layer::split_last(&path) {
+            Some((d, n)) => Ok((upper.layer.open_dir(d)?, n.to_owned())),
+            None => Ok((upper.layer.open_dir(b"")?, ".".into())),
+        }
+    }
+
+    /// The `overlay.nlink` adjustment of the inode behind `fd`.
+    pub(super) fn read_nlink_adjust(&self, fd: BorrowedFd<'_>) -> i64 {
+        sys::get_xattr(fd, self.markers.nlink())
+            .ok()
+            .and_then(|v| {
+                let s = std::str::from_utf8(&v).ok()?;
+                s.strip_prefix('U')?.parse::<i64>().ok()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Change the `overlay.nlink` adjustment of `dir/name` by `delta`; returns the new one.
+    pub(super) fn add_nlink_adjust(&self, dir: BorrowedFd<'_>, name: &OsStr, delta: i64) -> i64 {
+        let Ok(fd) = sys::open_path_at(dir, name) else {
+            return 0;
+        };
+        let adjust = self.read_nlink_adjust(sys::borrow(&fd)) + delta;
+        let _ = sys::set_xattr(
+            sys::borrow(&fd),
+            self.markers.nlink(),
+            format!("U{adjust:+}").as_bytes(),
+            0,
+        );
+        adjust
     }
 
     /// Make sure `node` (and every ancestor) exists in the upper layer.
@@ -112,16 +266,77 @@ impl Overlay {
         let src_dir = sys::borrow(&src_dir);
         let st = sys::stat_at(src_dir, src_name)?;
         let work = sys::borrow(&upper.work);
+        let origin = sys::open_path_at(src_dir, src_name)
+            .ok()
+            .and_then(|fd| src_layer.origin_handle(sys::borrow(&fd)));
+        let indexed = kind != FileKind::Directory && st.nlink > 1;
+        let IndexSlot {
+            dir: index,
+            key,
+            kernel,
+        } = index_slot(upper, origin.as_deref(), &st);
+        let index_ref = indexed.then(|| IndexRef {
+            kernel,
+            key: key.clone(),
+        });
+        // Another name of this inode was copied up already: join it.
+        if indexed && sys::stat_at(index, &key).is_ok() {
+            let ppath = self.upper_path(&parent);
+            let pdir = upper.layer.open_dir(&ppath)?;
+            let pst = sys::stat_fd(sys::borrow(&pdir))?;
+            sys::link_at(index, &key, sys::borrow(&pdir), &name)?;
+            let _ = sys::set_times_fd(
+                sys::borrow(&pdir),
+                TimeSet::At(pst.atime),
+                TimeSet::At(pst.mtime),
+            );
+            let adjust = self.add_nlink_adjust(index, &key, -1);
+            let mut s = node.state.write();
+            s.upper = true;
+            s.nlink_adjust = adjust;
+            s.index = index_ref;
+            return Ok(());
+        }
         let tmp = self.temp_name();
-        let built = self.build_copy(src_layer, src_dir, src_name, &st, work, &tmp, kind, data);
+        let built = self.build_copy(
+            src_dir,
+            src_name,
+            &st,
+            (work, &tmp),
+            kind,
+            data,
+            origin.as_deref().unwrap_or(b""),
+        );
         if let Err(e) = built {
             let _ = remove_tree(work, &tmp);
             return Err(e);
+        }
+        if indexed {
+            // Two names now (index + this one) stand for the lower's `nlink`.
+            let adjust = st.nlink as i64 - 2;
+            if let Ok(fd) = sys::open_path_at(work, &tmp) {
+                let _ = sys::set_xattr(
+                    sys::borrow(&fd),
+                    self.markers.nlink(),
+                    format!("U{adjust:+}").as_bytes(),
+                    0,
+                );
+            }
+            node.state.write().nlink_adjust = adjust;
+            match sys::link_at(work, &tmp, index, &key) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => {
+                    let _ = remove_tree(work, &tmp);
+                    return Err(e);
+                }
+            }
         }
         // Into place: the parent's upper path is computed now, under the tree lock
         // the caller holds, so a concurrent rename cannot move it under us.
         let ppath = self.upper_path(&parent);
         let pdir = upper.layer.open_dir(&ppath)?;
+        // A copy-up is not a change of the parent: its times are put back after.
+        let pst = sys::stat_fd(sys::borrow(&pdir))?;
         if let Err(e) = sys::rename_at(
             work,
             &tmp,
@@ -132,10 +347,25 @@ impl Overlay {
             let _ = remove_tree(work, &tmp);
             return Err(e);
         }
+        let _ = sys::set_times_fd(
+            sys::borrow(&pdir),
+            TimeSet::At(pst.atime),
+            TimeSet::At(pst.mtime),
+        );
         if !self.volatile {
             let _ = sys::fsync(sys::borrow(&pdir));
         }
-        node.state.write().upper = true;
+        {
+            let mut s = node.state.write();
+            s.upper = true;
+            if index_ref.is_some() {
+                s.index = index_ref;
+            }
+        }
+        if kind == FileKind::Directory {
+            // Now merged: it reports nlink 1 from here on.
+            self.attr_changed(node.ino);
+        }
         Ok(())
     }
 
@@ -143,16 +373,14 @@ impl Overlay {
     #[allow(clippy::too_many_arguments)]
     fn build_copy(
         &self,
-        src_layer: &Layer,
         src_dir: BorrowedFd<'_>,
         src_name: &OsStr,
         st: &Stat,
-        work: BorrowedFd<'_>,
-        tmp: &OsStr,
+        (work, tmp): (BorrowedFd<'_>, &OsStr),
         kind: FileKind,
         data: Data,
+        origin: &[u8],
     ) -> SysResult<()> {
-        let _ = src_layer;
         match kind {
             FileKind::Directory => sys::mkdir_at(work, tmp, 0o700)?,
             FileKind::Regular => {
@@ -176,16 +404,23 @@ impl Overlay {
             }
             _ => sys::mknod_at(work, tmp, st.kind().mode_bits() | 0o600, st.rdev)?,
         }
-        sys::chown_at(work, tmp, st.uid, st.gid)?;
+        match sys::chown_at(work, tmp, st.uid, st.gid) {
+            Ok(()) => {}
+            // In a user namespace an owner it does not map cannot be given to the copy:
+            // the copy keeps the namespace's own ids, as a copy made by cp would.
+            Err(e) if (e == Errno::EINVAL || e == Errno::EPERM) && !self.privileged => {}
+            Err(e) => return Err(e),
+        }
         let dst = sys::open_path_at(work, tmp)?;
         if kind != FileKind::Symlink {
             sys::chmod_path_fd(sys::borrow(&dst), st.perm())?;
         }
         let src = sys::open_path_at(src_dir, src_name)?;
         self.copy_xattrs(sys::borrow(&src), sys::borrow(&dst))?;
-        // Empty origin: "copied up, origin not recorded" in the kernel's format; it
-        // keeps the lower inode number for this entry (see lookup).
-        let _ = sys::set_xattr(sys::borrow(&dst), self.markers.origin(), b"", 0);
+        // The kernel's origin record (its file handle of the lower entry; empty means
+        // "copied up, origin unknown"): lookup keeps the lower inode number for it,
+        // and the kernel finds the hard-link index entry by it.
+        let _ = sys::set_xattr(sys::borrow(&dst), self.markers.origin(), origin, 0);
         sys::set_times_at(work, tmp, TimeSet::At(st.atime), TimeSet::At(st.mtime))?;
         Ok(())
     }
@@ -221,7 +456,7 @@ impl Overlay {
 
 /// Copy `size` bytes: a reflink where the filesystem shares blocks, else an in-kernel
 /// copy of the data extents only (holes stay holes), else read and write.
-fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> SysResult<()> {
+pub(super) fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> SysResult<()> {
     if sys::clone_file(src, dst).is_ok() {
         return Ok(());
     }

@@ -2,6 +2,7 @@
 //! name, whiteouts and reserved names left out.
 
 use super::Overlay;
+use super::dircache::LayerId;
 use super::node::Node;
 use crate::layer::{DirMarkers, Listed};
 use crate::sys::{self, FileKind, SysResult};
@@ -72,6 +73,9 @@ impl Overlay {
     /// The visible names of a directory, in listing order, with `.` and `..` first.
     /// Call with the tree lock held.
     pub(super) fn list_dir(&self, node: &Node) -> SysResult<Vec<DirEntry>> {
+        if let Some(at) = node.state.read().splice.clone() {
+            return self.splice_list(node, &at);
+        }
         let merged = self.merged_names(node)?;
         let mut out = Vec::with_capacity(merged.len() + 2);
         let parent_ino = node.parent().map_or(node.ino, |p| p.ino);
@@ -102,13 +106,13 @@ impl Overlay {
         let mut merge = Merge::default();
         if upper {
             let u = self.upper()?;
-            let fd = u.layer.open_dir(&self.upper_path(node))?;
+            let fd = self.dir_fd(LayerId::Upper, &self.upper_path(node))?;
             let list = u.layer.list(sys::borrow(&fd), &DirMarkers::default())?;
             merge.add(list, None);
         }
         for l in &lowers {
             let layer = &self.lowers[l.layer];
-            let fd = match layer.open_dir(&l.path) {
+            let fd = match self.dir_fd(LayerId::Lower(l.layer), &l.path) {
                 Ok(fd) => fd,
                 Err(_) => continue,
             };
@@ -122,8 +126,32 @@ impl Overlay {
         // Inode numbers as lookup gives them: a lower entry's own (folded), an upper
         // entry's own unless it shadows a lower entry (a copy keeps the lower's).
         let upper_dev = self.upper.as_ref().map_or(0, |u| u.layer.dev);
+        // Splice targets in this directory show the splice, whatever the layers hold
+        // at that name (a single-file bind adds its file beside the layers' files).
+        let splices = self.splice_targets_in(node);
+        for (name, _) in &splices {
+            if !merge.seen.contains_key(name) {
+                merge.order.push(name.clone());
+            }
+            merge.seen.remove(name);
+        }
         let mut out = Vec::with_capacity(merge.order.len());
         for name in merge.order {
+            if let Some((_, id)) = splices.iter().find(|(n, _)| *n == name) {
+                let at = super::splice::SpliceAt {
+                    id: *id,
+                    path: Vec::new(),
+                };
+                if let Ok(st) = self.splice_stat(&at) {
+                    let ino = self.splice_ino(*id, st.ino);
+                    out.push(DirEntry {
+                        name,
+                        ino,
+                        kind: st.kind(),
+                    });
+                }
+                continue;
+            }
             let Some(src) = merge.seen.get(&name) else {
                 continue;
             };

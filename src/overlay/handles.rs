@@ -27,7 +27,13 @@ pub(super) struct FileHandle {
     /// the kernel's overlayfs does).
     fd: RwLock<Arc<OwnedFd>>,
     on_lower: std::sync::atomic::AtomicBool,
+    /// The file's `security.capability`, if it had one when opened for writing:
+    /// writes from the page cache (mmap) must not strip it, but the upper
+    /// filesystem strips it on every write the daemon makes.
+    capability: Option<Vec<u8>>,
 }
+
+const CAPABILITY: &str = "security.capability";
 
 /// One open directory: a snapshot of its merged listing, taken when reading starts
 /// at offset 0, so offsets stay valid while the directory changes.
@@ -64,6 +70,15 @@ impl HandleTable {
         self.handles.remove(&fh);
     }
 
+    /// fstat through any open file of node `ino` (the kernel asks getattr without a
+    /// handle even for fstat; after the last unlink only an open fd still reaches it).
+    pub(super) fn fstat_any_of(&self, ino: u64) -> Option<Stat> {
+        self.handles.iter().find_map(|h| match &**h.value() {
+            Handle::File(f) if f.node.ino == ino => sys::stat_fd(sys::borrow(&f.fd.read())).ok(),
+            _ => None,
+        })
+    }
+
     /// fstat through an open file handle (sees nlink 0 after the last unlink).
     pub(super) fn fstat(&self, fh: u64) -> Option<Stat> {
         match &*self.get(fh).ok()? {
@@ -92,10 +107,16 @@ impl Overlay {
             return Err(Errno::EISDIR);
         }
         let write = wants_write(flags);
+        if let Some(at) = node.state.read().splice.clone() {
+            let fd = self.splice_open(&at, backing_flags(flags))?;
+            let fh = self.insert_file_handle(node.clone(), fd);
+            // The host may change a spliced file: no page cache kept across opens.
+            return Ok((fh, OpenInfo { keep_cache: false }));
+        }
         if write && self.upper.is_none() {
             return Err(Errno::EROFS);
         }
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
         if write {
             let data = if flags & oflag::TRUNC != 0 {
                 Data::Empty
@@ -106,10 +127,16 @@ impl Overlay {
         }
         let fd = self.open_backing(&node, backing_flags(flags))?;
         let on_lower = !node.state.read().upper;
+        let capability = if write {
+            sys::get_xattr(sys::borrow(&fd), std::ffi::OsStr::new(CAPABILITY)).ok()
+        } else {
+            None
+        };
         let fh = self.handles.insert(Handle::File(FileHandle {
             node,
             fd: RwLock::new(Arc::new(fd)),
             on_lower: on_lower.into(),
+            capability,
         }));
         Ok((fh, OpenInfo { keep_cache: true }))
     }
@@ -121,8 +148,8 @@ impl Overlay {
             (s.upper, s.lowers.first().cloned())
         };
         if upper {
-            let u = self.upper()?;
-            u.layer.open_file(&self.upper_path(node), flags)
+            let (dir, name) = self.upper_object(node)?;
+            sys::open_at(sys::borrow(&dir), &name, flags, 0)
         } else {
             let l = lower.ok_or(Errno::ENOENT)?;
             self.lowers[l.layer].open_file(&l.path, flags & !oflag::TRUNC)
@@ -135,6 +162,7 @@ impl Overlay {
             node,
             fd: RwLock::new(Arc::new(fd)),
             on_lower: false.into(),
+            capability: None,
         }))
     }
 
@@ -154,7 +182,7 @@ impl Overlay {
             return Err(Errno::EBADF);
         };
         if f.on_lower.load(Ordering::Acquire) && f.node.state.read().upper {
-            let _t = self.tree.read();
+            let _t = self.tree.read_recursive();
             let fd = self.open_backing(&f.node, oflag::RDONLY)?;
             *f.fd.write() = Arc::new(fd);
             f.on_lower.store(false, Ordering::Release);
@@ -167,8 +195,24 @@ impl Overlay {
         sys::read_exact_at(sys::borrow(&fd), size as usize, offset)
     }
 
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> SysResult<u32> {
+    /// Write at `offset`. `from_page_cache`: the kernel is writing back pages (mmap),
+    /// which never strips privileges.
+    pub fn write(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        from_page_cache: bool,
+    ) -> SysResult<u32> {
         let fd = self.file_fd(fh)?;
+        let keep_cap = if from_page_cache {
+            match &*self.handles.get(fh)? {
+                Handle::File(f) => f.capability.clone(),
+                Handle::Dir(_) => None,
+            }
+        } else {
+            None
+        };
         let mut done = 0;
         while done < data.len() {
             let n = sys::pwrite(sys::borrow(&fd), &data[done..], offset + done as u64)?;
@@ -176,6 +220,9 @@ impl Overlay {
                 break;
             }
             done += n;
+        }
+        if let Some(cap) = keep_cap {
+            let _ = sys::set_xattr(sys::borrow(&fd), std::ffi::OsStr::new(CAPABILITY), &cap, 0);
         }
         Ok(done as u32)
     }
@@ -195,7 +242,11 @@ impl Overlay {
                 }
             }
             Handle::Dir(d) => {
-                let _t = self.tree.read();
+                let _t = self.tree.read_recursive();
+                if let Some(at) = d.node.state.read().splice.clone() {
+                    let fd = self.splice_open(&at, oflag::RDONLY | oflag::DIRECTORY)?;
+                    return sys::fsync(sys::borrow(&fd));
+                }
                 if d.node.state.read().upper {
                     let u = self.upper()?;
                     let fd = u.layer.open_dir(&self.upper_path(&d.node))?;
@@ -204,6 +255,29 @@ impl Overlay {
                     Ok(())
                 }
             }
+        }
+    }
+
+    /// The fd the kernel may read and write directly (FUSE passthrough) for an open
+    /// file: only a regular file in the upper layer or in a splice. A lower file is
+    /// served by the daemon, so that a reader opened before a copy-up can move to
+    /// the copy, as on kernel overlayfs.
+    pub fn backing_file(&self, fh: u64) -> Option<Arc<OwnedFd>> {
+        let h = self.handles.get(fh).ok()?;
+        let Handle::File(f) = &*h else { return None };
+        let s = f.node.state.read();
+        let eligible = s.kind == FileKind::Regular
+            && (s.upper || s.splice.is_some())
+            && !f.on_lower.load(Ordering::Acquire);
+        drop(s);
+        eligible.then(|| f.fd.read().clone())
+    }
+
+    /// The inode number of the node an open file handle belongs to.
+    pub fn handle_ino(&self, fh: u64) -> Option<u64> {
+        match &*self.handles.get(fh).ok()? {
+            Handle::File(f) => Some(f.node.ino),
+            Handle::Dir(d) => Some(d.node.ino),
         }
     }
 
@@ -236,15 +310,20 @@ impl Overlay {
         Ok(n as u32)
     }
 
-    pub fn opendir(&self, ino: u64) -> SysResult<u64> {
+    /// Open a directory; `keep_cache` says whether the kernel may keep its listing.
+    pub fn opendir(&self, ino: u64) -> SysResult<(u64, OpenInfo)> {
         let node = self.node(ino)?;
         if node.kind() != FileKind::Directory {
             return Err(Errno::ENOTDIR);
         }
-        Ok(self.handles.insert(Handle::Dir(DirHandle {
+        let info = OpenInfo {
+            keep_cache: node.state.read().splice.is_none(),
+        };
+        let fh = self.handles.insert(Handle::Dir(DirHandle {
             node,
             snapshot: Mutex::new(None),
-        })))
+        }));
+        Ok((fh, info))
     }
 
     /// Entries of an open directory from `offset` on (the offset of an entry is its
@@ -256,10 +335,30 @@ impl Overlay {
         };
         let mut snap = d.snapshot.lock();
         if offset == 0 || snap.is_none() {
-            let _t = self.tree.read();
+            let _t = self.tree.read_recursive();
             *snap = Some(Arc::new(self.list_dir(&d.node)?));
         }
         Ok(snap.clone().unwrap_or_default())
+    }
+
+    /// Attributes of one entry of an open directory, for a listing that carries them
+    /// (readdirplus). Does not count a kernel reference: call [`Overlay::count_lookup`]
+    /// for each entry actually handed to the kernel.
+    pub fn entry_attr(&self, dir_fh: u64, name: &std::ffi::OsStr) -> SysResult<super::Attr> {
+        let h = self.handles.get(dir_fh)?;
+        let Handle::Dir(d) = &*h else {
+            return Err(Errno::ENOTDIR);
+        };
+        let _t = self.tree.read_recursive();
+        let (node, st) = self.lookup_node(&d.node, name, false)?;
+        Ok(self.attr_of(&node, &st))
+    }
+
+    /// Count one kernel reference to a node handed out by [`Overlay::entry_attr`].
+    pub fn count_lookup(&self, ino: u64) {
+        if let Some(n) = self.nodes.get(ino) {
+            self.nodes.count_lookup(&n);
+        }
     }
 
     pub fn releasedir(&self, fh: u64) {

@@ -1,6 +1,7 @@
 //! Resolving one name across the layers: topmost wins, directories merge down to
 //! the first opaque one, whiteouts end the search, redirects send it elsewhere.
 
+use super::dircache::LayerId;
 use super::node::{LowerRef, Node, NodeState};
 use super::{Attr, Overlay, check_name};
 use crate::layer::{self, DirMarkers, Found, Layer, RelPath};
@@ -36,6 +37,10 @@ pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<N
         upper: upper.is_some(),
         lowers: stack,
         unlinked: false,
+        stale_name: false,
+        nlink_adjust: 0,
+        splice: None,
+        index: None,
     })
 }
 
@@ -47,6 +52,10 @@ pub(super) struct Resolved {
     pub lowers: Vec<LowerRef>,
     /// The inode number the union reports (0: let the table choose).
     pub ino: u64,
+    /// Added to the upper link count (hard links partly copied up).
+    pub nlink_adjust: i64,
+    /// The hard-link index entry of an upper file, if it has one.
+    pub index: Option<super::node::IndexRef>,
 }
 
 /// How to find the next lower entry of a name.
@@ -62,21 +71,36 @@ impl Overlay {
     pub fn lookup(&self, parent: u64, name: &OsStr) -> SysResult<(Attr, u64)> {
         check_name(name)?;
         let parent = self.node(parent)?;
-        let _t = self.tree.read();
-        let node = self.lookup_node(&parent, name, true)?;
-        let st = self.stat_node(&node)?;
+        let _t = self.tree.read_recursive();
+        let (node, st) = self.lookup_node(&parent, name, true)?;
         Ok((self.attr_of(&node, &st), 0))
     }
 
-    /// Find (or make) the node of `name` in `parent`. Call with the tree lock held.
+    /// Find (or make) the node of `name` in `parent`, with the stat of what it shows.
+    /// Call with the tree lock held.
     pub(super) fn lookup_node(
         &self,
         parent: &Arc<Node>,
         name: &OsStr,
         count: bool,
-    ) -> SysResult<Arc<Node>> {
-        let r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
-        Ok(self.node_for(parent, name, r, count))
+    ) -> SysResult<(Arc<Node>, Stat)> {
+        if let Some(found) = self.splice_lookup(parent, name, count)? {
+            return Ok(found);
+        }
+        let mut r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
+        if !r.upper && self.join_indexed_copy(parent, name, &r)? {
+            r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
+        }
+        let (found_upper, st) = (r.upper, r.stat);
+        let node = self.node_for(parent, name, r, count);
+        // The stat resolving made is the node's own unless the node is a hard link
+        // already copied up through another name.
+        let st = if node.state.read().upper == found_upper {
+            st
+        } else {
+            self.stat_node(&node)?
+        };
+        Ok((node, st))
     }
 
     /// Turn a resolved entry into its node.
@@ -105,22 +129,31 @@ impl Overlay {
                         upper: r.upper,
                         lowers: r.lowers.clone(),
                         unlinked: false,
+                        stale_name: false,
+                        nlink_adjust: r.nlink_adjust,
+                        splice: None,
+                        index: r.index.clone(),
                     },
                 )
             },
         );
-        // A node reached again by another name (a hard link) or after a rename:
-        // remember the name it was found by, unless that name is only in a lower
-        // layer while the node itself was copied up (the upper name must stay).
+        // A node reached again by another name (a hard link) keeps the name it was
+        // first found by (the one a copy-up will use), unless that name is gone or
+        // this name is the one that already lives in the upper layer.
         let mut s = node.state.write();
         let same_place =
             s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent)) && s.name == name;
-        if !same_place && (r.upper || !s.upper) {
+        if !same_place && (s.stale_name || (r.upper && !s.upper)) {
             s.parent = Some(parent.clone());
             s.name = name.to_owned();
+            s.stale_name = false;
         }
-        if r.upper && !s.upper {
+        if r.upper {
             s.upper = true;
+            s.nlink_adjust = r.nlink_adjust;
+            if r.index.is_some() {
+                s.index = r.index;
+            }
         }
         if s.kind == FileKind::Directory && !r.lowers.is_empty() && s.lowers != r.lowers {
             s.lowers = r.lowers;
@@ -141,10 +174,12 @@ impl Overlay {
         let mut upper_stat = None;
         let mut search = Search::Name(name.as_encoded_bytes().to_vec());
         let mut merge_lowers = true;
-        let mut has_origin = false;
+        let mut origin: Option<Vec<u8>> = None;
+        let mut nlink_adjust = 0;
+        let mut index = None;
         if let (true, Some(u)) = (p_upper, &self.upper) {
             let ppath = self.upper_path(parent);
-            let dir = u.layer.open_dir(&ppath)?;
+            let dir = self.dir_fd(LayerId::Upper, &ppath)?;
             match u
                 .layer
                 .find(sys::borrow(&dir), name, &DirMarkers::default())?
@@ -153,7 +188,8 @@ impl Overlay {
                 Found::Missing => {}
                 Found::Entry(st) => {
                     let fd = sys::open_path_at(sys::borrow(&dir), name)?;
-                    has_origin = sys::get_xattr(sys::borrow(&fd), self.markers.origin()).is_ok();
+                    origin = sys::get_xattr(sys::borrow(&fd), self.markers.origin()).ok();
+                    let has_origin = origin.is_some();
                     if st.kind() == FileKind::Directory {
                         let m = u.layer.dir_markers(sys::borrow(&fd));
                         if m.opaque {
@@ -163,6 +199,9 @@ impl Overlay {
                         }
                     } else if !has_origin {
                         merge_lowers = false;
+                    } else if st.nlink > 1 {
+                        nlink_adjust = self.read_nlink_adjust(sys::borrow(&fd));
+                        index = self.index_of(origin.as_deref(), &st);
                     }
                     upper_stat = Some(st);
                 }
@@ -186,7 +225,7 @@ impl Overlay {
                 let Some((dpath, leaf)) = layer::split_last(&path) else {
                     continue;
                 };
-                let dir = match layer.open_dir(dpath) {
+                let dir = match self.dir_fd(LayerId::Lower(li), dpath) {
                     Ok(d) => d,
                     Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
                     Err(e) => return Err(e),
@@ -202,8 +241,18 @@ impl Overlay {
                 };
                 let is_dir = st.kind() == FileKind::Directory;
                 if upper_stat.is_some() && !upper_is_dir {
-                    // A copied-up file: its origin is the first lower of the same type.
-                    if st.kind() == upper_stat.map(|s| s.kind()).unwrap_or(st.kind()) {
+                    // A copied-up file: the lower entry at the same name is its origin
+                    // if its file handle is the one recorded (any entry of the same
+                    // type when the record is empty).
+                    let same_kind = Some(st.kind()) == upper_stat.map(|s| s.kind());
+                    let is_origin = match origin.as_deref() {
+                        Some(o) if !o.is_empty() => sys::open_path_at(sys::borrow(&dir), leaf)
+                            .ok()
+                            .and_then(|fd| layer.origin_handle(sys::borrow(&fd)))
+                            .is_some_and(|h| h == o),
+                        _ => same_kind,
+                    };
+                    if is_origin {
                         lowers.push(LowerRef {
                             layer: li,
                             path,
@@ -226,7 +275,7 @@ impl Overlay {
                     // A non-directory below a directory ends the merge.
                     break;
                 }
-                let child = match layer.open_dir(&path) {
+                let child = match self.dir_fd(LayerId::Lower(li), &path) {
                     Ok(c) => c,
                     Err(_) => break,
                 };
@@ -252,10 +301,24 @@ impl Overlay {
             (None, Some(st)) => (st, false),
             (None, None) => return Ok(None),
         };
+        let has_origin = origin.is_some();
         let ino = match (&upper_stat, lowers.first(), first_lower) {
             // A copy keeps the number of the lower file it came from.
             (Some(_), Some(l), Some(lst)) if has_origin => {
                 self.fold_ino(self.lowers[l.layer].dev, lst.ino)
+            }
+            // A copy renamed or linked away from its lower name: find the lower file
+            // by its recorded handle.
+            (Some(st), None, _)
+                if !upper_is_dir && origin.as_ref().is_some_and(|o| !o.is_empty()) =>
+            {
+                let o = origin.as_deref().unwrap_or_default();
+                self.lowers
+                    .iter()
+                    .find_map(|l| l.stat_origin(o).map(|lst| self.fold_ino(l.dev, lst.ino)))
+                    .unwrap_or_else(|| {
+                        self.fold_ino(self.upper.as_ref().map_or(0, |u| u.layer.dev), st.ino)
+                    })
             }
             (Some(st), _, _) => {
                 self.fold_ino(self.upper.as_ref().map_or(0, |u| u.layer.dev), st.ino)
@@ -268,6 +331,8 @@ impl Overlay {
             upper,
             lowers,
             ino,
+            nlink_adjust,
+            index,
         }))
     }
 
@@ -277,7 +342,7 @@ impl Overlay {
         let p_lowers = parent.state.read().lowers.clone();
         for pl in &p_lowers {
             let layer = &self.lowers[pl.layer];
-            let dir = match layer.open_dir(&pl.path) {
+            let dir = match self.dir_fd(LayerId::Lower(pl.layer), &pl.path) {
                 Ok(d) => d,
                 Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
                 Err(e) => return Err(e),

@@ -10,10 +10,13 @@
 
 mod copyup;
 mod dir;
+mod dircache;
 mod handles;
+mod ids;
 mod lookup;
 mod node;
 mod ops;
+mod splice;
 mod xattr;
 
 /// Plain types the union's API speaks in (re-exported so callers need not reach
@@ -21,19 +24,22 @@ mod xattr;
 pub use crate::sys::{Errno, FileKind, FsStats, SysResult, TimeSet, Timespec, rename_flag};
 pub use dir::DirEntry;
 pub use handles::OpenInfo;
+pub use ids::{IdMap, IdRange, Ownership};
 pub use node::ROOT_INO;
 pub use ops::NewEntry;
+pub use splice::SpliceConfig;
 
 use crate::layer::{Layer, MarkerNames, RelPath};
 use crate::sys::{self, Stat};
+use dircache::{DirCache, LayerId};
 use handles::HandleTable;
 use node::{Node, NodeTable};
 use parking_lot::RwLock;
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 
 /// What the union needs to know to run; built and validated by `crate::config`.
 #[derive(Clone, Debug)]
@@ -48,6 +54,10 @@ pub struct OverlayConfig {
     pub userxattr: bool,
     /// Skip fsync on copy-up and on the caller's fsync.
     pub volatile: bool,
+    /// How stored owners show through the mount (id mappings, squashing).
+    pub ownership: Ownership,
+    /// Volumes and bind mounts joined into the tree.
+    pub splices: Vec<SpliceConfig>,
 }
 
 /// The identity of whoever made a request.
@@ -74,6 +84,8 @@ pub struct Attr {
     pub atime: Timespec,
     pub mtime: Timespec,
     pub ctime: Timespec,
+    /// Inside a volume or bind mount: the host may change it at any time.
+    pub volatile: bool,
 }
 
 /// A changed attribute set, as `setattr` asks.
@@ -93,6 +105,11 @@ struct Upper {
     layer: Layer,
     /// `W/work`: where copies are built before they are renamed into place.
     work: OwnedFd,
+    /// `W/index` (the kernel's) and `W/lf-index`: one link to every copied-up file
+    /// that had several names in its lower layer, so the other names join the same
+    /// inode (the kernel's `index=on`).
+    kernel_index: OwnedFd,
+    index: OwnedFd,
     /// Held open with an exclusive lock: one mount per work dir.
     _work_lock: OwnedFd,
 }
@@ -103,6 +120,9 @@ pub struct Overlay {
     markers: MarkerNames,
     redirect_dir: bool,
     volatile: bool,
+    /// CAP_SYS_ADMIN in the initial namespace (not rootless).
+    privileged: bool,
+    ownership: Ownership,
     /// Distinct devices of the layers, for folding inode numbers into one space.
     devices: Vec<u64>,
     nodes: NodeTable,
@@ -111,7 +131,16 @@ pub struct Overlay {
     tree: RwLock<()>,
     /// Names of temporary entries in the work dir.
     temp_counter: AtomicU64,
+    /// Told the inode number of a node whose attributes changed without a request on
+    /// that node (a directory copied up now reports nlink 1), so caches can drop them.
+    attr_changed: OnceLock<AttrChangeHook>,
+    /// Open directories of every layer, bounded (see `dircache`).
+    dirs: DirCache,
+    splices: Vec<splice::Splice>,
 }
+
+/// See [`Overlay::on_attr_change`].
+pub type AttrChangeHook = Box<dyn Fn(u64) + Send + Sync>;
 
 impl std::fmt::Debug for Overlay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,7 +170,9 @@ impl std::error::Error for SetupError {}
 impl Overlay {
     /// Open every layer, claim and clean the work dir. The caller validated paths.
     pub fn new(cfg: &OverlayConfig) -> Result<Overlay, SetupError> {
-        let markers = if cfg.userxattr {
+        // trusted.* needs CAP_SYS_ADMIN in the initial namespace: without it (rootless,
+        // in a user namespace) markers go to user.overlay.*, as the kernel's userxattr.
+        let markers = if cfg.userxattr || !sys::has_admin_capability() {
             MarkerNames::user()
         } else {
             MarkerNames::trusted()
@@ -168,9 +199,15 @@ impl Overlay {
                     .map_err(|e| err(w, "work dir is in use by another mount", e))?;
                 let work = copyup::prepare_work_dir(sys::borrow(&work_root))
                     .map_err(|e| err(w, "cannot prepare work dir", e))?;
+                let index = copyup::open_index_dir(sys::borrow(&work_root), "lf-index")
+                    .map_err(|e| err(w, "cannot prepare index dir", e))?;
+                let kernel_index = copyup::open_index_dir(sys::borrow(&work_root), "index")
+                    .map_err(|e| err(w, "cannot prepare index dir", e))?;
                 Some(Upper {
                     layer,
                     work,
+                    kernel_index,
+                    index,
                     _work_lock: work_root,
                 })
             }
@@ -185,6 +222,13 @@ impl Overlay {
                 devices.push(dev);
             }
         }
+        let mut splices = Vec::with_capacity(cfg.splices.len());
+        for s in &cfg.splices {
+            splices.push(
+                splice::Splice::open(s)
+                    .map_err(|e| err(&s.source, "cannot open splice source", e))?,
+            );
+        }
         let root_state = lookup::root_state(upper.as_ref().map(|u| &u.layer), &lowers)
             .map_err(|e| err(&cfg.lowers[0], "cannot read layer root", e))?;
         Ok(Overlay {
@@ -193,12 +237,41 @@ impl Overlay {
             markers,
             redirect_dir: cfg.redirect_dir,
             volatile: cfg.volatile,
+            privileged: sys::has_admin_capability(),
+            ownership: {
+                let mut o = cfg.ownership.clone();
+                if !sys::has_admin_capability() {
+                    o.uids.unmapped_as = Some(sys::geteuid());
+                    o.gids.unmapped_as = Some(sys::getegid());
+                }
+                o
+            },
             devices,
             nodes: NodeTable::new(Node::new(ROOT_INO, root_state)),
             handles: HandleTable::default(),
             tree: RwLock::new(()),
             temp_counter: AtomicU64::new(0),
+            attr_changed: OnceLock::new(),
+            dirs: DirCache::new(256),
+            splices,
         })
+    }
+
+    /// Register who to tell when a node's attributes change behind the kernel's back.
+    pub fn on_attr_change(&self, hook: AttrChangeHook) {
+        let _ = self.attr_changed.set(hook);
+    }
+
+    fn attr_changed(&self, ino: u64) {
+        if let Some(hook) = self.attr_changed.get() {
+            hook(ino);
+        }
+    }
+
+    /// Whether this process may hand the kernel backing files (FUSE passthrough needs
+    /// CAP_SYS_ADMIN in the initial namespace).
+    pub fn may_passthrough(&self) -> bool {
+        self.privileged
     }
 
     pub fn is_read_only(&self) -> bool {
@@ -258,35 +331,78 @@ impl Overlay {
         path
     }
 
+    /// The directory at `path` of a layer, from the cache when it is there.
+    fn dir_fd(&self, id: LayerId, path: &[u8]) -> SysResult<Arc<OwnedFd>> {
+        if let Some(fd) = self.dirs.get(id, path) {
+            return Ok(fd);
+        }
+        let layer = match id {
+            LayerId::Upper => &self.upper()?.layer,
+            LayerId::Lower(i) => self.lowers.get(i).ok_or(Errno::EIO)?,
+        };
+        let fd = Arc::new(layer.open_dir(path)?);
+        self.dirs.insert(id, path, fd.clone());
+        Ok(fd)
+    }
+
+    /// Stat the entry at `path` of a layer.
+    fn stat_in(&self, id: LayerId, path: &[u8]) -> SysResult<Stat> {
+        match crate::layer::split_last(path) {
+            Some((dir, name)) => {
+                let d = self.dir_fd(id, dir)?;
+                sys::stat_at(sys::borrow(&d), name)
+            }
+            None => {
+                let d = self.dir_fd(id, path)?;
+                sys::stat_fd(sys::borrow(&d))
+            }
+        }
+    }
+
     /// Stat the object a node shows right now.
     fn stat_node(&self, node: &Node) -> SysResult<Stat> {
-        let (upper, lower) = {
+        let (upper, lower, spliced) = {
             let s = node.state.read();
-            (s.upper, s.lowers.first().cloned())
+            (s.upper, s.lowers.first().cloned(), s.splice.clone())
         };
+        if let Some(at) = spliced {
+            return self.splice_stat(&at);
+        }
         if upper {
-            let u = self.upper()?;
-            return u.layer.stat(&self.upper_path(node));
+            if node.state.read().stale_name {
+                let (dir, name) = self.upper_object(node)?;
+                return sys::stat_at(sys::borrow(&dir), &name);
+            }
+            return self.stat_in(LayerId::Upper, &self.upper_path(node));
         }
         match lower {
-            Some(l) => self.lowers[l.layer].stat(&l.path),
+            Some(l) => self.stat_in(LayerId::Lower(l.layer), &l.path),
             None => Err(Errno::ENOENT),
         }
     }
 
     fn attr_of(&self, node: &Node, st: &Stat) -> Attr {
-        let merged = node.state.read().is_merged_dir();
+        let (merged, adjust, unlinked, volatile) = {
+            let s = node.state.read();
+            (
+                s.is_merged_dir(),
+                if s.upper { s.nlink_adjust } else { 0 },
+                s.unlinked && s.kind != FileKind::Directory,
+                s.splice.is_some(),
+            )
+        };
+        let nlink = if unlinked {
+            0
+        } else {
+            (st.nlink as i64 + adjust).clamp(0, u32::MAX as i64) as u64
+        };
         Attr {
             ino: node.ino,
             kind: st.kind(),
             perm: st.perm(),
-            nlink: if merged {
-                1
-            } else {
-                st.nlink.min(u32::MAX as u64) as u32
-            },
-            uid: st.uid,
-            gid: st.gid,
+            nlink: if merged { 1 } else { nlink as u32 },
+            uid: self.ownership.uids.shown(st.uid),
+            gid: self.ownership.gids.shown(st.gid),
             rdev: st.rdev,
             size: st.size,
             blocks: st.blocks,
@@ -294,6 +410,7 @@ impl Overlay {
             atime: st.atime,
             mtime: st.mtime,
             ctime: st.ctime,
+            volatile,
         }
     }
 
@@ -302,8 +419,16 @@ impl Overlay {
         if let Some(st) = fh.and_then(|fh| self.handles.fstat(fh)) {
             return Ok(self.attr_of(&node, &st));
         }
-        let _t = self.tree.read();
-        let st = self.stat_node(&node)?;
+        let _t = self.tree.read_recursive();
+        let st = match self.stat_node(&node) {
+            Ok(st) if !node.state.read().unlinked => st,
+            other => match self.handles.fstat_any_of(ino) {
+                Some(st) => st,
+                // Gone, and no open file reaches it: the path now names something else.
+                None if node.state.read().unlinked => return Err(Errno::ENOENT),
+                None => other?,
+            },
+        };
         Ok(self.attr_of(&node, &st))
     }
 
@@ -311,7 +436,16 @@ impl Overlay {
         self.nodes.forget(ino, n);
     }
 
-    pub fn statfs(&self) -> SysResult<FsStats> {
+    /// Filesystem figures as seen at `ino`: a splice's source filesystem inside a
+    /// splice, else the upper's (the top lower's when read-only).
+    pub fn statfs(&self, ino: u64) -> SysResult<FsStats> {
+        if let Some(at) = self
+            .nodes
+            .get(ino)
+            .and_then(|n| n.state.read().splice.clone())
+        {
+            return self.splice_statfs(&at);
+        }
         let fd = match &self.upper {
             Some(u) => u.layer.root(),
             None => self.lowers.first().ok_or(Errno::EIO)?.root(),
@@ -321,14 +455,19 @@ impl Overlay {
 
     pub fn readlink(&self, ino: u64) -> SysResult<std::ffi::OsString> {
         let node = self.node(ino)?;
-        let _t = self.tree.read();
-        let (upper, lower) = {
+        let _t = self.tree.read_recursive();
+        let (upper, lower, spliced) = {
             let s = node.state.read();
-            (s.upper, s.lowers.first().cloned())
+            (s.upper, s.lowers.first().cloned(), s.splice.clone())
         };
-        let (layer, path) = if upper {
-            (&self.upper()?.layer, self.upper_path(&node))
-        } else {
+        if let Some(at) = spliced {
+            return self.splice_readlink(&at);
+        }
+        if upper {
+            let (dir, name) = self.upper_object(&node)?;
+            return sys::readlink_at(sys::borrow(&dir), &name);
+        }
+        let (layer, path) = {
             let l = lower.ok_or(Errno::ENOENT)?;
             (&self.lowers[l.layer], l.path)
         };

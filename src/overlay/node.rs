@@ -44,6 +44,24 @@ pub struct NodeState {
     pub lowers: Vec<LowerRef>,
     /// The last name of this node was removed.
     pub unlinked: bool,
+    /// The name recorded here was removed while other names remain: the next lookup
+    /// by another name takes its place.
+    pub stale_name: bool,
+    /// Added to the upper inode's link count (see `MarkerNames::nlink`).
+    pub nlink_adjust: i64,
+    /// Set for nodes inside a volume or bind mount: everything goes to its source.
+    pub splice: Option<super::splice::SpliceAt>,
+    /// The index entry of a copied-up hard link: its data stays reachable there when
+    /// the name recorded here is removed while other names remain.
+    pub index: Option<IndexRef>,
+}
+
+/// An entry of the work dir's hard-link index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexRef {
+    /// In `W/index` (the kernel's); else in `W/lf-index`.
+    pub kernel: bool,
+    pub key: OsString,
 }
 
 impl NodeState {
@@ -129,15 +147,21 @@ impl NodeTable {
         } else {
             ino
         };
-        let node = match self.nodes.entry(ino) {
-            dashmap::Entry::Occupied(e) if same(e.get()) => e.get().clone(),
-            dashmap::Entry::Occupied(_) => {
+        // The shard lock of `ino` is held while its entry is alive: a synthetic number
+        // is inserted only after the entry is dropped (it may hash to the same shard).
+        let taken = match self.nodes.entry(ino) {
+            dashmap::Entry::Occupied(e) if same(e.get()) => Ok(e.get().clone()),
+            dashmap::Entry::Occupied(_) => Err(make),
+            dashmap::Entry::Vacant(v) => Ok(v.insert(Arc::new(make(ino))).clone()),
+        };
+        let node = match taken {
+            Ok(node) => node,
+            Err(make) => {
                 let n = self.synthetic();
                 let node = Arc::new(make(n));
                 self.nodes.insert(n, node.clone());
                 node
             }
-            dashmap::Entry::Vacant(v) => v.insert(Arc::new(make(ino))).clone(),
         };
         if count {
             node.lookups.fetch_add(1, Ordering::Relaxed);
@@ -147,6 +171,13 @@ impl NodeTable {
 
     fn synthetic(&self) -> u64 {
         self.next_synthetic.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Visit every node (for rare whole-table fix-ups).
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<Node>)) {
+        for n in self.nodes.iter() {
+            f(n.value());
+        }
     }
 
     /// One more kernel reference to an existing node.

@@ -6,6 +6,7 @@
 use super::copyup::{Data, remove_tree};
 use super::lookup::Resolved;
 use super::node::Node;
+use super::splice::apply_setattr;
 use super::{Attr, Caller, Overlay, SetAttr, Upper, check_name};
 use crate::layer;
 use crate::sys::{self, Errno, FileKind, SysResult, oflag, rename_flag};
@@ -20,6 +21,16 @@ pub enum NewEntry<'a> {
     Dir,
     Node { rdev: u64 },
     Symlink { target: &'a OsStr },
+}
+
+/// What a new entry gets before it is moved into place.
+#[derive(Clone, Copy)]
+struct Finish {
+    perm: u32,
+    is_dir: bool,
+    is_symlink: bool,
+    opaque: bool,
+    caller: Caller,
 }
 
 /// A checked place for a new name in the upper layer.
@@ -37,7 +48,7 @@ impl Overlay {
         if parent.kind() != FileKind::Directory {
             return Err(Errno::ENOTDIR);
         }
-        if self.resolve(parent, name)?.is_some() {
+        if self.splice_target(parent, name).is_some() || self.resolve(parent, name)?.is_some() {
             return Err(Errno::EEXIST);
         }
         self.copy_up(parent, Data::Full)?;
@@ -60,9 +71,35 @@ impl Overlay {
         what: NewEntry<'_>,
         caller: Caller,
     ) -> SysResult<(Attr, Option<u64>)> {
+        if let NewEntry::Node { rdev: 0 } = what
+            && FileKind::from_mode(mode) == FileKind::CharDevice
+        {
+            // A 0/0 device would read back as a whiteout.
+            return Err(Errno::EPERM);
+        }
+        let caller = Caller {
+            uid: self
+                .ownership
+                .uids
+                .stored(caller.uid)
+                .ok_or(Errno::EOVERFLOW)?,
+            gid: self
+                .ownership
+                .gids
+                .stored(caller.gid)
+                .ok_or(Errno::EOVERFLOW)?,
+            umask: caller.umask,
+        };
         let parent = self.node(parent)?;
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
+        if let Some(at) = parent.state.read().splice.clone() {
+            return self.splice_create(&parent, &at, name, mode, what, caller);
+        }
         let (upper, slot) = self.slot(&parent, name)?;
+        // A directory made in a merged directory (or over a whiteout) is opaque, as
+        // the kernel makes it: nothing below can ever merge into it.
+        let opaque = matches!(what, NewEntry::Dir)
+            && (slot.over_whiteout || !parent.state.read().lowers.is_empty());
         let work = sys::borrow(&upper.work);
         let (at_dir, at_name) = if slot.over_whiteout {
             (work, self.temp_name())
@@ -88,16 +125,22 @@ impl Overlay {
             NewEntry::Dir => sys::mkdir_at(at_dir, &at_name, 0o700)?,
             NewEntry::Node { rdev } => {
                 let kind = FileKind::from_mode(mode);
-                if kind == FileKind::CharDevice && rdev == 0 {
-                    // It would read back as a whiteout.
-                    return Err(Errno::EPERM);
-                }
                 sys::mknod_at(at_dir, &at_name, kind.mode_bits() | 0o600, rdev)?
             }
             NewEntry::Symlink { target } => sys::symlink_at(target, at_dir, &at_name)?,
         }
         let result = self.finish_new(
-            upper, &slot, at_dir, &at_name, name, perm, is_dir, is_symlink, caller,
+            upper,
+            &slot,
+            (at_dir, &at_name),
+            name,
+            &Finish {
+                perm,
+                is_dir,
+                is_symlink,
+                opaque,
+                caller,
+            },
         );
         if let Err(e) = result {
             let _ = if slot.over_whiteout {
@@ -113,6 +156,8 @@ impl Overlay {
             upper: true,
             lowers: Vec::new(),
             ino: self.fold_ino(upper.layer.dev, st.ino),
+            nlink_adjust: 0,
+            index: None,
         };
         let node = self.node_for(&parent, name, r, true);
         let attr = self.attr_of(&node, &st);
@@ -121,19 +166,21 @@ impl Overlay {
     }
 
     /// Give a new entry its owner, mode and markers, then move it into place.
-    #[allow(clippy::too_many_arguments)]
     fn finish_new(
         &self,
         upper: &Upper,
         slot: &Slot,
-        at_dir: BorrowedFd<'_>,
-        at_name: &OsStr,
+        (at_dir, at_name): (BorrowedFd<'_>, &OsStr),
         name: &OsStr,
-        perm: u32,
-        is_dir: bool,
-        is_symlink: bool,
-        caller: Caller,
+        f: &Finish,
     ) -> SysResult<()> {
+        let Finish {
+            perm,
+            is_dir,
+            is_symlink,
+            opaque,
+            caller,
+        } = *f;
         // A setgid directory gives its group (the filesystem did that already).
         let pst = sys::stat_fd(sys::borrow(&slot.dir))?;
         let gid = if pst.mode & 0o2000 != 0 {
@@ -150,7 +197,7 @@ impl Overlay {
                 0
             };
             sys::chmod_path_fd(sys::borrow(&fd), perm | keep_sgid)?;
-            if is_dir && slot.over_whiteout {
+            if opaque {
                 sys::set_xattr(sys::borrow(&fd), self.markers.opaque(), b"y", 0)?;
             }
         }
@@ -172,9 +219,16 @@ impl Overlay {
     pub fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> SysResult<()> {
         check_name(name)?;
         let parent = self.node(parent)?;
+        let _t = self.tree.read_recursive();
+        if self.splice_target(&parent, name).is_some() {
+            // A mount point (also one nested in another splice).
+            return Err(Errno::EBUSY);
+        }
+        if let Some(at) = parent.state.read().splice.clone() {
+            return self.splice_remove(&at, name, dir);
+        }
         let upper = self.upper()?;
-        let _t = self.tree.read();
-        let node = self.lookup_node(&parent, name, false)?;
+        let (node, _) = self.lookup_node(&parent, name, false)?;
         let kind = node.kind();
         match (dir, kind == FileKind::Directory) {
             (true, false) => return Err(Errno::ENOTDIR),
@@ -184,22 +238,41 @@ impl Overlay {
         if dir && !self.dir_is_empty(&node)? {
             return Err(Errno::ENOTEMPTY);
         }
+        if dir {
+            // Cached fds of upper directories below it would outlive it.
+            self.dirs.drop_upper();
+        }
         self.copy_up(&parent, Data::Full)?;
         let need_whiteout = self.lower_positive(&parent, name)?;
         let pdir = upper.layer.open_dir(&self.upper_path(&parent))?;
         let pdir = sys::borrow(&pdir);
-        let in_upper = node.state.read().upper;
+        // This name (not just the node: hard links) may be in the upper or only below.
+        let name_in_upper = matches!(sys::stat_at(pdir, name), Ok(st) if !st.is_whiteout_device());
         let mut last_link = true;
-        if in_upper {
+        if name_in_upper {
             if !dir && let Ok(st) = sys::stat_at(pdir, name) {
-                last_link = st.nlink <= 1;
+                last_link = st.nlink as i64 + node.state.read().nlink_adjust <= 1;
             }
             self.remove_upper(upper, pdir, name, dir, need_whiteout)?;
         } else {
+            let (upper_node, adjust) = {
+                let s = node.state.read();
+                (s.upper, s.nlink_adjust)
+            };
+            if upper_node && adjust > 0 {
+                // A lower-only name of a copied-up hard link: one name fewer.
+                last_link = false;
+                let (d, n) = self.upper_object(&node)?;
+                let a = self.add_nlink_adjust(sys::borrow(&d), &n, -1);
+                node.state.write().nlink_adjust = a;
+            }
             self.make_whiteout(pdir, name)?;
         }
+        let mut s = node.state.write();
         if last_link {
-            node.state.write().unlinked = true;
+            s.unlinked = true;
+        } else if s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, &parent)) && s.name == name {
+            s.stale_name = true;
         }
         Ok(())
     }
@@ -243,12 +316,23 @@ impl Overlay {
             return Err(Errno::EPERM);
         }
         let newparent = self.node(newparent)?;
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
+        let from = node.state.read().splice.clone();
+        let to = newparent.state.read().splice.clone();
+        match (from, to) {
+            (Some(a), Some(b)) => {
+                check_name(name)?;
+                let st = self.splice_link(&a, &b, name)?;
+                self.nodes.count_lookup(&node);
+                return Ok(self.attr_of(&node, &st));
+            }
+            (None, None) => {}
+            _ => return Err(Errno::EXDEV),
+        }
         let (upper, slot) = self.slot(&newparent, name)?;
         self.copy_up(&node, Data::Full)?;
-        let src_path = self.upper_path(&node);
-        let (sdir, sname) = layer::split_last(&src_path).ok_or(Errno::EINVAL)?;
-        let sdir = upper.layer.open_dir(sdir)?;
+        let (sdir, sname) = self.upper_object(&node)?;
+        let sname = sname.as_os_str();
         if slot.over_whiteout {
             let work = sys::borrow(&upper.work);
             let tmp = self.temp_name();
@@ -275,7 +359,7 @@ impl Overlay {
     /// Change attributes, copying up first.
     pub fn setattr(&self, ino: u64, set: SetAttr) -> SysResult<Attr> {
         let node = self.node(ino)?;
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
         let changes = set.mode.is_some()
             || set.uid.is_some()
             || set.gid.is_some()
@@ -286,46 +370,43 @@ impl Overlay {
             let st = self.stat_node(&node)?;
             return Ok(self.attr_of(&node, &st));
         }
-        let upper = self.upper()?;
+        let set = SetAttr {
+            uid: match set.uid {
+                Some(u) => Some(self.ownership.uids.stored(u).ok_or(Errno::EINVAL)?),
+                None => None,
+            },
+            gid: match set.gid {
+                Some(g) => Some(self.ownership.gids.stored(g).ok_or(Errno::EINVAL)?),
+                None => None,
+            },
+            ..set
+        };
+        if let Some(at) = node.state.read().splice.clone() {
+            let st = self.splice_setattr(&at, &set)?;
+            return Ok(self.attr_of(&node, &st));
+        }
+        self.upper()?;
+        let mut set = set;
+        // truncate(2) to the size the file already has changes nothing, times
+        // included (an ftruncate of the copy would set them).
+        if set
+            .size
+            .is_some_and(|s| self.stat_node(&node).is_ok_and(|st| st.size == s))
+        {
+            set.size = None;
+        }
         let data = if set.size == Some(0) {
             Data::Empty
         } else {
             Data::Full
         };
         self.copy_up(&node, data)?;
-        let path = self.upper_path(&node);
-        let (dir, name) = match layer::split_last(&path) {
-            Some((d, n)) => (upper.layer.open_dir(d)?, n.to_owned()),
-            None => (upper.layer.open_dir(b"")?, ".".into()),
-        };
+        let (dir, name) = self.upper_object(&node)?;
         let dir = sys::borrow(&dir);
-        if set.uid.is_some() || set.gid.is_some() {
-            sys::chown_at(
-                dir,
-                &name,
-                set.uid.unwrap_or(u32::MAX),
-                set.gid.unwrap_or(u32::MAX),
-            )?;
+        if set.mode.is_some() && node.kind() == FileKind::Symlink {
+            return Err(Errno::EOPNOTSUPP);
         }
-        if let Some(mode) = set.mode {
-            if node.kind() == FileKind::Symlink {
-                return Err(Errno::EOPNOTSUPP);
-            }
-            let fd = sys::open_path_at(dir, &name)?;
-            sys::chmod_path_fd(sys::borrow(&fd), mode & 0o7777)?;
-        }
-        if let Some(size) = set.size {
-            let fd = sys::open_at(dir, &name, oflag::WRONLY, 0)?;
-            sys::truncate_fd(sys::borrow(&fd), size)?;
-        }
-        if set.atime.is_some() || set.mtime.is_some() {
-            sys::set_times_at(
-                dir,
-                &name,
-                set.atime.unwrap_or(sys::TimeSet::Omit),
-                set.mtime.unwrap_or(sys::TimeSet::Omit),
-            )?;
-        }
+        apply_setattr(dir, &name, &set)?;
         let st = sys::stat_at(dir, &name)?;
         Ok(self.attr_of(&node, &st))
     }
@@ -346,11 +427,39 @@ impl Overlay {
         }
         let exchange = flags & rename_flag::EXCHANGE != 0;
         let noreplace = flags & rename_flag::NOREPLACE != 0;
-        let upper = self.upper()?;
         let p = self.node(parent)?;
         let q = self.node(newparent)?;
         let _t = self.tree.write();
-        let src = self.lookup_node(&p, name, false)?;
+        let (src, _) = self.lookup_node(&p, name, false)?;
+        let is_splice_root = |n: &Node| {
+            n.state
+                .read()
+                .splice
+                .as_ref()
+                .is_some_and(|a| a.path.is_empty())
+        };
+        if is_splice_root(&src)
+            || self.splice_target(&q, newname).is_some()
+            || self.holds_splice_target(&src)
+        {
+            // A mount point moves with its mount, not alone.
+            return Err(Errno::EBUSY);
+        }
+        let (ps, qs) = (p.state.read().splice.clone(), q.state.read().splice.clone());
+        match (ps, qs) {
+            (Some(a), Some(b)) => {
+                self.splice_rename(&a, name, &b, newname, flags)?;
+                let (from, to) = (layer::join(&a.path, name), layer::join(&b.path, newname));
+                self.splice_moved(a.id, &from, &to, exchange);
+                let mut s = src.state.write();
+                s.parent = Some(q.clone());
+                s.name = newname.to_owned();
+                return Ok(());
+            }
+            (None, None) => {}
+            _ => return Err(Errno::EXDEV),
+        }
+        let upper = self.upper()?;
         let dst = self
             .resolve(&q, newname)?
             .map(|r| self.node_for(&q, newname, r, false));
@@ -381,12 +490,12 @@ impl Overlay {
                 return Err(Errno::EINVAL);
             }
         }
+        // The order of the kernel: types (checked by the VFS), then whether the
+        // directories may move (EXDEV), then emptiness of a replaced directory.
         if let (Some(d), false) = (&dst, exchange) {
-            let dst_dir = d.kind() == FileKind::Directory;
-            match (src_dir, dst_dir) {
+            match (src_dir, d.kind() == FileKind::Directory) {
                 (true, false) => return Err(Errno::ENOTDIR),
                 (false, true) => return Err(Errno::EISDIR),
-                (true, true) if !self.dir_is_empty(d)? => return Err(Errno::ENOTEMPTY),
                 _ => {}
             }
         }
@@ -399,6 +508,20 @@ impl Overlay {
         {
             return Err(Errno::EXDEV);
         }
+        if let (Some(d), false) = (&dst, exchange)
+            && src_dir
+            && !self.dir_is_empty(d)?
+        {
+            return Err(Errno::ENOTEMPTY);
+        }
+        if src_dir
+            || dst
+                .as_ref()
+                .is_some_and(|d| d.kind() == FileKind::Directory)
+        {
+            // Upper paths of directories change: cached fds must be looked up again.
+            self.dirs.drop_upper();
+        }
         self.copy_up(&p, Data::Full)?;
         self.copy_up(&q, Data::Full)?;
         self.copy_up(&src, Data::Full)?;
@@ -408,6 +531,11 @@ impl Overlay {
         let pdir = upper.layer.open_dir(&self.upper_path(&p))?;
         let qdir = upper.layer.open_dir(&self.upper_path(&q))?;
         let (pdir, qdir) = (sys::borrow(&pdir), sys::borrow(&qdir));
+        // A hard link copied up through another name: this name joins the copy first.
+        self.link_name_up(&src, pdir, name)?;
+        if exchange && let Some(d) = &dst {
+            self.link_name_up(d, qdir, newname)?;
+        }
         let samedir = Arc::ptr_eq(&p, &q);
         if has_lower_dir(&src) {
             self.set_redirect(&src, &q, samedir, pdir, name)?;
@@ -418,12 +546,20 @@ impl Overlay {
         {
             self.set_redirect(d, &p, samedir, qdir, newname)?;
         }
-        // A pure upper directory moved where a lower still shows a directory must not
-        // merge with it.
-        let src_pure_upper_dir = src_dir && !has_lower_dir(&src);
-        if src_pure_upper_dir && self.lower_positive(&q, newname)? {
-            let fd = sys::open_path_at(pdir, name)?;
-            sys::set_xattr(sys::borrow(&fd), self.markers.opaque(), b"y", 0)?;
+        // A pure upper directory moved into a merged directory becomes opaque, so that
+        // lower content appearing at its new name can never merge into it (the kernel's
+        // rule, which also keeps the two readings of the upper identical).
+        let merged_parent = |n: &Node| !n.state.read().lowers.is_empty();
+        if src_dir && !has_lower_dir(&src) && merged_parent(&q) {
+            self.set_opaque(pdir, name)?;
+        }
+        if exchange
+            && let Some(d) = &dst
+            && d.kind() == FileKind::Directory
+            && !has_lower_dir(d)
+            && merged_parent(&p)
+        {
+            self.set_opaque(qdir, newname)?;
         }
         if exchange {
             sys::rename_at(pdir, name, qdir, newname, rename_flag::EXCHANGE)?;
@@ -439,14 +575,25 @@ impl Overlay {
                 }
             }
             let whiteout = self.lower_positive(&p, name)?;
-            let wflag = if whiteout { rename_flag::WHITEOUT } else { 0 };
-            match sys::rename_at(pdir, name, qdir, newname, wflag) {
-                Ok(()) => {}
-                Err(e) if whiteout && (e == Errno::EINVAL || e == Errno::EPERM) => {
-                    sys::rename_at(pdir, name, qdir, newname, 0)?;
-                    self.make_whiteout(pdir, name)?;
+            let target_is_whiteout = dst.is_none()
+                && matches!(sys::stat_at(qdir, newname), Ok(st) if st.is_whiteout_device());
+            if target_is_whiteout {
+                // Swap with the whiteout: it lands at the old name, which is where one
+                // is needed if a lower layer still has that name; else remove it.
+                sys::rename_at(pdir, name, qdir, newname, rename_flag::EXCHANGE)?;
+                if !whiteout {
+                    sys::unlink_at(pdir, name, false)?;
                 }
-                Err(e) => return Err(e),
+            } else {
+                let wflag = if whiteout { rename_flag::WHITEOUT } else { 0 };
+                match sys::rename_at(pdir, name, qdir, newname, wflag) {
+                    Ok(()) => {}
+                    Err(e) if whiteout && (e == Errno::EINVAL || e == Errno::EPERM) => {
+                        sys::rename_at(pdir, name, qdir, newname, 0)?;
+                        self.make_whiteout(pdir, name)?;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         {
@@ -464,6 +611,27 @@ impl Overlay {
             }
         }
         Ok(())
+    }
+
+    /// Make sure `name` in the upper directory `dir` is a name of `node`'s copy: a
+    /// lower hard link whose inode was copied up through another name is linked here.
+    fn link_name_up(&self, node: &Node, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+        if node.kind() == FileKind::Directory
+            || matches!(sys::stat_at(dir, name), Ok(st) if !st.is_whiteout_device())
+        {
+            return Ok(());
+        }
+        let (sdir, sname) = self.upper_object(node)?;
+        sys::link_at(sys::borrow(&sdir), &sname, dir, name)?;
+        // One more upper name for a name that was only below.
+        let adjust = self.add_nlink_adjust(dir, name, -1);
+        node.state.write().nlink_adjust = adjust;
+        Ok(())
+    }
+
+    fn set_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
+        let fd = sys::open_path_at(dir, name)?;
+        sys::set_xattr(sys::borrow(&fd), self.markers.opaque(), b"y", 0)
     }
 
     /// Record where a renamed directory's lower content lives (the kernel's

@@ -13,34 +13,53 @@ use std::os::unix::ffi::OsStrExt;
 impl Overlay {
     /// An `O_PATH` handle on the object a node shows. Call with the tree lock held.
     fn object_fd(&self, node: &Node) -> SysResult<OwnedFd> {
-        let (upper, lower) = {
+        let (upper, lower, spliced) = {
             let s = node.state.read();
-            (s.upper, s.lowers.first().cloned())
+            (s.upper, s.lowers.first().cloned(), s.splice.clone())
         };
+        if let Some(at) = spliced {
+            return self.splice_object(&at);
+        }
         if upper {
-            self.upper()?.layer.open_any(&self.upper_path(node))
+            let (dir, name) = self.upper_object(node)?;
+            sys::open_path_at(sys::borrow(&dir), &name)
         } else {
             let l = lower.ok_or(Errno::ENOENT)?;
             self.lowers[l.layer].open_any(&l.path)
         }
     }
 
+    /// The stored name of an xattr: escaped in the union, as is inside a splice.
+    fn stored_xattr(&self, node: &Node, name: &OsStr) -> Vec<u8> {
+        if node.state.read().splice.is_some() {
+            name.as_bytes().to_vec()
+        } else {
+            self.markers.stored_name(name.as_bytes())
+        }
+    }
+
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> SysResult<Vec<u8>> {
         let node = self.node(ino)?;
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
         let fd = self.object_fd(&node)?;
-        let stored = self.markers.stored_name(name.as_bytes());
+        let stored = self.stored_xattr(&node, name);
         sys::get_xattr(sys::borrow(&fd), OsStr::from_bytes(&stored))
     }
 
     /// Visible xattr names, each NUL-terminated, as listxattr returns them.
     pub fn listxattr(&self, ino: u64) -> SysResult<Vec<u8>> {
         let node = self.node(ino)?;
-        let _t = self.tree.read();
+        let _t = self.tree.read_recursive();
         let fd = self.object_fd(&node)?;
+        let spliced = node.state.read().splice.is_some();
         let mut out = Vec::new();
         for name in sys::list_xattr(sys::borrow(&fd))? {
-            if let Some(v) = self.markers.visible_name(&name) {
+            let shown = if spliced {
+                Some(name)
+            } else {
+                self.markers.visible_name(&name)
+            };
+            if let Some(v) = shown {
                 out.extend_from_slice(&v);
                 out.push(0);
             }
@@ -50,25 +69,40 @@ impl Overlay {
 
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
         let node = self.node(ino)?;
-        self.upper()?;
-        let _t = self.tree.read();
-        self.copy_up(&node, Data::Full)?;
+        let _t = self.tree.read_recursive();
+        let spliced = node.state.read().splice.clone();
+        match &spliced {
+            Some(at) => self.splice_writable(at)?,
+            None => {
+                self.upper()?;
+                self.copy_up(&node, Data::Full)?;
+            }
+        }
         let fd = self.object_fd(&node)?;
-        let stored = self.markers.stored_name(name.as_bytes());
+        let stored = self.stored_xattr(&node, name);
         sys::set_xattr(sys::borrow(&fd), OsStr::from_bytes(&stored), value, flags)
     }
 
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> SysResult<()> {
         let node = self.node(ino)?;
-        self.upper()?;
-        let _t = self.tree.read();
-        let stored = self.markers.stored_name(name.as_bytes());
+        let _t = self.tree.read_recursive();
+        let stored = self.stored_xattr(&node, name);
         let stored = OsStr::from_bytes(&stored);
-        if !node.state.read().upper {
-            // Nothing to remove needs no copy.
-            let fd = self.object_fd(&node)?;
-            sys::get_xattr(sys::borrow(&fd), stored)?;
-            self.copy_up(&node, Data::Full)?;
+        let (upper, spliced) = {
+            let s = node.state.read();
+            (s.upper, s.splice.clone())
+        };
+        match &spliced {
+            Some(at) => self.splice_writable(at)?,
+            None => {
+                self.upper()?;
+                if !upper {
+                    // Nothing to remove needs no copy.
+                    let fd = self.object_fd(&node)?;
+                    sys::get_xattr(sys::borrow(&fd), stored)?;
+                    self.copy_up(&node, Data::Full)?;
+                }
+            }
         }
         let fd = self.object_fd(&node)?;
         sys::remove_xattr(sys::borrow(&fd), stored)

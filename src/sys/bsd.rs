@@ -147,3 +147,15 @@ pub fn is_unsupported(e: Errno) -> bool {
         libc::EOPNOTSUPP | libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::ENOTTY
     )
 }
+
+pub fn file_handle(_fd: BorrowedFd<'_>) -> SysResult<(i32, Vec<u8>)> {
+    Err(Errno::ENOTSUP)
+}
+
+pub fn fs_uuid(_fd: BorrowedFd<'_>) -> Option<[u8; 16]> {
+    None
+}
+
+pub fn open_by_handle(_mount_fd: BorrowedFd<'_>, _ty: i32, _handle: &[u8]) -> SysResult<OwnedFd> {
+    Err(Errno::ENOTSUP)
+}

@@ -302,3 +302,86 @@ pub fn is_unsupported(e: Errno) -> bool {
         libc::EOPNOTSUPP | libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::ENOTTY
     )
 }
+
+/// The kernel's file handle of the inode behind `fd` (`name_to_handle_at` with
+/// `AT_EMPTY_PATH`): its type and bytes.
+pub fn file_handle(fd: BorrowedFd<'_>) -> SysResult<(i32, Vec<u8>)> {
+    const MAX_HANDLE_SZ: usize = 128;
+    const HEADER: usize = std::mem::size_of::<libc::file_handle>();
+    // u64 storage keeps the struct's alignment.
+    let mut buf = vec![0u64; (HEADER + MAX_HANDLE_SZ).div_ceil(8)];
+    let fh = buf.as_mut_ptr().cast::<libc::file_handle>();
+    let mut mount_id: libc::c_int = 0;
+    let empty = CString::default();
+    // SAFETY: `buf` is large enough for the header plus MAX_HANDLE_SZ bytes, and
+    // handle_bytes tells the kernel how many it may write.
+    unsafe { (*fh).handle_bytes = MAX_HANDLE_SZ as libc::c_uint };
+    // SAFETY: all pointers are valid for the duration of the call.
+    check(unsafe {
+        libc::name_to_handle_at(
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            fh,
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    })?;
+    // SAFETY: the kernel filled the header; `handle_bytes` ≤ MAX_HANDLE_SZ bytes
+    // follow it inside `buf`.
+    let (ty, len) = unsafe { ((*fh).handle_type, (*fh).handle_bytes as usize) };
+    // SAFETY: the bytes were written by the kernel, within `buf`.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            buf.as_ptr().cast::<u8>().add(HEADER),
+            len.min(MAX_HANDLE_SZ),
+        )
+    };
+    Ok((ty, bytes.to_vec()))
+}
+
+/// The UUID of the filesystem holding `fd` (`FS_IOC_GETFSUUID`), as the kernel keeps
+/// it in the superblock; `None` where the filesystem has none.
+pub fn fs_uuid(fd: BorrowedFd<'_>) -> Option<[u8; 16]> {
+    #[repr(C)]
+    struct FsUuid2 {
+        len: u8,
+        uuid: [u8; 16],
+    }
+    // _IOR(0x15, 0, struct fsuuid2)
+    const FS_IOC_GETFSUUID: libc::c_ulong = (2 << 30) | (17 << 16) | (0x15 << 8);
+    let mut out = FsUuid2 {
+        len: 0,
+        uuid: [0; 16],
+    };
+    // SAFETY: `out` matches struct fsuuid2 (17 bytes) as the ioctl expects.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_GETFSUUID as _, &mut out) };
+    if r == 0 && out.len == 16 {
+        Some(out.uuid)
+    } else {
+        None
+    }
+}
+
+/// Open the inode a file handle names, on the filesystem `mount_fd` belongs to
+/// (`open_by_handle_at`, as `O_PATH`). Needs CAP_DAC_READ_SEARCH.
+pub fn open_by_handle(mount_fd: BorrowedFd<'_>, ty: i32, handle: &[u8]) -> SysResult<OwnedFd> {
+    const HEADER: usize = std::mem::size_of::<libc::file_handle>();
+    let mut buf = vec![0u64; (HEADER + handle.len()).div_ceil(8)];
+    let fh = buf.as_mut_ptr().cast::<libc::file_handle>();
+    // SAFETY: `buf` holds the header plus `handle.len()` bytes, written here.
+    unsafe {
+        (*fh).handle_bytes = handle.len() as libc::c_uint;
+        (*fh).handle_type = ty;
+        std::ptr::copy_nonoverlapping(
+            handle.as_ptr(),
+            buf.as_mut_ptr().cast::<u8>().add(HEADER),
+            handle.len(),
+        );
+    }
+    // SAFETY: `fh` points to a complete file_handle inside `buf`.
+    let fd = check(unsafe {
+        libc::open_by_handle_at(mount_fd.as_raw_fd(), fh, libc::O_PATH | libc::O_CLOEXEC)
+    })?;
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

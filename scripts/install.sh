@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install layerfuse and the names container runtimes look for:
+#   $PREFIX/bin/layerfuse                 the release binary
+#   $PREFIX/bin/fuse-overlayfs -> layerfuse  (Docker's fuse-overlayfs driver, Podman's default
+#                                         mount_program name; it behaves the same under any name)
+#   $SBINDIR/mount.fuse.layerfuse -> mount.fuse3  (so `mount -t fuse.layerfuse layerfuse MNT -o …`
+#                                         and fstab lines work; mount.fuse3 then runs `layerfuse`)
+# Usage: scripts/install.sh [--bin PATH] [--no-fuse-overlayfs]
+#   --bin PATH   install this binary instead of building one (cargo build --release)
+#   --no-fuse-overlayfs  do not create the fuse-overlayfs name
+# Environment: PREFIX (default /usr/local), SBINDIR (default /sbin), DESTDIR (staging root).
+# mount(8) runs helpers with its own PATH, so layerfuse must live in a standard directory
+# (/usr/local/bin, /usr/bin, /sbin): do not point PREFIX at a private dir if you want mount -t.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PREFIX=${PREFIX:-/usr/local}
+SBINDIR=${SBINDIR:-/sbin}
+DESTDIR=${DESTDIR:-}
+bin=""
+fuse_overlayfs=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --bin) bin=$2; shift 2 ;;
+    --no-fuse-overlayfs) fuse_overlayfs=0; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+if [ -z "$bin" ]; then
+  cargo build --release --locked
+  bin=${CARGO_TARGET_DIR:-target}/release/layerfuse
+fi
+[ -x "$bin" ] || { echo "install.sh: $bin is not an executable" >&2; exit 1; }
+
+install -d "$DESTDIR$PREFIX/bin" "$DESTDIR$SBINDIR"
+# Replace atomically: a running daemon keeps its old inode.
+install -m 0755 "$bin" "$DESTDIR$PREFIX/bin/.layerfuse.new"
+mv -f "$DESTDIR$PREFIX/bin/.layerfuse.new" "$DESTDIR$PREFIX/bin/layerfuse"
+if [ "$fuse_overlayfs" = 1 ]; then
+  ln -sfn layerfuse "$DESTDIR$PREFIX/bin/fuse-overlayfs"
+fi
+helper=$(command -v mount.fuse3 || echo /sbin/mount.fuse3)
+[ -e "$helper" ] || echo "install.sh: warning: mount.fuse3 not found (apt-get install fuse3)" >&2
+ln -sfn "$helper" "$DESTDIR$SBINDIR/mount.fuse.layerfuse"
+echo "installed $("$DESTDIR$PREFIX/bin/layerfuse" --version) in $DESTDIR$PREFIX/bin" \
+  "(layerfuse$([ "$fuse_overlayfs" = 1 ] && echo ', fuse-overlayfs')) and $DESTDIR$SBINDIR/mount.fuse.layerfuse"

@@ -1,0 +1,88 @@
+//! FUSE passthrough: the kernel reads and writes an open file's backing fd directly.
+//!
+//! The kernel allows one backing file per inode, and refuses a passthrough open of an
+//! inode that also has files open through the page cache (and the reverse). So an
+//! inode's opens are tracked here: passthrough only while no cached open exists, one
+//! `BackingId` shared by all passthrough opens of the inode, dropped with the last.
+
+use fuser::BackingId;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Default)]
+struct InodeIo {
+    cached: u32,
+    passthrough: u32,
+    backing: Option<Arc<BackingId>>,
+}
+
+/// How one open file is served.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Cached,
+    Passthrough,
+}
+
+#[derive(Default)]
+pub struct PassthroughTable {
+    inodes: Mutex<HashMap<u64, InodeIo>>,
+    handles: Mutex<HashMap<u64, (u64, Mode)>>,
+}
+
+impl PassthroughTable {
+    /// Decide how handle `fh` of inode `ino` is served. `make` opens a backing id
+    /// when one is needed; `None` from it (or a cached open of the inode) means the
+    /// daemon serves the file.
+    pub fn open(
+        &self,
+        ino: u64,
+        fh: u64,
+        make: impl FnOnce() -> Option<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        let mut inodes = self.inodes.lock();
+        let io = inodes.entry(ino).or_default();
+        let backing = if io.cached == 0 {
+            match &io.backing {
+                Some(b) => Some(b.clone()),
+                None => make().map(Arc::new),
+            }
+        } else {
+            None
+        };
+        let mode = match &backing {
+            Some(b) => {
+                io.backing = Some(b.clone());
+                io.passthrough += 1;
+                Mode::Passthrough
+            }
+            None => {
+                io.cached += 1;
+                Mode::Cached
+            }
+        };
+        drop(inodes);
+        self.handles.lock().insert(fh, (ino, mode));
+        backing
+    }
+
+    /// Handle `fh` was released.
+    pub fn release(&self, fh: u64) {
+        let Some((ino, mode)) = self.handles.lock().remove(&fh) else {
+            return;
+        };
+        let mut inodes = self.inodes.lock();
+        if let Some(io) = inodes.get_mut(&ino) {
+            match mode {
+                Mode::Cached => io.cached = io.cached.saturating_sub(1),
+                Mode::Passthrough => io.passthrough = io.passthrough.saturating_sub(1),
+            }
+            if io.passthrough == 0 {
+                io.backing = None;
+            }
+            if io.cached == 0 && io.passthrough == 0 {
+                inodes.remove(&ino);
+            }
+        }
+    }
+}

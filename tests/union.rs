@@ -1,0 +1,27 @@
+//! The differential suite: every test runs the same operations on kernel overlayfs and on
+//! layerfuse over identical layers and requires identical outcomes (see `common/mod.rs`).
+//! Rules under test: `shared/design/semantics.md`.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+#[path = "union/changes.rs"]
+mod changes;
+#[path = "union/cli.rs"]
+mod cli;
+#[path = "union/copyup.rs"]
+mod copyup;
+#[path = "union/ids.rs"]
+mod ids;
+#[path = "union/interop.rs"]
+mod interop;
+#[path = "union/io.rs"]
+mod io;
+#[path = "union/lookup.rs"]
+mod lookup;
+#[path = "union/perms.rs"]
+mod perms;
+#[path = "union/rootless.rs"]
+mod rootless;
+#[path = "union/splices.rs"]
+mod splices;

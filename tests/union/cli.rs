@@ -1,0 +1,421 @@
+//! The `layerfuse` command itself: bad input is refused with a non-zero exit, exactly one line on
+//! stderr and nothing mounted; and the lifecycle (daemon mode, `layerfuse umount`, SIGTERM/SIGINT,
+//! `fusermount3 -u`). These always run the layerfuse binary, whatever LAYERFUSE_TEST_IMPL says.
+
+use crate::common::*;
+use crate::need_root;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn s(p: &Path) -> OsString {
+    p.as_os_str().to_owned()
+}
+
+pub(crate) fn all_mount_ids() -> Vec<u64> {
+    mounts().iter().map(|m| m.id).collect()
+}
+
+/// Mounts made since `before` at `mnt` or below this test's own directory (other tests running
+/// in parallel mount elsewhere, and must not count).
+pub(crate) fn ours(before: &[u64], mnt: &Path, root: &Path) -> Vec<MountInfo> {
+    let (mnt, root) = (mnt.display().to_string(), format!("{}/", root.display()));
+    mounts()
+        .into_iter()
+        .filter(|m| {
+            !before.contains(&m.id) && (m.mountpoint == mnt || m.mountpoint.starts_with(&root))
+        })
+        .collect()
+}
+
+/// Run `layerfuse mount ARGS -f MNT` and require a refusal: non-zero exit within the deadline,
+/// exactly one non-empty line on stderr, no new mount anywhere.
+pub(crate) fn expect_refused(
+    what: &str,
+    args: &[OsString],
+    mnt: &Path,
+    work_root: &Path,
+) -> String {
+    let before = all_mount_ids();
+    // `what` may hold '/' (paths in the bad input): not a path here.
+    let err = work_root.join(format!(
+        "refused-{}.stderr",
+        what.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    ));
+    let mut cmd = Command::new(layerfuse_bin());
+    cmd.arg("mount").args(args).arg("-f").arg(mnt);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err).unwrap());
+    let mut child = cmd.spawn().expect("spawn layerfuse");
+    let mut status = None;
+    let mut new_mount = None;
+    wait_for(DEADLINE, || {
+        status = child.try_wait().ok().flatten();
+        new_mount = ours(&before, mnt, work_root).into_iter().next();
+        status.is_some() || new_mount.is_some()
+    });
+    if let Some(m) = new_mount {
+        let mp = PathBuf::from(&m.mountpoint);
+        unmount_all(&mp);
+        reap(&mut child, DEADLINE);
+        panic!("{what}: layerfuse accepted bad input and mounted {m:?} ({cmd:?})");
+    }
+    let Some(status) = status else {
+        reap(&mut child, Duration::ZERO);
+        panic!("{what}: layerfuse neither exited nor mounted within {DEADLINE:?} ({cmd:?})");
+    };
+    let stderr = fs::read_to_string(&err).unwrap_or_default();
+    assert!(
+        !status.success(),
+        "{what}: exit status {status}, expected failure ({cmd:?})"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: expected exactly one line on stderr, got:\n{stderr}"
+    );
+    let after = ours(&before, mnt, work_root);
+    assert!(after.is_empty(), "{what}: mounted after refusal: {after:?}");
+    lines[0].to_string()
+}
+
+use std::time::Duration;
+
+pub(crate) fn base() -> Layers {
+    let l = Layers::new(2);
+    l.lower(0).file("a", "a");
+    l.lower(1).file("b", "b");
+    l
+}
+
+pub(crate) fn std_args(l: &Layers) -> Vec<OsString> {
+    vec![
+        "--lower".into(),
+        format!("{}:{}", l.lowers[0].display(), l.lowers[1].display()).into(),
+        "--upper".into(),
+        s(l.upper.as_ref().unwrap()),
+        "--work".into(),
+        s(l.work.as_ref().unwrap()),
+    ]
+}
+
+#[test]
+fn refuses_missing_lower() {
+    need_root!();
+    let l = base();
+    let mut a = std_args(&l);
+    a[1] = format!(
+        "{}:{}",
+        l.lowers[0].display(),
+        l.root.join("nope").display()
+    )
+    .into();
+    expect_refused("missing lower", &a, &l.mnt, &l.root);
+}
+
+#[test]
+fn refuses_lower_that_is_a_file() {
+    need_root!();
+    let l = base();
+    let mut a = std_args(&l);
+    a[1] = format!(
+        "{}:{}",
+        l.lowers[0].display(),
+        l.lowers[0].join("a").display()
+    )
+    .into();
+    expect_refused("lower is a file", &a, &l.mnt, &l.root);
+}
+
+#[test]
+fn refuses_same_lower_twice() {
+    need_root!();
+    let l = base();
+    let mut a = std_args(&l);
+    a[1] = format!("{}:{}", l.lowers[0].display(), l.lowers[0].display()).into();
+    expect_refused("same lower twice", &a, &l.mnt, &l.root);
+}
+
+#[test]
+fn refuses_upper_inside_lower() {
+    need_root!();
+    let l = base();
+    let inner = l.lowers[1].join("u");
+    fs::create_dir(&inner).unwrap();
+    let mut a = std_args(&l);
+    a[3] = s(&inner);
+    expect_refused("upper inside lower", &a, &l.mnt, &l.root);
+}
+
+#[test]
+fn refuses_work_inside_mountpoint() {
+    need_root!();
+    let l = base();
+    let inner = l.mnt.join("w");
+    fs::create_dir(&inner).unwrap();
+    let mut a = std_args(&l);
+    a[5] = s(&inner);
+    expect_refused("work inside mountpoint", &a, &l.mnt, &l.root);
+}
+
+#[test]
+fn refuses_upper_and_work_same_dir() {
+    need_root!();
+    let l = base();
+    let mut a = std_args(&l);
+    a[5] = a[3].clone();
+    expect_refused("upper equals work", &a, &l.mnt, &l.root);
+}
+
+#[test]
+fn refuses_upper_and_work_on_different_filesystems() {
+    need_root!();
+    let l = base();
+    let tmpfs = TmpfsGuard::new(&l.root.join("tmpfs"));
+    let w = tmpfs.path.join("w");
+    fs::create_dir(&w).unwrap();
+    let mut a = std_args(&l);
+    a[5] = s(&w);
+    expect_refused("work on another filesystem", &a, &l.mnt, &l.root);
+}
+
+#[test]
+fn refuses_work_dir_in_use_by_live_mount() {
+    need_root!();
+    let l = base();
+    let second_mnt = l.root.join("m2");
+    fs::create_dir(&second_mnt).unwrap();
+    let a = std_args(&l);
+    let root = l.root.clone();
+    let first = TestMount::layerfuse(l, &Opts::default());
+    expect_refused("work dir in use", &a, &second_mnt, &root);
+    assert!(first.is_mounted(), "the first mount must survive");
+}
+
+#[test]
+fn refuses_mountpoint_that_is_not_a_directory() {
+    need_root!();
+    let l = base();
+    let f = l.root.join("file-mnt");
+    fs::write(&f, "x").unwrap();
+    expect_refused("mountpoint is a file", &std_args(&l), &f, &l.root);
+}
+
+#[test]
+fn refuses_missing_mountpoint() {
+    need_root!();
+    let l = base();
+    expect_refused(
+        "mountpoint missing",
+        &std_args(&l),
+        &l.root.join("nothing"),
+        &l.root,
+    );
+}
+
+#[test]
+fn refuses_mountpoint_already_a_layerfuse_mount() {
+    need_root!();
+    let l = base();
+    let other = base();
+    let mnt = l.mnt.clone();
+    let root = other.root.clone();
+    let first = TestMount::layerfuse(l, &Opts::default());
+    expect_refused("mountpoint already mounted", &std_args(&other), &mnt, &root);
+    assert!(first.is_mounted(), "the first mount must survive");
+}
+
+/// The live mount as the kernel lists it: fuse, source `layerfuse`, allow_other,
+/// default_permissions, and neither nodev nor nosuid.
+fn assert_mount_shape(mnt: &Path) {
+    let m = mounts_at(mnt);
+    let m = m
+        .last()
+        .unwrap_or_else(|| panic!("{} not mounted", mnt.display()));
+    assert!(m.fstype.starts_with("fuse"), "fstype {m:?}");
+    assert_eq!(m.source, "layerfuse", "source {m:?}");
+    assert!(
+        m.options.contains("allow_other"),
+        "allow_other missing: {m:?}"
+    );
+    assert!(
+        m.options.contains("default_permissions"),
+        "default_permissions missing: {m:?}"
+    );
+    assert!(!m.mount_options.contains("nodev"), "mounted nodev: {m:?}");
+    assert!(!m.mount_options.contains("nosuid"), "mounted nosuid: {m:?}");
+}
+
+#[test]
+fn foreground_mount_has_the_promised_shape() {
+    need_root!();
+    let m = TestMount::layerfuse(base(), &Opts::default());
+    assert_mount_shape(&m.mnt);
+    assert_eq!(fs::read_to_string(m.path("a")).unwrap(), "a");
+}
+
+/// PIDs of processes whose command line mentions `needle`.
+fn pids_with_arg(needle: &Path) -> Vec<i32> {
+    let needle = needle.as_os_str().as_encoded_bytes();
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(cmd) = fs::read(e.path().join("cmdline"))
+            && cmd.split(|b| *b == 0).any(|a| a == needle)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn process_gone(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie has exited; its parent (not us: it was reparented) reaps it.
+        Ok(st) => st
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z')),
+    }
+}
+
+/// Cleans up a background daemon found by PID, even if the test fails.
+struct DaemonGuard {
+    mnt: PathBuf,
+    pids: Vec<i32>,
+}
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        unmount_all(&self.mnt);
+        for &pid in &self.pids {
+            if !wait_for(DEADLINE, || process_gone(pid)) {
+                // SAFETY: kill on a PID this test started (found by its unique mountpoint).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+#[test]
+fn daemon_mode_returns_once_live_and_umount_stops_it() {
+    need_root!();
+    let l = base();
+    let err = l.root.join("daemon.stderr");
+    let mut cmd = Command::new(layerfuse_bin());
+    cmd.arg("mount").args(std_args(&l)).arg(&l.mnt);
+    // Files, not pipes: a daemon that keeps inherited pipes open would hang a pipe reader.
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let mut guard = DaemonGuard {
+        mnt: l.mnt.clone(),
+        pids: Vec::new(),
+    };
+    let status = reap(&mut child, DEADLINE);
+    guard.pids = pids_with_arg(&l.mnt);
+    let status = status.expect("layerfuse mount (daemon mode) did not return");
+    assert!(
+        status.success(),
+        "exit {status}; stderr: {}",
+        fs::read_to_string(&err).unwrap_or_default()
+    );
+    // No polling here: the mount must already be live when the command returns.
+    assert_mount_shape(&l.mnt);
+    assert_eq!(fs::read_to_string(l.mnt.join("b")).unwrap(), "b");
+    assert!(!guard.pids.is_empty(), "no background daemon process found");
+
+    let st = Command::new(layerfuse_bin())
+        .arg("umount")
+        .arg(&l.mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "layerfuse umount: {st}");
+    assert!(
+        mounts_at(&l.mnt).is_empty(),
+        "still mounted after layerfuse umount"
+    );
+    for &pid in &guard.pids {
+        assert!(
+            wait_for(DEADLINE, || process_gone(pid)),
+            "daemon {pid} did not exit after umount"
+        );
+    }
+}
+
+fn foreground_stop(stop: impl FnOnce(&TestMount)) {
+    let mut m = TestMount::layerfuse(base(), &Opts::default());
+    stop(&m);
+    let status = m.wait_exit();
+    let status = status.expect("daemon did not exit on its own");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "daemon exit status {status}; stderr: {}",
+        m.stderr()
+    );
+    assert!(mounts_at(&m.mnt).is_empty(), "still mounted");
+}
+
+#[test]
+fn layerfuse_umount_stops_foreground_daemon() {
+    need_root!();
+    foreground_stop(|m| {
+        let st = Command::new(layerfuse_bin())
+            .arg("umount")
+            .arg(&m.mnt)
+            .status()
+            .unwrap();
+        assert!(st.success(), "layerfuse umount: {st}");
+    });
+}
+
+#[test]
+fn sigterm_unmounts_and_exits_zero() {
+    need_root!();
+    foreground_stop(|m| {
+        // SAFETY: signal to the daemon this test spawned.
+        assert_eq!(
+            unsafe { libc::kill(m.pid().unwrap() as i32, libc::SIGTERM) },
+            0
+        );
+    });
+}
+
+#[test]
+fn sigint_unmounts_and_exits_zero() {
+    need_root!();
+    foreground_stop(|m| {
+        // SAFETY: signal to the daemon this test spawned.
+        assert_eq!(
+            unsafe { libc::kill(m.pid().unwrap() as i32, libc::SIGINT) },
+            0
+        );
+    });
+}
+
+#[test]
+fn fusermount3_u_stops_daemon() {
+    need_root!();
+    foreground_stop(|m| {
+        let st = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&m.mnt)
+            .status()
+            .expect("fusermount3 (package fuse3)");
+        assert!(st.success(), "fusermount3 -u: {st}");
+    });
+}
+
+#[test]
+fn umount2_stops_daemon() {
+    need_root!();
+    foreground_stop(|m| umount2(&m.mnt, 0).expect("umount2"));
+}
