@@ -120,6 +120,9 @@ fi
 # State and cleanup. Every mount and daemon the script makes is written to $STATE/mounts as
 # "MOUNTPOINT PID" (PID 0 for kernel mounts) so the EXIT trap can undo it from any subshell.
 mkdir -p "$WORK"
+# One run at a time per work directory: they share the image, the loop device and the mount points.
+exec 9>"$WORK/lock"
+flock -n 9 || die "another bench.sh is running with --workdir $WORK"
 STATE=$(mktemp -d "$WORK/state.XXXXXX")
 : >"$STATE/mounts"
 FX=$WORK/fx          # the fixture ext4 is mounted here
@@ -395,6 +398,7 @@ umount_union() {
 # ---------------------------------------------------------------------------------------------
 # Results: one line per measurement in results.csv (rep,impl,metric,value).
 record() { # METRIC VALUE
+  [[ $2 =~ ^[0-9][0-9.e+-]*$ ]] || { log "  $IMPL $1: no figure (got '$2')"; return 1; }
   echo "$REP,$IMPL,$1,$2" >>"$OUTDIR/results.csv"
   log "  $IMPL $1 = $2"
 }
