@@ -15,7 +15,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Bump when the fixture layout changes: cached images are keyed by it.
-FIXTURE_VERSION=1
+FIXTURE_VERSION=2
 ALL_IMPLS=kernel,fuse-overlayfs,unionfs-fuse,layerfuse
 ALL_METRICS=statwalk,readdir,seqread,randread,seqwrite,copyup,meta,smallfiles,untar,renunlink,layers,rss,parallel
 
@@ -129,6 +129,7 @@ FX=$WORK/fx          # the fixture ext4 is mounted here
 MNT=$WORK/mnt        # the union under test is mounted here
 RUN_IMG=$WORK/run.img
 LOOP=""
+UNIONFS_META=.unionfs-fuse
 CACHE_IMG=$WORK/cache/fixture-v$FIXTURE_VERSION-$SCALE.img
 
 pid_alive() {
@@ -250,19 +251,20 @@ build_fixture() {
   head -c "$((MID_MIB << 20))" /dev/urandom >"$FX/l3/data/big256m"
 
   # unionfs-fuse variants of l1 and l2: same files (hard links), whiteouts in its own format
-  # (BRANCH/.unionfs/PATH_HIDDEN~). A whiteout of a directory hides it only in lower branches,
-  # which is what an opaque directory means, so both can be expressed.
+  # (BRANCH/META/PATH_HIDDEN~). A whiteout of a directory hides it only in lower branches,
+  # which is what an opaque directory means, so both can be expressed. META is .unionfs-fuse in
+  # Debian's 1.0 (its binary says so; its manual's .unionfs is that of later versions).
   for j in 1 2; do
     cp -al "$FX/l$j" "$FX/l${j}u"
     while IFS= read -r name; do
       rm "$FX/l${j}u/$name"
-      mkdir -p "$FX/l${j}u/.unionfs/$(dirname "$name")"
-      : >"$FX/l${j}u/.unionfs/${name}_HIDDEN~"
+      mkdir -p "$FX/l${j}u/$UNIONFS_META/$(dirname "$name")"
+      : >"$FX/l${j}u/$UNIONFS_META/${name}_HIDDEN~"
     done < <(cd "$FX/l$j" && find . -type c -printf '%P\n')
   done
   printf -v d 'd%03d' "$((NDIRS - 2))"
-  mkdir -p "$FX/l1u/.unionfs"
-  : >"$FX/l1u/.unionfs/${d}_HIDDEN~"
+  mkdir -p "$FX/l1u/$UNIONFS_META"
+  : >"$FX/l1u/$UNIONFS_META/${d}_HIDDEN~"
 
   # Lists for rename/unlink: NRENAME lower files each, visible in the merged view.
   : >"$FX/lists/rename"
@@ -376,7 +378,9 @@ mount_union() {
           branches="$upper=RW"
           IFS=: read -ra b <<<"$lowers_abs"
           branches+=$(printf ':%s=RO' "${b[@]}")
-          unionfs -f -o cow,hide_meta_files "$branches" "$MNT" >"$logf" 2>&1 & ;;
+          # Debian's 1.0 prints a debugging line per directory entry on stdout: throw that away
+          # as its daemon mode does, rather than timing writes to a log file.
+          unionfs -f -o cow,hide_meta_files "$branches" "$MNT" >/dev/null 2>"$logf" & ;;
       esac
       DAEMON_PID=$!
       echo "$MNT $DAEMON_PID" >>"$STATE/mounts"
