@@ -489,8 +489,14 @@ impl Overlay {
             return Ok(self.attr_of(&node, &st));
         }
         let _t = self.tree.read_recursive();
+        // A node only in the lower layers still is its lower entry once its name is gone
+        // (layers never change); an upper one's path may name something else by now.
+        let reliable = |n: &Node| {
+            let s = n.state.read();
+            !s.unlinked || (!s.upper && s.splice.is_none())
+        };
         let st = match self.stat_node(&node) {
-            Ok(st) if !node.state.read().unlinked => st,
+            Ok(st) if reliable(&node) => st,
             other => match self.handles.fstat_any_of(ino) {
                 Some(st) => st,
                 // Gone, and no open file reaches it: the path now names something else.

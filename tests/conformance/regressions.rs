@@ -484,3 +484,32 @@ fn case_seed_890395661_unlink_recorded_name_of_upper_hard_link() {
     };
     check_case(&case);
 }
+
+/// fstat of an open lower directory after another directory was renamed over it: the
+/// kernel still reports the lower directory (was ENOENT).
+#[test]
+fn case_seed_405136221_fdstat_of_replaced_lower_dir() {
+    let case = Case {
+        seed: 405136221,
+        redirect_dir: true,
+        lowers: vec![
+            Layer::kernel(vec![E::dir("b/d")]),
+            Layer::kernel(vec![E::symlink("a/d/c", "nowhere/x")]),
+        ],
+        upper: Layer::kernel(vec![]),
+        ops: vec![
+            Op::FdOpen {
+                slot: 1,
+                path: "b/d".into(),
+                flags: libc::O_RDONLY,
+            },
+            Op::Rename {
+                from: "a".into(),
+                to: "b/d".into(),
+                flags: 0,
+            },
+            Op::FdStat { slot: 1 },
+        ],
+    };
+    check_case(&case);
+}
