@@ -193,13 +193,18 @@ impl Overlay {
         let special = perm & 0o7000 != 0;
         // The daemon made it as root (0:0, or the setgid directory's group, which the
         // filesystem gave already): only another owner needs a chown, and only then (or
-        // for a set-id directory) the parent's setgid bit matters.
+        // for a set-id directory) the parent's setgid bit matters. Made in the work dir
+        // (over a whiteout), it got nothing from its real parent: group and setgid bit
+        // are given here.
         let by_root = caller.uid == 0 && caller.gid == 0;
-        let parent_sgid = if !by_root || (special && is_dir) {
-            sys::stat_fd(sys::borrow(&slot.dir))?.mode & 0o2000 != 0
+        let in_work = slot.over_whiteout;
+        let (parent_sgid, parent_gid) = if in_work || !by_root || (special && is_dir) {
+            let pst = sys::stat_fd(sys::borrow(&slot.dir))?;
+            (pst.mode & 0o2000 != 0, pst.gid)
         } else {
-            false
+            (false, 0)
         };
+        let add_sgid = is_dir && parent_sgid && in_work;
         if let Some(xname) = &self.override_stat {
             // Owner and mode live in the override xattr; the file keeps the daemon's.
             let pst = sys::stat_fd(sys::borrow(&slot.dir))?;
@@ -214,13 +219,17 @@ impl Overlay {
                 // Symlinks cannot carry user.* xattrs: they keep their real owner.
                 let _ = sys::set_xattr(sys::borrow(&fd), xname, value.as_bytes(), 0);
             }
-        } else if !by_root {
-            let gid = if parent_sgid { u32::MAX } else { caller.gid };
+        } else if !by_root || (in_work && parent_sgid) {
+            let gid = match (parent_sgid, in_work) {
+                (true, true) => parent_gid,
+                (true, false) => u32::MAX,
+                (false, _) => caller.gid,
+            };
             sys::chown_at(at_dir, at_name, caller.uid, gid)?;
         }
-        if !is_symlink && (special || opaque) {
+        if !is_symlink && (special || opaque || add_sgid) {
             let fd = sys::open_path_at(at_dir, at_name)?;
-            if special {
+            if special || add_sgid {
                 let keep_sgid = if is_dir && parent_sgid { 0o2000 } else { 0 };
                 sys::chmod_path_fd(sys::borrow(&fd), perm | keep_sgid)?;
             }

@@ -513,3 +513,27 @@ fn case_seed_405136221_fdstat_of_replaced_lower_dir() {
     };
     check_case(&case);
 }
+
+/// mkdir over a whiteout in a setgid directory: the new directory takes the parent's
+/// group and setgid bit, as if made in place (it is built in the work dir first).
+#[test]
+fn case_seed_185767213_mkdir_over_whiteout_in_setgid_dir() {
+    let case = Case {
+        seed: 185767213,
+        redirect_dir: false,
+        lowers: vec![Layer::kernel(vec![E::dir("d/b")])],
+        upper: Layer::kernel(vec![]),
+        ops: vec![
+            Op::Rmdir { path: "d/b".into() },
+            Op::Chmod {
+                path: "d".into(),
+                mode: 0o2775,
+            },
+            Op::Mkdir {
+                path: "d/b".into(),
+                mode: 0o755,
+            },
+        ],
+    };
+    check_case(&case);
+}
