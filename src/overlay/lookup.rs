@@ -181,6 +181,35 @@ impl Overlay {
         node
     }
 
+    /// Whether a component on the way to `path` in lower layer `li` is opaque, a
+    /// whiteout or not a directory: a search by absolute redirect then ends with this
+    /// layer, as the kernel's does.
+    fn path_blocked_in(&self, li: usize, path: &[u8]) -> SysResult<bool> {
+        let Some((dir, _)) = layer::split_last(path) else {
+            return Ok(false);
+        };
+        let mut prefix = RelPath::new();
+        for comp in dir.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+            let Some(idx) = self.lower_dir_index(li, &prefix, false)? else {
+                return Ok(false);
+            };
+            match idx.get(OsStr::from_bytes(comp)) {
+                None => return Ok(false),
+                Some(e) if e.whiteout || e.kind != FileKind::Directory => return Ok(true),
+                Some(_) => {}
+            }
+            prefix = layer::join(&prefix, OsStr::from_bytes(comp));
+            let fd = match self.dir_fd(LayerId::Lower(li), &prefix) {
+                Ok(fd) => fd,
+                Err(_) => return Ok(true),
+            };
+            if self.lowers[li].dir_markers(sys::borrow(&fd)).opaque {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Position in `stack` of the first layer holding `name` (an entry or a whiteout);
     /// `None` when no layer does. Small stacks are simply walked.
     fn stack_start(&self, stack: &LowerStack, name: &OsStr) -> SysResult<Option<usize>> {
@@ -264,7 +293,15 @@ impl Overlay {
                     None => cursor = p_lowers.len(),
                 }
             }
+            // Set when a redirect's path was blocked in the layer just searched.
+            let mut stop_after = false;
             for (li, layer) in self.lowers.iter().enumerate() {
+                if stop_after {
+                    break;
+                }
+                if let Search::Absolute(p) = &search {
+                    stop_after = self.path_blocked_in(li, p)?;
+                }
                 let (path, xwh) = match &search {
                     Search::Name(n) => {
                         while p_lowers.get(cursor).is_some_and(|l| l.layer < li) {

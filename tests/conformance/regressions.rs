@@ -537,3 +537,38 @@ fn case_seed_185767213_mkdir_over_whiteout_in_setgid_dir() {
     };
     check_case(&case);
 }
+
+/// A directory moved with an absolute redirect: a middle lower layer where a component of
+/// the redirect's path is opaque ends the search there, as in the kernel (layerfuse merged
+/// a hidden directory from below it and reported nlink 1).
+#[test]
+fn case_seed_377123929_redirect_stops_at_opaque_path_component() {
+    let case = Case {
+        seed: 377123929,
+        redirect_dir: true,
+        lowers: vec![
+            Layer::kernel(vec![E::dir("e/c/b")]),
+            Layer::kernel(vec![E::dir("e/c/c")]),
+            Layer::kernel(vec![E::dir("e").mode(0o640).opaque()]),
+            Layer::kernel(vec![E::dir("e/c/c")]),
+        ],
+        upper: Layer::kernel(vec![]),
+        ops: vec![
+            Op::Rename {
+                from: "e/c/b".into(),
+                to: "b".into(),
+                flags: 0,
+            },
+            Op::Mkdir {
+                path: "b/a".into(),
+                mode: 0o700,
+            },
+            Op::Rename {
+                from: "e/c".into(),
+                to: "b/a/c".into(),
+                flags: 0,
+            },
+        ],
+    };
+    check_case(&case);
+}
