@@ -344,10 +344,24 @@ impl Overlay {
         } else {
             &upper.index
         });
+        self.link_upper_name(node, (idir, &index.key), pdir, &name)
+    }
+
+    /// Give `node` one more upper name, `name` in `pdir`, as a hard link of its upper
+    /// object `src`. The name was already counted below, so the link count shown stays
+    /// (`overlay.nlink` one lower), and the directory keeps its times: placing a copy
+    /// is no change of it.
+    pub(super) fn link_upper_name(
+        &self,
+        node: &Node,
+        (src_dir, src_name): (BorrowedFd<'_>, &OsStr),
+        pdir: BorrowedFd<'_>,
+        name: &OsStr,
+    ) -> SysResult<()> {
         let pst = sys::stat_fd(pdir)?;
-        sys::link_at(idir, &index.key, pdir, &name)?;
+        sys::link_at(src_dir, src_name, pdir, name)?;
         keep_times(pdir, &pst);
-        let adjust = self.add_nlink_adjust(idir, &index.key, -1);
+        let adjust = self.add_nlink_adjust(pdir, name, -1);
         node.state.write().nlink_adjust = adjust;
         Ok(())
     }
@@ -388,15 +402,10 @@ impl Overlay {
         });
         // Another name of this inode was copied up already: join it.
         if indexed && sys::stat_at(index, &key).is_ok() {
-            let ppath = self.upper_path(&parent);
-            let pdir = self.dir_fd(LayerId::Upper, &ppath)?;
-            let pst = sys::stat_fd(sys::borrow(&pdir))?;
-            sys::link_at(index, &key, sys::borrow(&pdir), &name)?;
-            keep_times(sys::borrow(&pdir), &pst);
-            let adjust = self.add_nlink_adjust(index, &key, -1);
+            let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(&parent))?;
+            self.link_upper_name(node, (index, &key), sys::borrow(&pdir), &name)?;
             let mut s = node.state.write();
             s.upper = true;
-            s.nlink_adjust = adjust;
             s.index = index_ref;
             return Ok(());
         }

@@ -115,6 +115,8 @@ impl Overlay {
         count: bool,
     ) -> Arc<Node> {
         let kind = r.stat.kind();
+        // Moved into a new node, or kept to update an existing directory's stack.
+        let mut lowers = Some(r.lowers);
         let node = self.nodes.get_or_insert(
             r.ino,
             count,
@@ -130,7 +132,7 @@ impl Overlay {
                         name: name.to_owned(),
                         kind,
                         upper: r.upper,
-                        lowers: Arc::new(LowerStack::new(r.lowers.clone())),
+                        lowers: Arc::new(LowerStack::new(lowers.take().unwrap_or_default())),
                         unlinked: false,
                         stale_name: false,
                         nlink_adjust: r.nlink_adjust,
@@ -171,11 +173,12 @@ impl Overlay {
                 s.index = r.index;
             }
         }
-        if s.kind == FileKind::Directory
-            && !r.lowers.is_empty()
-            && s.lowers.as_slice() != r.lowers.as_slice()
+        if let Some(l) = lowers
+            && s.kind == FileKind::Directory
+            && !l.is_empty()
+            && s.lowers.as_slice() != l.as_slice()
         {
-            s.lowers = Arc::new(LowerStack::new(r.lowers));
+            s.lowers = Arc::new(LowerStack::new(l));
         }
         drop(s);
         node

@@ -743,11 +743,7 @@ impl Overlay {
             return Ok(());
         }
         let (sdir, sname) = self.upper_object(node)?;
-        sys::link_at(sys::borrow(&sdir), &sname, dir, name)?;
-        // One more upper name for a name that was only below.
-        let adjust = self.add_nlink_adjust(dir, name, -1);
-        node.state.write().nlink_adjust = adjust;
-        Ok(())
+        self.link_upper_name(node, (sys::borrow(&sdir), &sname), dir, name)
     }
 
     fn set_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
