@@ -19,8 +19,10 @@ cp "$LF_BIN" "$RT_DIR/bin/layerfuse.real"
 LF_BIN=$RT_DIR/bin/layerfuse.real # readable by nobody wherever the build lives
 make_wrapper layerfuse
 chmod 0666 "$ARGV_LOG"
-as_user() { setpriv --reuid=$U --regid=$U --clear-groups env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-  HOME="$RT_DIR/home" XDG_RUNTIME_DIR="$RT_DIR/xdg" "$@"; }
+# Run from / : the checkout may sit in a directory the unprivileged user cannot enter (a
+# mktemp -d clone is 0700), and podman fails to start its process there.
+as_user() { (cd / && setpriv --reuid=$U --regid=$U --clear-groups env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+  HOME="$RT_DIR/home" XDG_RUNTIME_DIR="$RT_DIR/xdg" "$@"); }
 userns() { as_user unshare -Urm sh -c "$1"; }
 
 # --- layerfuse in an unprivileged user namespace ------------------------------------------
