@@ -39,7 +39,10 @@ fn unprivileged_user_in_a_user_namespace_mounts_and_writes() {
     for d in [&u, &w, &m, &root.path.clone()] {
         chown(d, Some(USER), Some(USER)).unwrap();
     }
-    let bin = layerfuse_bin();
+    // A copy the user can reach: the checkout may sit in a directory only root can enter.
+    let bin = root.path.join("layerfuse");
+    fs::copy(layerfuse_bin(), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
     let script = format!(
         "set -e
         {bin} mount --lower {l} --upper {u} --work {w} {m}
@@ -67,6 +70,7 @@ fn unprivileged_user_in_a_user_namespace_mounts_and_writes() {
             "-c",
             &script,
         ])
+        .current_dir("/")
         .output()
         .expect("run setpriv");
     let stdout = String::from_utf8_lossy(&out.stdout);
