@@ -29,6 +29,7 @@ fn union(lowers: Vec<PathBuf>) -> Overlay {
         lowers,
         upper: None,
         redirect_dir: true,
+        metacopy: false,
         userxattr: true,
         volatile: true,
         ownership: Default::default(),

@@ -105,6 +105,12 @@ pub struct MountArgs {
     /// Example: --redirect-dir off
     #[arg(long, value_enum, default_value = "on")]
     pub redirect_dir: OnOff,
+    /// A metadata-only change (chmod, chown, touch, xattrs, rename, link) of a lower
+    /// file copies its inode but not its data, which is fetched from the lower at the
+    /// first data write (the kernel's metacopy=on format; off, the default as in the
+    /// kernel, copies the data at once). Example: --metacopy on
+    #[arg(long, value_enum, default_value = "off")]
+    pub metacopy: OnOff,
     /// Write markers as user.overlay.* xattrs (the kernel's userxattr), as an
     /// unprivileged mount must. Example: --userxattr
     #[arg(long)]
@@ -185,6 +191,7 @@ impl MountArgs {
             work: self.work.clone(),
             mountpoint: self.mountpoint.clone(),
             redirect_dir: self.redirect_dir == OnOff::On,
+            metacopy: self.metacopy == OnOff::On,
             userxattr: self.userxattr,
             volatile: self.volatile,
             read_only: self.read_only,
@@ -266,6 +273,8 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, String> {
             ("workdir", Some(v)) => req.work = Some(PathBuf::from(v)),
             ("volatile", None) | ("fsync", Some("0")) => req.volatile = true,
             ("redirect_dir", Some(v)) => req.redirect_dir = v != "off" && v != "nofollow",
+            ("metacopy", Some("on")) => req.metacopy = true,
+            ("metacopy", Some("off")) => req.metacopy = false,
             ("userxattr", None) => req.userxattr = true,
             ("xattr_permissions", Some("0")) => req.override_stat = None,
             ("xattr_permissions", Some("1")) => {
@@ -294,7 +303,7 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, String> {
                 req.flags.push(key.to_owned())
             }
             // Accepted and ignored: tuning knobs of other implementations.
-            ("threaded" | "writeback" | "fsync" | "context" | "index" | "metacopy", _) => {}
+            ("threaded" | "writeback" | "fsync" | "context" | "index", _) => {}
             ("default_permissions" | "allow_other" | "allow_root" | "suid_dev", _) => {}
             _ => unknown.push(item.clone()),
         }

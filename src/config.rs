@@ -210,6 +210,7 @@ pub struct MountRequest {
     pub work: Option<PathBuf>,
     pub mountpoint: PathBuf,
     pub redirect_dir: bool,
+    pub metacopy: bool,
     pub userxattr: bool,
     pub volatile: bool,
     pub read_only: bool,
@@ -226,6 +227,13 @@ impl MountRequest {
     pub fn validate(&self) -> Result<MountConfig, ConfigError> {
         if self.lowers.is_empty() {
             return Err(ConfigError::NoLowers);
+        }
+        if self.metacopy && !self.redirect_dir {
+            // A moved metadata-only copy finds its data through a redirect (the
+            // kernel refuses the same pair of options).
+            return Err(ConfigError::Invalid(
+                "metacopy=on needs redirect_dir=on".into(),
+            ));
         }
         let mut lowers = Vec::new();
         for l in &self.lowers {
@@ -306,6 +314,7 @@ impl MountRequest {
                 lowers,
                 upper: if self.read_only { None } else { upper },
                 redirect_dir: self.redirect_dir,
+                metacopy: self.metacopy,
                 userxattr: self.userxattr,
                 volatile: self.volatile,
                 ownership: self.ownership.clone(),
@@ -427,5 +436,18 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(r.validate().unwrap_err(), ConfigError::UpperWithoutWork);
+    }
+
+    #[test]
+    fn metacopy_without_redirect_dir_is_refused() {
+        let r = MountRequest {
+            lowers: vec![PathBuf::from("/")],
+            mountpoint: PathBuf::from("/tmp"),
+            metacopy: true,
+            redirect_dir: false,
+            ..Default::default()
+        };
+        let err = r.validate().unwrap_err().to_string();
+        assert!(err.contains("metacopy=on needs redirect_dir=on"), "{err}");
     }
 }

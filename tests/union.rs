@@ -19,6 +19,8 @@ mod interop;
 mod io;
 #[path = "union/lookup.rs"]
 mod lookup;
+#[path = "union/metacopy.rs"]
+mod metacopy;
 #[path = "union/perms.rs"]
 mod perms;
 #[path = "union/rootless.rs"]

@@ -17,6 +17,7 @@ pub struct MarkerNames {
     whiteout: OsString,
     origin: OsString,
     nlink: OsString,
+    metacopy: OsString,
     /// Prefix under which an overlay xattr set *through* the mount is stored escaped.
     escaped: OsString,
 }
@@ -39,6 +40,7 @@ impl MarkerNames {
             whiteout: n("whiteout"),
             origin: n("origin"),
             nlink: n("nlink"),
+            metacopy: n("metacopy"),
             escaped: n("overlay."),
         }
     }
@@ -62,6 +64,12 @@ impl MarkerNames {
     /// other names are still only in a lower layer).
     pub fn nlink(&self) -> &OsStr {
         &self.nlink
+    }
+
+    /// Marks an upper file whose data is still in the lower layers (the kernel's
+    /// `metacopy=on`): owner, mode, times and size are the upper's own.
+    pub fn metacopy(&self) -> &OsStr {
+        &self.metacopy
     }
 
     /// How an xattr name read from a layer shows through the mount: the union's own

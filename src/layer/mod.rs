@@ -220,6 +220,12 @@ impl Layer {
         }
     }
 
+    /// The `overlay.redirect` of the entry open at `fd` (a moved directory, or a moved
+    /// metadata-only copy of a file).
+    pub fn redirect_of(&self, fd: BorrowedFd<'_>) -> Option<Vec<u8>> {
+        sys::get_xattr(fd, self.markers.redirect()).ok()
+    }
+
     /// The markers of the directory open at `dir`.
     pub fn dir_markers(&self, dir: BorrowedFd<'_>) -> DirMarkers {
         let mut m = DirMarkers::default();
@@ -231,9 +237,7 @@ impl Layer {
         if !m.opaque && self.oci && sys::stat_at(dir, OsStr::from_bytes(OCI_OPAQUE)).is_ok() {
             m.opaque = true;
         }
-        if let Ok(v) = sys::get_xattr(dir, self.markers.redirect()) {
-            m.redirect = Some(v);
-        }
+        m.redirect = self.redirect_of(dir);
         m
     }
 

@@ -24,6 +24,9 @@ pub(super) enum Data {
     Full,
     /// None (the caller truncates to 0 right away).
     Empty,
+    /// None if the mount makes metadata-only copies (`metacopy=on`) of this file: the
+    /// change is to its inode only. Otherwise all of it.
+    Meta,
 }
 
 /// Make (and empty) `W/work`, the kernel's name for the same scratch space.
@@ -297,7 +300,14 @@ impl Overlay {
     /// Make sure `node` (and every ancestor) exists in the upper layer.
     /// Call with the tree lock held for reading.
     pub(super) fn copy_up(&self, node: &Arc<Node>, data: Data) -> SysResult<()> {
-        if node.state.read().upper {
+        let (upper, metacopy) = {
+            let s = node.state.read();
+            (s.upper, s.metacopy)
+        };
+        if upper {
+            if metacopy && data != Data::Meta {
+                self.copy_up_data(node, data)?;
+            }
             return self.join_index_by_name(node);
         }
         let upper = self.upper()?;
@@ -400,6 +410,13 @@ impl Overlay {
             kernel,
             key: key.clone(),
         });
+        // Metadata-only copies are made of plain files with one name (a hard link's
+        // copy is shared through the index, and gets its data at once).
+        let data = match data {
+            Data::Meta if self.metacopy && kind == FileKind::Regular && !indexed => Data::Meta,
+            Data::Meta => Data::Full,
+            d => d,
+        };
         // Another name of this inode was copied up already: join it.
         if indexed && sys::stat_at(index, &key).is_ok() {
             let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(&parent))?;
@@ -463,6 +480,7 @@ impl Overlay {
         {
             let mut s = node.state.write();
             s.upper = true;
+            s.metacopy = data == Data::Meta;
             if index_ref.is_some() {
                 s.index = index_ref;
             }
@@ -471,6 +489,46 @@ impl Overlay {
             // Now merged: it reports nlink 1 from here on.
             self.attr_changed(node.ino);
         }
+        Ok(())
+    }
+
+    /// Give a metadata-only copy its data (`Full`), or none (`Empty`: the caller
+    /// truncates it to 0): in place, as the kernel does. The marker goes only after
+    /// the data is durable, so until then (and after a crash) reads still come from
+    /// the lower file, never from a half-filled copy.
+    fn copy_up_data(&self, node: &Arc<Node>, data: Data) -> SysResult<()> {
+        let _guard = node.copy_up.lock();
+        let lower = {
+            let s = node.state.read();
+            if !s.metacopy {
+                return Ok(());
+            }
+            s.lowers.first().cloned().ok_or(Errno::EIO)?
+        };
+        let (dir, name) = self.upper_object(node)?;
+        let dir = sys::borrow(&dir);
+        let dst = sys::open_at(dir, &name, sys::oflag::WRONLY, 0)?;
+        let st = sys::stat_fd(sys::borrow(&dst))?;
+        if data == Data::Empty {
+            sys::truncate_fd(sys::borrow(&dst), 0)?;
+        } else if st.size > 0 {
+            let src = self.lowers[lower.layer].open_file(&lower.path, sys::oflag::RDONLY)?;
+            copy_data(sys::borrow(&src), sys::borrow(&dst), st.size)?;
+        }
+        // Filling in the data is no change of the file's times.
+        sys::set_times_fd(
+            sys::borrow(&dst),
+            TimeSet::At(st.atime),
+            TimeSet::At(st.mtime),
+        )?;
+        if !self.volatile {
+            sys::fsync(sys::borrow(&dst))?;
+        }
+        match sys::remove_xattr(sys::borrow(&dst), self.markers.metacopy()) {
+            Ok(()) | Err(Errno::ENODATA) => {}
+            Err(e) => return Err(e),
+        }
+        node.state.write().metacopy = false;
         Ok(())
     }
 
@@ -495,12 +553,10 @@ impl Overlay {
                     sys::oflag::WRONLY | sys::oflag::CREAT | sys::oflag::EXCL,
                     0o600,
                 )?;
-                if data == Data::Full && st.size > 0 {
-                    let src = sys::open_at(src_dir, src_name, sys::oflag::RDONLY, 0)?;
-                    copy_data(sys::borrow(&src), sys::borrow(&dst), st.size)?;
-                }
-                if !self.volatile {
-                    sys::fsync(sys::borrow(&dst))?;
+                // A metadata-only copy gets its size and marker below, after the
+                // xattrs (the kernel's order, which keeps the same xattr layout).
+                if data != Data::Meta {
+                    self.fill_copy(src_dir, src_name, st, sys::borrow(&dst), data)?;
                 }
             }
             FileKind::Symlink => {
@@ -526,7 +582,34 @@ impl Overlay {
         // "copied up, origin unknown"): lookup keeps the lower inode number for it,
         // and the kernel finds the hard-link index entry by it.
         let _ = sys::set_xattr(sys::borrow(&dst), self.markers.origin(), origin, 0);
+        if kind == FileKind::Regular && data == Data::Meta {
+            let file = sys::open_at(work, tmp, sys::oflag::WRONLY, 0)?;
+            // Without the marker (an upper filesystem refusing it) the data is copied.
+            match sys::set_xattr(sys::borrow(&dst), self.markers.metacopy(), b"", 0) {
+                Ok(()) => sys::truncate_fd(sys::borrow(&file), st.size)?,
+                Err(_) => self.fill_copy(src_dir, src_name, st, sys::borrow(&file), Data::Full)?,
+            }
+        }
         sys::set_times_at(work, tmp, TimeSet::At(st.atime), TimeSet::At(st.mtime))?;
+        Ok(())
+    }
+
+    /// Give a new copy its data (all of it, or none for `Empty`), made durable.
+    fn fill_copy(
+        &self,
+        src_dir: BorrowedFd<'_>,
+        src_name: &OsStr,
+        st: &Stat,
+        dst: BorrowedFd<'_>,
+        data: Data,
+    ) -> SysResult<()> {
+        if data != Data::Empty && st.size > 0 {
+            let src = sys::open_at(src_dir, src_name, sys::oflag::RDONLY, 0)?;
+            copy_data(sys::borrow(&src), dst, st.size)?;
+        }
+        if !self.volatile {
+            sys::fsync(dst)?;
+        }
         Ok(())
     }
 

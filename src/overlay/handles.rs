@@ -27,6 +27,9 @@ pub(super) struct FileHandle {
     /// the kernel's overlayfs does).
     fd: RwLock<Arc<OwnedFd>>,
     on_lower: std::sync::atomic::AtomicBool,
+    /// For a metadata-only copy read through its lower data file: the upper file
+    /// (`O_PATH`), whose owner, mode and times are the node's.
+    meta: Option<OwnedFd>,
     /// The file's `security.capability`, if it had one when opened for writing:
     /// writes from the page cache (mmap) must not strip it, but the upper
     /// filesystem strips it on every write the daemon makes.
@@ -74,7 +77,7 @@ impl HandleTable {
     /// handle even for fstat; after the last unlink only an open fd still reaches it).
     pub(super) fn fstat_any_of(&self, ino: u64) -> Option<Stat> {
         self.handles.iter().find_map(|h| match &**h.value() {
-            Handle::File(f) if f.node.ino == ino => sys::stat_fd(sys::borrow(&f.fd.read())).ok(),
+            Handle::File(f) if f.node.ino == ino => f.stat(),
             _ => None,
         })
     }
@@ -82,8 +85,19 @@ impl HandleTable {
     /// fstat through an open file handle (sees nlink 0 after the last unlink).
     pub(super) fn fstat(&self, fh: u64) -> Option<Stat> {
         match &*self.get(fh).ok()? {
-            Handle::File(f) => sys::stat_fd(sys::borrow(&f.fd.read())).ok(),
+            Handle::File(f) => f.stat(),
             Handle::Dir(_) => None,
+        }
+    }
+}
+
+impl FileHandle {
+    /// The file's attributes: the upper file's for a metadata-only copy still read
+    /// through its lower data.
+    fn stat(&self) -> Option<Stat> {
+        match &self.meta {
+            Some(m) if self.on_lower.load(Ordering::Acquire) => sys::stat_fd(sys::borrow(m)).ok(),
+            _ => sys::stat_fd(sys::borrow(&self.fd.read())).ok(),
         }
     }
 }
@@ -126,7 +140,16 @@ impl Overlay {
             self.copy_up(&node, data)?;
         }
         let fd = self.open_backing(&node, backing_flags(flags))?;
-        let on_lower = !node.state.read().upper;
+        let (on_lower, metacopy) = {
+            let s = node.state.read();
+            (!s.data_upper(), s.metacopy)
+        };
+        let meta = if metacopy {
+            let (dir, name) = self.upper_object(&node)?;
+            Some(sys::open_path_at(sys::borrow(&dir), &name)?)
+        } else {
+            None
+        };
         let capability = if write {
             sys::get_xattr(sys::borrow(&fd), std::ffi::OsStr::new(CAPABILITY)).ok()
         } else {
@@ -136,16 +159,18 @@ impl Overlay {
             node,
             fd: RwLock::new(Arc::new(fd)),
             on_lower: on_lower.into(),
+            meta,
             capability,
         }));
         Ok((fh, OpenInfo { keep_cache: true }))
     }
 
-    /// Open the file a node shows now. Call with the tree lock held.
+    /// Open the file whose data a node shows now (the lower file of a metadata-only
+    /// copy). Call with the tree lock held.
     pub(super) fn open_backing(&self, node: &Node, flags: i32) -> SysResult<OwnedFd> {
         let (upper, lower) = {
             let s = node.state.read();
-            (s.upper, s.lowers.first().cloned())
+            (s.data_upper(), s.lowers.first().cloned())
         };
         if upper {
             let (dir, name) = self.upper_object(node)?;
@@ -162,6 +187,7 @@ impl Overlay {
             node,
             fd: RwLock::new(Arc::new(fd)),
             on_lower: false.into(),
+            meta: None,
             capability: None,
         }))
     }
@@ -181,7 +207,7 @@ impl Overlay {
         let Handle::File(f) = &*h else {
             return Err(Errno::EBADF);
         };
-        if f.on_lower.load(Ordering::Acquire) && f.node.state.read().upper {
+        if f.on_lower.load(Ordering::Acquire) && f.node.state.read().data_upper() {
             let _t = self.tree.read_recursive();
             let fd = self.open_backing(&f.node, oflag::RDONLY)?;
             *f.fd.write() = Arc::new(fd);

@@ -36,6 +36,7 @@ pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<N
         name: Default::default(),
         kind: FileKind::Directory,
         upper: upper.is_some(),
+        metacopy: false,
         lowers: Arc::new(LowerStack::new(stack)),
         unlinked: false,
         stale_name: false,
@@ -43,6 +44,7 @@ pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<N
         splice: None,
         index: None,
         no_capability: false,
+        removed: None,
         aliases: Vec::new(),
     })
 }
@@ -52,6 +54,8 @@ pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<N
 pub(super) struct Resolved {
     pub stat: Stat,
     pub upper: bool,
+    /// The upper file is a metadata-only copy: its data is the first of `lowers`.
+    pub metacopy: bool,
     pub lowers: Vec<LowerRef>,
     /// The inode number the union reports (0: let the table choose).
     pub ino: u64,
@@ -132,6 +136,7 @@ impl Overlay {
                         name: name.to_owned(),
                         kind,
                         upper: r.upper,
+                        metacopy: r.metacopy,
                         lowers: Arc::new(LowerStack::new(lowers.take().unwrap_or_default())),
                         unlinked: false,
                         stale_name: false,
@@ -139,6 +144,7 @@ impl Overlay {
                         splice: None,
                         index: r.index.clone(),
                         no_capability: false,
+                        removed: None,
                         aliases: Vec::new(),
                     },
                 )
@@ -168,13 +174,14 @@ impl Overlay {
         }
         if r.upper {
             s.upper = true;
+            s.metacopy = r.metacopy;
             s.nlink_adjust = r.nlink_adjust;
             if r.index.is_some() {
                 s.index = r.index;
             }
         }
         if let Some(l) = lowers
-            && s.kind == FileKind::Directory
+            && (s.kind == FileKind::Directory || s.metacopy)
             && !l.is_empty()
             && s.lowers.as_slice() != l.as_slice()
         {
@@ -252,6 +259,7 @@ impl Overlay {
         let mut origin: Option<Vec<u8>> = None;
         let mut nlink_adjust = 0;
         let mut index = None;
+        let mut metacopy = false;
         if let (true, Some(u)) = (p_upper, &self.upper) {
             let ppath = self.upper_path(parent);
             let dir = self.dir_fd(LayerId::Upper, &ppath)?;
@@ -272,11 +280,26 @@ impl Overlay {
                         } else if let Some(r) = m.redirect {
                             search = redirect_search(r);
                         }
-                    } else if !has_origin {
-                        merge_lowers = false;
-                    } else if st.nlink > 1 {
-                        nlink_adjust = self.read_nlink_adjust(sys::borrow(&fd));
-                        index = self.index_of(origin.as_deref(), &st);
+                    } else {
+                        if st.kind() == FileKind::Regular
+                            && sys::get_xattr(sys::borrow(&fd), self.markers.metacopy()).is_ok()
+                        {
+                            if !self.metacopy {
+                                // The kernel's answer without metacopy=on: its data
+                                // is elsewhere, and following it is not allowed.
+                                return Err(Errno::EPERM);
+                            }
+                            metacopy = true;
+                            if let Some(r) = u.layer.redirect_of(sys::borrow(&fd)) {
+                                search = redirect_search(r);
+                            }
+                        }
+                        if !has_origin && !metacopy {
+                            merge_lowers = false;
+                        } else if st.nlink > 1 {
+                            nlink_adjust = self.read_nlink_adjust(sys::borrow(&fd));
+                            index = self.index_of(origin.as_deref(), &st);
+                        }
                     }
                     upper_stat = Some(st);
                 }
@@ -368,6 +391,9 @@ impl Overlay {
                             xattr_whiteouts: false,
                         });
                         first_lower = Some(st);
+                    } else if metacopy {
+                        // The data a metadata-only copy names is not there.
+                        return Err(Errno::EIO);
                     }
                     break;
                 }
@@ -405,6 +431,10 @@ impl Overlay {
                 }
             }
         }
+        if metacopy && lowers.is_empty() {
+            // A metadata-only copy whose lower data is missing (the kernel: EIO).
+            return Err(Errno::EIO);
+        }
         let (stat, upper) = match (upper_stat, first_lower) {
             (Some(st), _) => (st, true),
             (None, Some(st)) => (st, false),
@@ -438,6 +468,7 @@ impl Overlay {
         Ok(Some(Resolved {
             stat,
             upper,
+            metacopy,
             lowers,
             ino,
             nlink_adjust,

@@ -51,6 +51,9 @@ pub struct OverlayConfig {
     pub upper: Option<(PathBuf, PathBuf)>,
     /// Rename directories that come from a lower layer (the kernel's `redirect_dir=on`).
     pub redirect_dir: bool,
+    /// Copy only the inode on a metadata-only change of a lower file; its data stays
+    /// in the lower until the first data write (the kernel's `metacopy=on`).
+    pub metacopy: bool,
     /// Use `user.overlay.*` markers (the kernel's `userxattr`) instead of `trusted.overlay.*`.
     pub userxattr: bool,
     /// Skip fsync on copy-up and on the caller's fsync.
@@ -127,6 +130,7 @@ pub struct Overlay {
     upper: Option<Upper>,
     markers: MarkerNames,
     redirect_dir: bool,
+    metacopy: bool,
     volatile: bool,
     /// CAP_SYS_ADMIN in the initial namespace (not rootless).
     privileged: bool,
@@ -251,6 +255,7 @@ impl Overlay {
             upper,
             markers,
             redirect_dir: cfg.redirect_dir,
+            metacopy: cfg.metacopy,
             volatile: cfg.volatile,
             privileged: sys::has_admin_capability(),
             override_stat: cfg.override_stat.clone().map(Into::into),
@@ -442,6 +447,20 @@ impl Overlay {
 
     fn attr_of(&self, node: &Node, st: &Stat) -> Attr {
         let mut st = *st;
+        let data_lower = {
+            let s = node.state.read();
+            if s.metacopy {
+                s.lowers.first().cloned()
+            } else {
+                None
+            }
+        };
+        if let Some(l) = data_lower
+            && let Ok(data) = self.stat_in(LayerId::Lower(l.layer), &l.path)
+        {
+            // A metadata-only copy occupies the blocks of its data (the kernel's figure).
+            st.blocks = data.blocks;
+        }
         if let Some((uid, gid, mode)) = self.override_of(node) {
             st.uid = uid;
             st.gid = gid;
@@ -456,7 +475,7 @@ impl Overlay {
                 // The kernel reports the real inode's count for an open, unlinked
                 // file: zero once the upper file is gone, but a lower-only file
                 // is still linked in its layer.
-                s.unlinked && s.kind != FileKind::Directory && s.upper,
+                s.unlinked && s.upper && (s.kind != FileKind::Directory || s.removed.is_some()),
                 s.splice.is_some(),
             )
         };
@@ -499,8 +518,12 @@ impl Overlay {
             Ok(st) if reliable(&node) => st,
             other => match self.handles.fstat_any_of(ino) {
                 Some(st) => st,
-                // Gone, and no open file reaches it: the path now names something else.
-                None if node.state.read().unlinked => return Err(Errno::ENOENT),
+                // Gone, and no open file of the daemon's reaches it (the kernel opens
+                // FIFOs and devices itself): what it was when its last name went.
+                None if node.state.read().unlinked => match &node.state.read().removed {
+                    Some(st) => **st,
+                    None => return Err(Errno::ENOENT),
+                },
                 None => other?,
             },
         };

@@ -68,6 +68,9 @@ pub struct NodeState {
     pub kind: FileKind,
     /// The node exists in the upper layer at `parent`'s upper path + `name`.
     pub upper: bool,
+    /// An upper regular file whose data is still that of its lower file (the first
+    /// of `lowers`): the kernel's metadata-only copy, marked `overlay.metacopy`.
+    pub metacopy: bool,
     /// Directories: the lower directories merged below the upper one, topmost first,
     /// down to the first opaque one. Other files: the lower file the node shows (or
     /// was copied up from), if any.
@@ -87,6 +90,9 @@ pub struct NodeState {
     /// Other upper names this node was given through the mount (link), to fall back on
     /// when the recorded name is removed.
     pub aliases: Vec<(Arc<Node>, OsString)>,
+    /// What the object looked like when its last name was removed (kept for the
+    /// kernel's stat of an open file the daemon holds no fd of, e.g. a FIFO).
+    pub removed: Option<Box<crate::sys::Stat>>,
     /// Made through this mount and given no `security.capability` since: the kernel
     /// asks for that xattr before every write, and the answer is known.
     pub no_capability: bool,
@@ -101,6 +107,11 @@ pub struct IndexRef {
 }
 
 impl NodeState {
+    /// The data read through this node is the upper file's own.
+    pub fn data_upper(&self) -> bool {
+        self.upper && !self.metacopy
+    }
+
     /// A directory present in more than one layer (reports nlink 1, as the kernel does).
     pub fn is_merged_dir(&self) -> bool {
         self.kind == FileKind::Directory && usize::from(self.upper) + self.lowers.len() > 1

@@ -160,6 +160,7 @@ impl Overlay {
         let r = Resolved {
             stat: st,
             upper: true,
+            metacopy: false,
             lowers: Default::default(),
             ino: self.fold_ino(upper.layer.dev, st.ino),
             nlink_adjust: 0,
@@ -285,8 +286,10 @@ impl Overlay {
         // This name (not just the node: hard links) may be in the upper or only below.
         let name_in_upper = matches!(sys::stat_at(pdir, name), Ok(st) if !st.is_whiteout_device());
         let mut last_link = true;
+        let mut removed = None;
         if name_in_upper {
-            if !dir && let Ok(st) = sys::stat_at(pdir, name) {
+            removed = sys::stat_at(pdir, name).ok();
+            if !dir && let Some(st) = &removed {
                 last_link = st.nlink as i64 + node.state.read().nlink_adjust <= 1;
             }
             self.remove_upper(upper, pdir, name, dir, need_whiteout)?;
@@ -311,6 +314,7 @@ impl Overlay {
         let mut s = node.state.write();
         if last_link {
             s.unlinked = true;
+            s.removed = removed.map(Box::new);
         } else if s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, &parent)) && s.name == name {
             switch_to_alias(&mut s, &parent, name);
         } else {
@@ -373,7 +377,13 @@ impl Overlay {
             _ => return Err(Errno::EXDEV),
         }
         let (upper, slot) = self.slot(&newparent, name)?;
-        self.copy_up(&node, Data::Full)?;
+        self.copy_up(&node, Data::Meta)?;
+        if node.state.read().metacopy {
+            // The new name lies elsewhere: record where the data is from the root,
+            // as the kernel does before linking a metadata-only copy.
+            let (sdir, sname) = self.upper_object(&node)?;
+            self.set_redirect(&node, &newparent, false, sys::borrow(&sdir), &sname)?;
+        }
         let (sdir, sname) = self.upper_object(&node)?;
         let sname = sname.as_os_str();
         if slot.over_whiteout {
@@ -445,10 +455,11 @@ impl Overlay {
         if set.size.is_some() && set.size != size_before {
             set.through_open_file = true;
         }
-        let data = if set.size == Some(0) {
-            Data::Empty
-        } else {
-            Data::Full
+        let data = match set.size {
+            Some(0) => Data::Empty,
+            Some(_) => Data::Full,
+            // Owner, mode and times only: no data needs to move.
+            None => Data::Meta,
         };
         self.copy_up(&node, data)?;
         let (dir, name) = self.upper_object(&node)?;
@@ -588,11 +599,14 @@ impl Overlay {
             return Err(Errno::ENOTEMPTY);
         }
         // Whether the replaced file loses its last name (a hard link keeps others).
-        let dst_last_link = match &dst {
-            Some(d) if !exchange && d.kind() != FileKind::Directory => self
-                .stat_node(d)
-                .map(|st| self.attr_of(d, &st).nlink <= 1)
-                .unwrap_or(true),
+        let dst_stat = match &dst {
+            Some(d) if !exchange => self.stat_node(d).ok(),
+            _ => None,
+        };
+        let dst_last_link = match (&dst, &dst_stat) {
+            (Some(d), Some(st)) if d.kind() != FileKind::Directory => {
+                self.attr_of(d, st).nlink <= 1
+            }
             _ => true,
         };
         if src_dir
@@ -605,9 +619,9 @@ impl Overlay {
         }
         self.copy_up(&p, Data::Full)?;
         self.copy_up(&q, Data::Full)?;
-        self.copy_up(&src, Data::Full)?;
+        self.copy_up(&src, Data::Meta)?;
         if exchange && let Some(d) = &dst {
-            self.copy_up(d, Data::Full)?;
+            self.copy_up(d, Data::Meta)?;
         }
         let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(&p))?;
         let qdir = self.dir_fd(LayerId::Upper, &self.upper_path(&q))?;
@@ -620,12 +634,15 @@ impl Overlay {
             self.link_name_up(d, qdir, newname)?;
         }
         let samedir = Arc::ptr_eq(&p, &q);
-        if has_lower_dir(&src) {
+        // What moves with its lower content left behind: a merged or lower directory,
+        // or a metadata-only copy whose data is still in the lower file.
+        let needs_redirect = |n: &Node| has_lower_dir(n) || n.state.read().metacopy;
+        if needs_redirect(&src) {
             self.set_redirect(&src, &q, samedir, pdir, name)?;
         }
         if exchange
             && let Some(d) = &dst
-            && has_lower_dir(d)
+            && needs_redirect(d)
         {
             self.set_redirect(d, &p, samedir, qdir, newname)?;
         }
@@ -709,6 +726,9 @@ impl Overlay {
                 s.name = name.to_owned();
             } else if dst_last_link {
                 s.unlinked = true;
+                if s.upper {
+                    s.removed = dst_stat.map(Box::new);
+                }
             } else {
                 // Its other names live on; the replaced one may have been the recorded one.
                 if recorded {
@@ -772,6 +792,13 @@ impl Overlay {
             .lowers
             .iter()
             .any(|l| l.layer == first.layer && l.path == lparent);
+        let fd = sys::open_path_at(at, name)?;
+        // A path from the root stays true wherever the entry moves (the kernel keeps it).
+        if sys::get_xattr(sys::borrow(&fd), self.markers.redirect())
+            .is_ok_and(|r| r.starts_with(b"/"))
+        {
+            return Ok(());
+        }
         let value = if samedir && parent_same_in_lower {
             lname.as_bytes().to_vec()
         } else {
@@ -779,7 +806,6 @@ impl Overlay {
             v.extend_from_slice(&first.path);
             v
         };
-        let fd = sys::open_path_at(at, name)?;
         sys::set_xattr(sys::borrow(&fd), self.markers.redirect(), &value, 0)
     }
 }

@@ -228,6 +228,7 @@ impl Overlay {
                         name: name.to_owned(),
                         kind,
                         upper: false,
+                        metacopy: false,
                         lowers: Default::default(),
                         unlinked: false,
                         stale_name: false,
@@ -235,6 +236,7 @@ impl Overlay {
                         splice: Some(at.clone()),
                         index: None,
                         no_capability: false,
+                        removed: None,
                         aliases: Vec::new(),
                     },
                 )

@@ -86,7 +86,7 @@ impl Overlay {
             Some(at) => self.splice_writable(at)?,
             None => {
                 self.upper()?;
-                self.copy_up(&node, Data::Full)?;
+                self.copy_up(&node, Data::Meta)?;
             }
         }
         let fd = self.object_fd(&node)?;
@@ -112,7 +112,7 @@ impl Overlay {
                     // Nothing to remove needs no copy.
                     let fd = self.object_fd(&node)?;
                     sys::get_xattr(sys::borrow(&fd), stored)?;
-                    self.copy_up(&node, Data::Full)?;
+                    self.copy_up(&node, Data::Meta)?;
                 }
             }
         }

@@ -921,6 +921,8 @@ pub fn impl_under_test() -> Impl {
 pub struct Opts {
     /// `redirect_dir=off` for the kernel, `--redirect-dir off` for layerfuse.
     pub redirect_dir_off: bool,
+    /// Metadata-only copy-up: `metacopy=on` for the kernel, `--metacopy on` for layerfuse.
+    pub metacopy: bool,
     /// Extra arguments for layerfuse (placed before the mountpoint).
     pub extra_args: Vec<String>,
 }
@@ -961,6 +963,9 @@ impl TestMount {
                 if opts.redirect_dir_off { "off" } else { "on" }
             )
             .unwrap();
+            if opts.metacopy {
+                data.push_str(",metacopy=on");
+            }
         }
         let (src, fstype, d) = (c"overlay", c"overlay", CString::new(data.clone()).unwrap());
         let mnt = cpath(&layers.mnt);
@@ -997,6 +1002,9 @@ impl TestMount {
         }
         if opts.redirect_dir_off {
             cmd.args(["--redirect-dir", "off"]);
+        }
+        if opts.metacopy {
+            cmd.args(["--metacopy", "on"]);
         }
         cmd.args(&opts.extra_args);
         cmd.arg("-f").arg(&layers.mnt);

@@ -56,6 +56,7 @@ fn stack(seed: u64, threads: usize) -> Case {
     Case {
         seed,
         redirect_dir: true,
+        metacopy: false,
         lowers,
         upper: Layer::kernel(vec![]),
         ops: vec![],
@@ -76,7 +77,7 @@ pub fn concurrent_run(
         std::fs::create_dir_all(dirs.lowers[1].join(format!("t{t}"))).expect("thread dir");
     }
     std::fs::create_dir_all(dirs.lowers[1].join("s")).expect("shared dir");
-    let layers = dirs.layers(true);
+    let layers = dirs.layers(&case);
     let mnt = scratch.dir.join("C/m");
     let m = Mounted::mount(which, &layers, &mnt).map_err(|e| format!("mount: {e}"))?;
     let (tx, rx) = mpsc::channel::<Vec<String>>();

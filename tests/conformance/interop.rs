@@ -15,7 +15,7 @@ pub fn interop_case(case: &Case, writer: Impl, reader: Impl) -> Result<(), Failu
     // the kernel cannot read OCI whiteouts, so OCI layers only when layerfuse reads and writes
     let oci_ok = writer == Impl::Layerfuse && reader == Impl::Layerfuse;
     let dirs = SideDirs::write(&scratch, "X", case, oci_ok);
-    let layers = dirs.layers(case.redirect_dir);
+    let layers = dirs.layers(case);
     let mnt = scratch.dir.join("X/m");
     let w = Mounted::mount(writer, &layers, &mnt)
         .map_err(|e| Failure::Setup(format!("{} (writer): {e}", writer.name())))?;

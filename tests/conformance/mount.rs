@@ -77,6 +77,7 @@ pub struct Layers<'a> {
     pub upper: &'a Path,
     pub work: &'a Path,
     pub redirect_dir: bool,
+    pub metacopy: bool,
 }
 
 pub struct Mounted {
@@ -115,10 +116,11 @@ impl Mounted {
         match which {
             Impl::Kernel => {
                 let opts = format!(
-                    "lowerdir={lower},upperdir={},workdir={},redirect_dir={},index=on",
+                    "lowerdir={lower},upperdir={},workdir={},redirect_dir={},index=on,metacopy={}",
                     l.upper.display(),
                     l.work.display(),
-                    if l.redirect_dir { "on" } else { "off" }
+                    if l.redirect_dir { "on" } else { "off" },
+                    if l.metacopy { "on" } else { "off" }
                 );
                 sys::mount("overlay", mnt, "overlay", &opts).map_err(|e| {
                     format!("kernel overlay mount ({opts}): {}", sys::errno_name(e))
@@ -143,6 +145,8 @@ impl Mounted {
                     .arg(l.work)
                     .arg("--redirect-dir")
                     .arg(if l.redirect_dir { "on" } else { "off" })
+                    .arg("--metacopy")
+                    .arg(if l.metacopy { "on" } else { "off" })
                     .arg("-f")
                     .arg(mnt)
                     .stdin(Stdio::null())

@@ -15,6 +15,7 @@ fn example_reproducer_format() {
     let case = Case {
         seed: 0,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![
             Layer::oci(vec![
                 E::dir("a")
@@ -61,6 +62,7 @@ fn case_seed_538025432_exchange_keeps_st_ino() {
     let case = Case {
         seed: 538025432,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![
             Layer::kernel(vec![E::symlink("a/e/c", "d/e")]),
             Layer::kernel(vec![E::dir("a/b/d").mode(0o600)]),
@@ -81,6 +83,7 @@ fn case_seed_766412701_link_keeps_st_ino() {
     let case = Case {
         seed: 766412701,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![E::file("c/d", "x")])],
         upper: Layer::kernel(vec![]),
         ops: vec![Op::Link {
@@ -97,6 +100,7 @@ fn case_seed_88671948_rename_over_other_type_keeps_st_ino() {
     let case = Case {
         seed: 88671948,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![E::file("b/c/b", "x"), E::fifo("b/b/b")])],
         upper: Layer::kernel(vec![]),
         ops: vec![Op::Rename {
@@ -115,6 +119,7 @@ fn case_seed_501261161_other_name_after_unlink() {
     let case = Case {
         seed: 501261161,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![
             E::file("d/d/e", "x"),
             E::hardlink("c/b", "d/d/e"),
@@ -144,6 +149,7 @@ fn case_seed_700611170_truncate_times() {
     let case = Case {
         seed: 700611170,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![E::file("a/c/e", "x").mode(0o4755)])],
         upper: Layer::kernel(vec![E::file("e/a", "")]),
         ops: vec![
@@ -173,6 +179,7 @@ fn case_seed_143557763_redirect_off_exdev() {
     let case = Case {
         seed: 143557763,
         redirect_dir: false,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![E::dir("e/a").mode(0o640)])],
         upper: Layer::kernel(vec![E::file("b/c/a", "x")]),
         ops: vec![Op::Rename {
@@ -190,6 +197,7 @@ fn case_seed_554832486_rename_dir_onto_whiteout() {
     let case = Case {
         seed: 554832486,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![E::dir("e/b/c")])],
         upper: Layer::kernel(vec![E::whiteout("d/e/d")]),
         ops: vec![Op::Rename {
@@ -207,6 +215,7 @@ fn case_seed_890962753_exchange_with_copied_hard_link() {
     let case = Case {
         seed: 890962753,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![
             Layer::kernel(vec![E::file("e", "x"), E::hardlink("a/c/a", "e")]),
             Layer::kernel(vec![E::fifo("b/b/c")]),
@@ -233,6 +242,7 @@ fn case_seed_912453295_rename_over_one_hard_link_name() {
     let case = Case {
         seed: 912453295,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![
             E::fifo("c/c/c").mode(0o640),
             E::file("a/a", "x").mode(0o1777),
@@ -256,6 +266,7 @@ fn case_seed_183114216_hard_link_name_choice() {
     let case = Case {
         seed: 183114216,
         redirect_dir: false,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![
             E::file("a", ""),
             E::hardlink("d/a/c", "a"),
@@ -282,6 +293,7 @@ fn case_seed_814847850_redirect_through_a_lower_symlink() {
     let case = Case {
         seed: 814847850,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![
             Layer::kernel(vec![E::file("a/d", "x")]),
             Layer::kernel(vec![E::dir("c/b/d")]),
@@ -310,6 +322,7 @@ fn case_seed_673593910_rmdir_upper_dir_with_whiteout() {
     let case = Case {
         seed: 673593910,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![])],
         upper: Layer::kernel(vec![E::whiteout("b/b/e")]),
         ops: vec![Op::Rmdir { path: "b/b".into() }],
@@ -323,6 +336,7 @@ fn case_seed_727250320_rename_over_upper_dir_with_whiteout() {
     let case = Case {
         seed: 727250320,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![])],
         upper: Layer::kernel(vec![E::dir("a/b"), E::whiteout("b/a/d")]),
         ops: vec![Op::Rename {
@@ -342,6 +356,7 @@ fn case_seed_257079624_rename_over_nonempty_upper_dir() {
     let case = Case {
         seed: 257079624,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![E::dir("d/a/e")])],
         upper: Layer::kernel(vec![E::whiteout("a/b/d")]),
         ops: vec![Op::Rename {
@@ -360,6 +375,7 @@ fn case_seed_676676611_chown_after_unlinking_the_linked_name() {
     let case = Case {
         seed: 676676611,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![
             E::dir("d/e").mode(0o444),
             E::file("b", "x").mode(0o640),
@@ -388,6 +404,7 @@ fn case_seed_17725088_fdstat_nlink_of_unlinked_lower_file() {
     let case = Case {
         seed: 17725088,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![E::file("b/b", "x")])],
         upper: Layer::kernel(vec![]),
         ops: vec![
@@ -411,6 +428,7 @@ fn case_seed_497323309_rmdir_upper_dir_of_whiteouts_over_lower_symlink() {
     let case = Case {
         seed: 497323309,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![E::symlink("b/b", "nowhere/x")])],
         upper: Layer::kernel(vec![E::whiteout("b/b/a")]),
         ops: vec![Op::Rmdir { path: "b/b".into() }],
@@ -425,6 +443,7 @@ fn case_seed_32335820_truncate_to_same_size_sets_mtime() {
     let case = Case {
         seed: 32335820,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![E::file("a/c", "x")])],
         upper: Layer::kernel(vec![]),
         ops: vec![
@@ -453,6 +472,7 @@ fn case_seed_721321889_exchange_other_name_of_indexed_lower_link() {
     let case = Case {
         seed: 721321889,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![
             E::dir("d/c/c"),
             E::file("c/c/c", "x"),
@@ -478,6 +498,7 @@ fn case_seed_890395661_unlink_recorded_name_of_upper_hard_link() {
     let case = Case {
         seed: 890395661,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![])],
         upper: Layer::kernel(vec![E::file("e", "x"), E::hardlink("b/b/a", "e")]),
         ops: vec![Op::Unlink { path: "e".into() }],
@@ -492,6 +513,7 @@ fn case_seed_405136221_fdstat_of_replaced_lower_dir() {
     let case = Case {
         seed: 405136221,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![
             Layer::kernel(vec![E::dir("b/d")]),
             Layer::kernel(vec![E::symlink("a/d/c", "nowhere/x")]),
@@ -521,6 +543,7 @@ fn case_seed_185767213_mkdir_over_whiteout_in_setgid_dir() {
     let case = Case {
         seed: 185767213,
         redirect_dir: false,
+        metacopy: false,
         lowers: vec![Layer::kernel(vec![E::dir("d/b")])],
         upper: Layer::kernel(vec![]),
         ops: vec![
@@ -546,6 +569,7 @@ fn case_seed_377123929_redirect_stops_at_opaque_path_component() {
     let case = Case {
         seed: 377123929,
         redirect_dir: true,
+        metacopy: false,
         lowers: vec![
             Layer::kernel(vec![E::dir("e/c/b")]),
             Layer::kernel(vec![E::dir("e/c/c")]),
@@ -568,6 +592,35 @@ fn case_seed_377123929_redirect_stops_at_opaque_path_component() {
                 to: "b/a/c".into(),
                 flags: 0,
             },
+        ],
+    };
+    check_case(&case);
+}
+
+/// fstat of an open lower FIFO after a chown copied it up and its name was removed: the
+/// kernel reports the removed upper FIFO (nlink 0). The kernel opens FIFOs itself, so the
+/// daemon has no fd to ask: it answers from what the node was when its name went.
+#[test]
+fn case_seed_553252937_fdstat_of_removed_copied_up_fifo() {
+    let case = Case {
+        seed: 553252937,
+        redirect_dir: true,
+        metacopy: false,
+        lowers: vec![Layer::kernel(vec![E::fifo("p")])],
+        upper: Layer::kernel(vec![]),
+        ops: vec![
+            Op::FdOpen {
+                slot: 0,
+                path: "p".into(),
+                flags: libc::O_RDONLY,
+            },
+            Op::Chown {
+                path: "p".into(),
+                uid: 65534,
+                gid: 65534,
+            },
+            Op::Unlink { path: "p".into() },
+            Op::FdStat { slot: 0 },
         ],
     };
     check_case(&case);

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct Case {
     pub seed: u64,
     pub redirect_dir: bool,
+    /// Metadata-only copy-up (`metacopy=on` for the kernel, `--metacopy on` for layerfuse).
+    pub metacopy: bool,
     /// Topmost first.
     pub lowers: Vec<Layer>,
     pub upper: Layer,
@@ -42,9 +44,12 @@ impl Case {
         let redirect_dir = !rng.chance(20);
         let mut pool = PathPool::from_layers(&lowers.iter().chain([&upper]).collect::<Vec<_>>());
         let ops = (0..n_ops).map(|_| random_op(&mut rng, &mut pool)).collect();
+        // Drawn last, so the layers and ops of every earlier seed stay as they were.
+        let metacopy = redirect_dir && rng.chance(3);
         Case {
             seed,
             redirect_dir,
+            metacopy,
             lowers,
             upper,
             ops,
@@ -62,8 +67,8 @@ impl Case {
             self.seed
         );
         s += &format!(
-            "        redirect_dir: {},\n        lowers: vec![\n",
-            self.redirect_dir
+            "        redirect_dir: {},\n        metacopy: {},\n        lowers: vec![\n",
+            self.redirect_dir, self.metacopy
         );
         for l in &self.lowers {
             s += &format!("            {},\n", l.render("            "));
@@ -190,12 +195,13 @@ impl SideDirs {
         }
     }
 
-    pub fn layers(&self, redirect_dir: bool) -> Layers<'_> {
+    pub fn layers(&self, case: &Case) -> Layers<'_> {
         Layers {
             lowers: &self.lowers,
             upper: &self.upper,
             work: &self.work,
-            redirect_dir,
+            redirect_dir: case.redirect_dir,
+            metacopy: case.metacopy,
         }
     }
 }
@@ -278,18 +284,10 @@ pub fn run_cases(case: &Case, b_case: &Case, other: Impl) -> Result<(), Failure>
     let scratch = Scratch::new();
     let a_dirs = SideDirs::write(&scratch, "A", case, false);
     let b_dirs = SideDirs::write(&scratch, "B", b_case, other == Impl::Layerfuse);
-    let a_mnt = Mounted::mount(
-        Impl::Kernel,
-        &a_dirs.layers(case.redirect_dir),
-        &scratch.dir.join("A/m"),
-    )
-    .map_err(Failure::Harness)?;
-    let b_mnt = Mounted::mount(
-        other,
-        &b_dirs.layers(b_case.redirect_dir),
-        &scratch.dir.join("B/m"),
-    )
-    .map_err(Failure::Setup)?;
+    let a_mnt = Mounted::mount(Impl::Kernel, &a_dirs.layers(case), &scratch.dir.join("A/m"))
+        .map_err(Failure::Harness)?;
+    let b_mnt = Mounted::mount(other, &b_dirs.layers(b_case), &scratch.dir.join("B/m"))
+        .map_err(Failure::Setup)?;
     let mut a = Side::new(&a_mnt.mnt);
     let mut b = Side::new(&b_mnt.mnt);
     let res = watched(b_mnt.pid(), |w| {
