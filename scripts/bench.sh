@@ -4,13 +4,14 @@
 #
 #   sudo scripts/bench.sh [--reps N] [--quick] [--impls a,b] [--metrics a,b] [--layerfuse PATH]
 #                         [--out DIR] [--workdir DIR] [--settle SECS] [--samples N]
-#                         [--rebuild-fixture] [--no-build]
+#                         [--rebuild-fixture] [--no-build] [--metacopy]
 #   sudo scripts/bench.sh --workload apt [--reps N] [--impls a,b] [--mirror URL] [...]
 #
 # Needs root, /dev/fuse and the overlay module. Installs fio, fuse-overlayfs, unionfs-fuse, attr
 # (and debootstrap for --workload apt) with apt-get if missing. Prints medians, min-max and the
 # ratio to kernel overlayfs; writes results.csv, summary.csv and summary.md to the output directory.
-# Timing figures are informational: nothing here passes or fails on a threshold.
+# --metacopy mounts kernel overlayfs (metacopy=on) and layerfuse (--metacopy on) with metadata-only
+# copy-up. Timing figures are informational: nothing here passes or fails on a threshold.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,6 +32,7 @@ REBUILD=0
 NO_BUILD=0
 WORKLOAD=""
 LF_BIN=${LAYERFUSE:-}
+METACOPY=0
 CMDLINE="scripts/bench.sh $*"
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d; s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
@@ -48,6 +50,7 @@ while [[ $# -gt 0 ]]; do
     --samples) SAMPLES=$2; shift 2 ;;
     --rebuild-fixture) REBUILD=1; shift ;;
     --no-build) NO_BUILD=1; shift ;;
+    --metacopy) METACOPY=1; shift ;;
     --workload) WORKLOAD=$2; shift 2 ;;
     --mirror) export BENCH_MIRROR=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -347,6 +350,14 @@ abs_list() { # BASE LIST -> colon list of absolute paths
 
 # mount_union IMPL STACK TAG: fresh upper and work dirs, mount on $MNT, wait until it is ready.
 # Sets MOUNT_MS and DAEMON_PID (0 for the kernel). Returns non-zero (and says why) on failure.
+# --metacopy: kernel overlayfs and layerfuse both make metadata-only copies (the peers have no
+# such mode and run as always).
+KERNEL_MC="" LF_MC=()
+if [[ $METACOPY == 1 ]]; then
+  KERNEL_MC=",redirect_dir=on,metacopy=on"
+  LF_MC=(--metacopy on)
+fi
+
 mount_union() {
   local impl=$1 stack=$2 tag=$3 upper work t0 t1 lowers_abs branches b logf
   lowers_of "$impl" "$stack"
@@ -360,7 +371,7 @@ mount_union() {
       # Relative lowers keep 500 layers under the 4 KiB limit of mount(2)'s option page.
       t0=$(now)
       (cd "$BASE" && mount -t overlay overlay \
-        -o "lowerdir=$LOWERS,upperdir=$upper,workdir=$work" "$MNT") >"$logf" 2>&1 ||
+        -o "lowerdir=$LOWERS,upperdir=$upper,workdir=$work$KERNEL_MC" "$MNT") >"$logf" 2>&1 ||
         { log "kernel: mount failed: $(tail -n 3 "$logf")"; return 1; }
       t1=$(now)
       echo "$MNT 0" >>"$STATE/mounts" ;;
@@ -372,7 +383,7 @@ mount_union() {
           fuse-overlayfs -f -o "lowerdir=$lowers_abs,upperdir=$upper,workdir=$work" "$MNT" \
             >"$logf" 2>&1 & ;;
         layerfuse)
-          "$LF_BIN" mount --lower "$lowers_abs" --upper "$upper" --work "$work" -f "$MNT" \
+          "$LF_BIN" mount --lower "$lowers_abs" --upper "$upper" --work "$work" "${LF_MC[@]}" -f "$MNT" \
             >"$logf" 2>&1 & ;;
         unionfs-fuse)
           branches="$upper=RW"
@@ -747,7 +758,7 @@ write_env() {
     echo "unionfs-fuse: $(dpkg-query -W -f '${Version}' unionfs-fuse 2>/dev/null || echo '?')"
     echo "fio: $(fio --version)"
     echo "layerfuse: $LF_BIN $(git -C "$ROOT" describe --always --dirty 2>/dev/null || true)"
-    echo "fixture: v$FIXTURE_VERSION $SCALE; reps: $REPS; samples: $SAMPLES; settle: ${SETTLE}s"
+    echo "fixture: v$FIXTURE_VERSION $SCALE; reps: $REPS; samples: $SAMPLES; settle: ${SETTLE}s; metacopy: $METACOPY"
   } >"$OUTDIR/env.txt"
 }
 
