@@ -200,7 +200,7 @@ impl Overlay {
                 &st,
                 (work, &tmp),
                 st.kind(),
-                Data::Full,
+                self.meta_or_full(Data::Meta, st.kind()),
                 origin.as_deref().unwrap_or(b""),
             );
             let placed = built.and_then(|()| {
@@ -224,8 +224,10 @@ impl Overlay {
         let adjust = sys::open_path_at(slot.dir, &slot.key)
             .map(|fd| self.read_nlink_adjust(sys::borrow(&fd)))
             .unwrap_or(0);
+        let metacopy = self.is_metacopy_at(slot.dir, &slot.key);
         let mut s = node.state.write();
         s.upper = true;
+        s.metacopy = metacopy;
         s.stale_name = true;
         s.nlink_adjust = adjust;
         s.index = Some(IndexRef {
@@ -410,20 +412,20 @@ impl Overlay {
             kernel,
             key: key.clone(),
         });
-        // Metadata-only copies are made of plain files with one name (a hard link's
-        // copy is shared through the index, and gets its data at once).
-        let data = match data {
-            Data::Meta if self.metacopy && kind == FileKind::Regular && !indexed => Data::Meta,
-            Data::Meta => Data::Full,
-            d => d,
-        };
+        let data = self.meta_or_full(data, kind);
         // Another name of this inode was copied up already: join it.
         if indexed && sys::stat_at(index, &key).is_ok() {
             let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(&parent))?;
             self.link_upper_name(node, (index, &key), sys::borrow(&pdir), &name)?;
+            let metacopy = self.is_metacopy_at(index, &key);
             let mut s = node.state.write();
             s.upper = true;
+            s.metacopy = metacopy;
             s.index = index_ref;
+            drop(s);
+            if metacopy && data != Data::Meta {
+                return self.copy_up_data_locked(node, data);
+            }
             return Ok(());
         }
         let tmp = self.temp_name();
@@ -498,6 +500,11 @@ impl Overlay {
     /// the lower file, never from a half-filled copy.
     fn copy_up_data(&self, node: &Arc<Node>, data: Data) -> SysResult<()> {
         let _guard = node.copy_up.lock();
+        self.copy_up_data_locked(node, data)
+    }
+
+    /// [`Overlay::copy_up_data`] with the node's copy-up lock held.
+    fn copy_up_data_locked(&self, node: &Arc<Node>, data: Data) -> SysResult<()> {
         let lower = {
             let s = node.state.read();
             if !s.metacopy {
@@ -515,12 +522,7 @@ impl Overlay {
             let src = self.lowers[lower.layer].open_file(&lower.path, sys::oflag::RDONLY)?;
             copy_data(sys::borrow(&src), sys::borrow(&dst), st.size)?;
         }
-        // Filling in the data is no change of the file's times.
-        sys::set_times_fd(
-            sys::borrow(&dst),
-            TimeSet::At(st.atime),
-            TimeSet::At(st.mtime),
-        )?;
+        // The copy's writes set its mtime, as the kernel's data copy-up does.
         if !self.volatile {
             sys::fsync(sys::borrow(&dst))?;
         }
@@ -529,7 +531,25 @@ impl Overlay {
             Err(e) => return Err(e),
         }
         node.state.write().metacopy = false;
+        // Its mtime and block count changed: the kernel's cached attributes are stale.
+        self.attr_changed(node.ino);
         Ok(())
+    }
+
+    /// What a copy of `kind` asked for with `data` gets: a metadata-only copy only for
+    /// regular files on a mount with `metacopy=on`, else the data.
+    fn meta_or_full(&self, data: Data, kind: FileKind) -> Data {
+        match data {
+            Data::Meta if self.metacopy && kind == FileKind::Regular => Data::Meta,
+            Data::Meta => Data::Full,
+            d => d,
+        }
+    }
+
+    /// Whether `dir/name` is a metadata-only copy.
+    fn is_metacopy_at(&self, dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+        sys::open_path_at(dir, name)
+            .is_ok_and(|fd| sys::get_xattr(sys::borrow(&fd), self.markers.metacopy()).is_ok())
     }
 
     /// Build the copy of one entry at `work/tmp`.

@@ -625,3 +625,35 @@ fn case_seed_553252937_fdstat_of_removed_copied_up_fifo() {
     };
     check_case(&case);
 }
+
+/// metacopy=on: a chown of a lower hard link makes a metadata-only copy (through the index,
+/// as the kernel does), and the next open for writing copies the data in place, which sets
+/// the file's mtime (the kernel keeps no times across its data copy-up).
+#[test]
+fn case_seed_539307423_metacopy_data_copy_up_of_hard_link_sets_mtime() {
+    let case = Case {
+        seed: 539307423,
+        redirect_dir: true,
+        metacopy: true,
+        lowers: vec![Layer::kernel(vec![
+            E::file("c/d", "x"),
+            E::hardlink("b", "c/d"),
+        ])],
+        upper: Layer::kernel(vec![]),
+        ops: vec![
+            Op::Chown {
+                path: "b".into(),
+                uid: 1000,
+                gid: 1000,
+            },
+            Op::Open {
+                path: "b".into(),
+                flags: libc::O_WRONLY,
+                mode: 0o644,
+                write: None,
+                read: false,
+            },
+        ],
+    };
+    check_case(&case);
+}
