@@ -4,14 +4,14 @@
 #
 #   sudo scripts/bench.sh [--reps N] [--quick] [--impls a,b] [--metrics a,b] [--layerfuse PATH]
 #                         [--out DIR] [--workdir DIR] [--settle SECS] [--samples N]
-#                         [--rebuild-fixture] [--no-build] [--metacopy]
+#                         [--rebuild-fixture] [--no-build] [--metacopy] [--volatile]
 #   sudo scripts/bench.sh --workload apt [--reps N] [--impls a,b] [--mirror URL] [...]
 #
 # Needs root, /dev/fuse and the overlay module. Installs fio, fuse-overlayfs, unionfs-fuse, attr
 # (and debootstrap for --workload apt) with apt-get if missing. Prints medians, min-max and the
 # ratio to kernel overlayfs; writes results.csv, summary.csv and summary.md to the output directory.
 # --metacopy mounts kernel overlayfs (metacopy=on) and layerfuse (--metacopy on) with metadata-only
-# copy-up. Timing figures are informational: nothing here passes or fails on a threshold.
+# copy-up; --volatile mounts both without syncs (kernel volatile, layerfuse --volatile). Timing figures are informational: nothing here passes or fails on a threshold.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,6 +33,7 @@ NO_BUILD=0
 WORKLOAD=""
 LF_BIN=${LAYERFUSE:-}
 METACOPY=0
+VOLATILE=0
 CMDLINE="scripts/bench.sh $*"
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d; s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
@@ -51,6 +52,7 @@ while [[ $# -gt 0 ]]; do
     --rebuild-fixture) REBUILD=1; shift ;;
     --no-build) NO_BUILD=1; shift ;;
     --metacopy) METACOPY=1; shift ;;
+    --volatile) VOLATILE=1; shift ;;
     --workload) WORKLOAD=$2; shift 2 ;;
     --mirror) export BENCH_MIRROR=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -351,11 +353,16 @@ abs_list() { # BASE LIST -> colon list of absolute paths
 # mount_union IMPL STACK TAG: fresh upper and work dirs, mount on $MNT, wait until it is ready.
 # Sets MOUNT_MS and DAEMON_PID (0 for the kernel). Returns non-zero (and says why) on failure.
 # --metacopy: kernel overlayfs and layerfuse both make metadata-only copies (the peers have no
-# such mode and run as always).
+# such mode and run as always; fuse-overlayfs and unionfs-fuse never fsync a copy-up anyway).
 KERNEL_MC="" LF_MC=()
 if [[ $METACOPY == 1 ]]; then
   KERNEL_MC=",redirect_dir=on,metacopy=on"
   LF_MC=(--metacopy on)
+fi
+# --volatile: neither syncs copy-ups nor callers' fsyncs (kernel `volatile`, layerfuse --volatile).
+if [[ $VOLATILE == 1 ]]; then
+  KERNEL_MC+=",volatile"
+  LF_MC+=(--volatile)
 fi
 
 mount_union() {
@@ -758,7 +765,7 @@ write_env() {
     echo "unionfs-fuse: $(dpkg-query -W -f '${Version}' unionfs-fuse 2>/dev/null || echo '?')"
     echo "fio: $(fio --version)"
     echo "layerfuse: $LF_BIN $(git -C "$ROOT" describe --always --dirty 2>/dev/null || true)"
-    echo "fixture: v$FIXTURE_VERSION $SCALE; reps: $REPS; samples: $SAMPLES; settle: ${SETTLE}s; metacopy: $METACOPY"
+    echo "fixture: v$FIXTURE_VERSION $SCALE; reps: $REPS; samples: $SAMPLES; settle: ${SETTLE}s; metacopy: $METACOPY; volatile: $VOLATILE"
   } >"$OUTDIR/env.txt"
 }
 

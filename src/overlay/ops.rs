@@ -265,7 +265,7 @@ impl Overlay {
             return self.splice_remove(&at, name, dir);
         }
         let upper = self.upper()?;
-        let (node, _) = self.lookup_node(&parent, name, false)?;
+        let (node, st) = self.lookup_node(&parent, name, false)?;
         let kind = node.kind();
         match (dir, kind == FileKind::Directory) {
             (true, false) => return Err(Errno::ENOTDIR),
@@ -294,7 +294,7 @@ impl Overlay {
             }
             self.remove_upper(upper, pdir, name, dir, need_whiteout)?;
         } else {
-            if !dir {
+            if !dir && st.nlink > 1 {
                 // One name of a lower hard link goes: keep the count in the index.
                 self.index_lower_link(&node)?;
             }
