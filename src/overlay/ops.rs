@@ -799,7 +799,14 @@ impl Overlay {
         {
             return Ok(());
         }
-        let value = if samedir && parent_same_in_lower {
+        // A file whose lower inode has several names may get upper names in other
+        // directories (sharing this xattr): only a path from the root fits them all
+        // (the kernel's rule).
+        let lower_hard_link = dir.kind() != FileKind::Directory
+            && self
+                .stat_in(LayerId::Lower(first.layer), &first.path)
+                .is_ok_and(|st| st.nlink > 1);
+        let value = if samedir && parent_same_in_lower && !lower_hard_link {
             lname.as_bytes().to_vec()
         } else {
             let mut v = b"/".to_vec();

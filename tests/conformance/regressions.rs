@@ -657,3 +657,36 @@ fn case_seed_539307423_metacopy_data_copy_up_of_hard_link_sets_mtime() {
     };
     check_case(&case);
 }
+
+/// metacopy=on: a lower hard link exchanged with a directory (a metadata-only copy in the
+/// index, moved with a redirect); its other, lower-only name joins the copy when looked up
+/// after its directory was copied up, and still shows the data.
+#[test]
+fn case_seed_149865397_metacopy_other_name_of_moved_hard_link() {
+    let case = Case {
+        seed: 149865397,
+        redirect_dir: true,
+        metacopy: true,
+        lowers: vec![Layer::kernel(vec![
+            E::file("a/e", "").mode(0o1777),
+            E::hardlink("c/a", "a/e"),
+            E::dir("a/a/b"),
+        ])],
+        upper: Layer::kernel(vec![]),
+        ops: vec![
+            Op::Rename {
+                from: "a/e".into(),
+                to: "a/a".into(),
+                flags: libc::RENAME_EXCHANGE,
+            },
+            Op::Open {
+                path: "c/d".into(),
+                flags: libc::O_RDWR | libc::O_CREAT,
+                mode: 0o644,
+                write: None,
+                read: false,
+            },
+        ],
+    };
+    check_case(&case);
+}
