@@ -230,10 +230,10 @@ impl Overlay {
         s.metacopy = metacopy;
         s.stale_name = true;
         s.nlink_adjust = adjust;
-        s.index = Some(IndexRef {
+        s.index = Some(Box::new(IndexRef {
             kernel: slot.kernel,
             key: slot.key,
-        });
+        }));
         Ok(())
     }
 
@@ -421,7 +421,7 @@ impl Overlay {
             let mut s = node.state.write();
             s.upper = true;
             s.metacopy = metacopy;
-            s.index = index_ref;
+            s.index = index_ref.map(Box::new);
             drop(s);
             if metacopy && data != Data::Meta {
                 return self.copy_up_data_locked(node, data);
@@ -484,7 +484,7 @@ impl Overlay {
             s.upper = true;
             s.metacopy = data == Data::Meta;
             if index_ref.is_some() {
-                s.index = index_ref;
+                s.index = index_ref.map(Box::new);
             }
         }
         if kind == FileKind::Directory {

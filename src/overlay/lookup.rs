@@ -45,7 +45,7 @@ pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<N
         index: None,
         no_capability: false,
         removed: None,
-        aliases: Vec::new(),
+        aliases: Default::default(),
     })
 }
 
@@ -137,15 +137,15 @@ impl Overlay {
                         kind,
                         upper: r.upper,
                         metacopy: r.metacopy,
-                        lowers: Arc::new(LowerStack::new(lowers.take().unwrap_or_default())),
+                        lowers: LowerStack::shared(lowers.take().unwrap_or_default()),
                         unlinked: false,
                         stale_name: false,
                         nlink_adjust: r.nlink_adjust,
                         splice: None,
-                        index: r.index.clone(),
+                        index: r.index.clone().map(Box::new),
                         no_capability: false,
                         removed: None,
-                        aliases: Vec::new(),
+                        aliases: Default::default(),
                     },
                 )
             },
@@ -177,15 +177,15 @@ impl Overlay {
             s.metacopy = r.metacopy;
             s.nlink_adjust = r.nlink_adjust;
             if r.index.is_some() {
-                s.index = r.index;
+                s.index = r.index.map(Box::new);
             }
         }
         if let Some(l) = lowers
             && (s.kind == FileKind::Directory || s.metacopy)
             && !l.is_empty()
-            && s.lowers.as_slice() != l.as_slice()
+            && s.lowers[..] != l[..]
         {
-            s.lowers = Arc::new(LowerStack::new(l));
+            s.lowers = LowerStack::shared(l);
         }
         drop(s);
         node

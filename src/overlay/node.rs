@@ -10,6 +10,7 @@ use crate::layer::RelPath;
 use crate::sys::FileKind;
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
+use smallvec::SmallVec;
 use std::ffi::OsString;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +37,8 @@ pub struct LowerRef {
 /// of layers.
 #[derive(Debug, Default)]
 pub struct LowerStack {
-    refs: Vec<LowerRef>,
+    /// Inline for the common stack of one (a lower file): one allocation per node less.
+    refs: SmallVec<[LowerRef; 1]>,
     /// Position in `refs` of the first layer holding each name; `None` inside when the
     /// stack is too large to keep such a map.
     pub(super) names: std::sync::OnceLock<Option<Arc<super::lowerindex::StackNames>>>,
@@ -45,15 +47,25 @@ pub struct LowerStack {
 impl LowerStack {
     pub fn new(refs: Vec<LowerRef>) -> LowerStack {
         LowerStack {
-            refs,
+            refs: refs.into_iter().collect(),
             names: Default::default(),
+        }
+    }
+
+    /// A stack to keep in a node: the empty one (upper-only nodes) is shared by all.
+    pub fn shared(refs: Vec<LowerRef>) -> Arc<LowerStack> {
+        static EMPTY: std::sync::OnceLock<Arc<LowerStack>> = std::sync::OnceLock::new();
+        if refs.is_empty() {
+            EMPTY.get_or_init(Default::default).clone()
+        } else {
+            Arc::new(LowerStack::new(refs))
         }
     }
 }
 
 impl std::ops::Deref for LowerStack {
-    type Target = Vec<LowerRef>;
-    fn deref(&self) -> &Vec<LowerRef> {
+    type Target = [LowerRef];
+    fn deref(&self) -> &[LowerRef] {
         &self.refs
     }
 }
@@ -83,19 +95,61 @@ pub struct NodeState {
     /// Added to the upper inode's link count (see `MarkerNames::nlink`).
     pub nlink_adjust: i64,
     /// Set for nodes inside a volume or bind mount: everything goes to its source.
-    pub splice: Option<super::splice::SpliceAt>,
+    pub splice: Option<Box<super::splice::SpliceAt>>,
     /// The index entry of a copied-up hard link: its data stays reachable there when
     /// the name recorded here is removed while other names remain.
-    pub index: Option<IndexRef>,
+    pub index: Option<Box<IndexRef>>,
     /// Other upper names this node was given through the mount (link), to fall back on
     /// when the recorded name is removed.
-    pub aliases: Vec<(Arc<Node>, OsString)>,
+    pub aliases: Aliases,
     /// What the object looked like when its last name was removed (kept for the
     /// kernel's stat of an open file the daemon holds no fd of, e.g. a FIFO).
     pub removed: Option<Box<crate::sys::Stat>>,
     /// Made through this mount and given no `security.capability` since: the kernel
     /// asks for that xattr before every write, and the answer is known.
     pub no_capability: bool,
+}
+
+/// Other names of a node (parent, name), kept out of line: most nodes have none, and a
+/// node costs memory for as long as the kernel holds its inode.
+// Boxed on purpose: one pointer in every node instead of a Vec's three words.
+#[allow(clippy::box_collection)]
+#[derive(Debug, Default)]
+pub struct Aliases(Option<Box<Vec<Alias>>>);
+
+/// One other name of a node: its directory and the name in it.
+pub type Alias = (Arc<Node>, OsString);
+
+impl Aliases {
+    pub fn iter(&self) -> impl Iterator<Item = &Alias> {
+        self.0.iter().flat_map(|v| v.iter())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |v| v.len())
+    }
+
+    pub fn push(&mut self, alias: Alias) {
+        self.0.get_or_insert_default().push(alias);
+    }
+
+    pub fn pop(&mut self) -> Option<Alias> {
+        let v = self.0.as_mut()?;
+        let last = v.pop();
+        if v.is_empty() {
+            self.0 = None;
+        }
+        last
+    }
+
+    pub fn retain(&mut self, keep: impl FnMut(&Alias) -> bool) {
+        if let Some(v) = self.0.as_mut() {
+            v.retain(keep);
+            if v.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
 }
 
 /// An entry of the work dir's hard-link index.

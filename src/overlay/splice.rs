@@ -233,11 +233,11 @@ impl Overlay {
                         unlinked: false,
                         stale_name: false,
                         nlink_adjust: 0,
-                        splice: Some(at.clone()),
+                        splice: Some(Box::new(at.clone())),
                         index: None,
                         no_capability: false,
                         removed: None,
-                        aliases: Vec::new(),
+                        aliases: Default::default(),
                     },
                 )
             },
@@ -245,7 +245,7 @@ impl Overlay {
         let mut s = node.state.write();
         s.parent = Some(parent.clone());
         s.name = name.to_owned();
-        s.splice = Some(at);
+        s.splice = Some(Box::new(at));
         drop(s);
         node
     }
