@@ -7,7 +7,7 @@
 
 use super::dircache::LayerId;
 use super::lookup::Resolved;
-use super::node::{IndexRef, Node};
+use super::node::{IndexRef, Lowers, Node};
 use super::{Overlay, Upper};
 use crate::layer;
 use crate::sys::{self, Errno, FileKind, Stat, SysResult, TimeSet};
@@ -172,13 +172,13 @@ impl Overlay {
     pub(super) fn index_lower_link(&self, node: &Arc<Node>) -> SysResult<()> {
         let upper = self.upper()?;
         let _guard = node.copy_up.lock();
-        let lower = {
+        {
             let s = node.state.read();
             if s.upper || s.kind == FileKind::Directory {
                 return Ok(());
             }
-            s.lowers.first().cloned().ok_or(Errno::EIO)?
-        };
+        }
+        let lower = self.first_lower(node).ok_or(Errno::EIO)?;
         let src_layer = &self.lowers[lower.layer];
         let (src_dir_path, src_name) = layer::split_last(&lower.path).ok_or(Errno::EIO)?;
         let src_dir = src_layer.open_dir(src_dir_path)?;
@@ -225,7 +225,10 @@ impl Overlay {
             .map(|fd| self.read_nlink_adjust(sys::borrow(&fd)))
             .unwrap_or(0);
         let metacopy = self.is_metacopy_at(slot.dir, &slot.key);
+        // In the upper layer from now on: keep the lower entry's own path.
+        let lowers = self.node_lowers(node);
         let mut s = node.state.write();
+        s.lowers = Lowers::Stack(lowers);
         s.upper = true;
         s.metacopy = metacopy;
         s.stale_name = true;
@@ -380,19 +383,16 @@ impl Overlay {
 
     fn copy_up_one(&self, upper: &Upper, node: &Arc<Node>, data: Data) -> SysResult<()> {
         let _guard = node.copy_up.lock();
-        let (lower, kind, parent, name) = {
+        let (kind, parent, name) = {
             let s = node.state.read();
             if s.upper {
                 return Ok(());
             }
-            let lower = s.lowers.first().cloned().ok_or(Errno::EIO)?;
-            (
-                lower,
-                s.kind,
-                s.parent.clone().ok_or(Errno::EIO)?,
-                s.name.clone(),
-            )
+            (s.kind, s.parent.clone().ok_or(Errno::EIO)?, s.name.clone())
         };
+        // In the upper layer from now on: the lower entry keeps its own path.
+        let lowers = self.node_lowers(node);
+        let lower = lowers.first().cloned().ok_or(Errno::EIO)?;
         let src_layer = &self.lowers[lower.layer];
         let (src_dir_path, src_name) = layer::split_last(&lower.path).ok_or(Errno::EIO)?;
         let src_dir = src_layer.open_dir(src_dir_path)?;
@@ -419,6 +419,7 @@ impl Overlay {
             self.link_upper_name(node, (index, &key), sys::borrow(&pdir), &name)?;
             let metacopy = self.is_metacopy_at(index, &key);
             let mut s = node.state.write();
+            s.lowers = Lowers::Stack(lowers);
             s.upper = true;
             s.metacopy = metacopy;
             s.index = index_ref.map(Box::new);
@@ -481,6 +482,7 @@ impl Overlay {
         keep_times(sys::borrow(&pdir), &pst);
         {
             let mut s = node.state.write();
+            s.lowers = Lowers::Stack(lowers);
             s.upper = true;
             s.metacopy = data == Data::Meta;
             if index_ref.is_some() {
@@ -505,13 +507,10 @@ impl Overlay {
 
     /// [`Overlay::copy_up_data`] with the node's copy-up lock held.
     fn copy_up_data_locked(&self, node: &Arc<Node>, data: Data) -> SysResult<()> {
-        let lower = {
-            let s = node.state.read();
-            if !s.metacopy {
-                return Ok(());
-            }
-            s.lowers.first().cloned().ok_or(Errno::EIO)?
-        };
+        if !node.state.read().metacopy {
+            return Ok(());
+        }
+        let lower = self.first_lower(node).ok_or(Errno::EIO)?;
         let (dir, name) = self.upper_object(node)?;
         let dir = sys::borrow(&dir);
         let dst = sys::open_at(dir, &name, sys::oflag::WRONLY, 0)?;

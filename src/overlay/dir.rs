@@ -116,7 +116,7 @@ impl Overlay {
     fn merged_names(&self, node: &Node) -> SysResult<Vec<DirEntry>> {
         let (upper, lowers) = {
             let s = node.state.read();
-            (s.upper, s.lowers.clone())
+            (s.upper, s.lowers.dir_stack())
         };
         let mut merge = Merge::default();
         if upper {

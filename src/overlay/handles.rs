@@ -168,10 +168,8 @@ impl Overlay {
     /// Open the file whose data a node shows now (the lower file of a metadata-only
     /// copy). Call with the tree lock held.
     pub(super) fn open_backing(&self, node: &Node, flags: i32) -> SysResult<OwnedFd> {
-        let (upper, lower) = {
-            let s = node.state.read();
-            (s.data_upper(), s.lowers.first().cloned())
-        };
+        let upper = node.state.read().data_upper();
+        let lower = if upper { None } else { self.first_lower(node) };
         if upper {
             let (dir, name) = self.upper_object(node)?;
             sys::open_at(sys::borrow(&dir), &name, flags, 0)

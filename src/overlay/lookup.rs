@@ -3,7 +3,7 @@
 
 use super::dircache::LayerId;
 use super::lowerindex::StackNames;
-use super::node::{LowerRef, LowerStack, Node, NodeState};
+use super::node::{LowerRef, LowerStack, Lowers, Node, NodeState};
 use super::{Attr, Overlay, check_name};
 use crate::layer::{self, DirMarkers, Found, Layer, RelPath};
 use crate::sys::{self, Errno, FileKind, Stat, SysResult};
@@ -37,7 +37,7 @@ pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<N
         kind: FileKind::Directory,
         upper: upper.is_some(),
         metacopy: false,
-        lowers: Arc::new(LowerStack::new(stack)),
+        lowers: Lowers::Stack(Arc::new(LowerStack::new(stack))),
         unlinked: false,
         stale_name: false,
         nlink_adjust: 0,
@@ -74,6 +74,33 @@ enum Search {
 }
 
 impl Overlay {
+    /// The first lower entry of a node (a file's own, a directory's topmost).
+    pub(super) fn first_lower(&self, node: &Node) -> Option<LowerRef> {
+        let (layer, parent, name) = {
+            let s = node.state.read();
+            match &s.lowers {
+                Lowers::Stack(st) => return st.first().cloned(),
+                Lowers::ByName(l) => (*l, s.parent.clone()?, s.name.clone()),
+            }
+        };
+        let p = parent.state.read().lowers.dir_stack();
+        let i = p.binary_search_by_key(&layer, |x| x.layer).ok()?;
+        Some(LowerRef {
+            layer,
+            path: layer::join(&p[i].path, &name),
+            xattr_whiteouts: false,
+        })
+    }
+
+    /// A node's lower entries as a stack of their own (for a file found by name, built
+    /// from its parent's).
+    pub(super) fn node_lowers(&self, node: &Node) -> Arc<LowerStack> {
+        if let Lowers::Stack(st) = &node.state.read().lowers {
+            return st.clone();
+        }
+        LowerStack::shared(self.first_lower(node).into_iter().collect())
+    }
+
     /// Look a name up and count a kernel reference on the node it names.
     pub fn lookup(&self, parent: u64, name: &OsStr) -> SysResult<(Attr, u64)> {
         check_name(name)?;
@@ -119,6 +146,15 @@ impl Overlay {
         count: bool,
     ) -> Arc<Node> {
         let kind = r.stat.kind();
+        // A file only below, found at its own name: it keeps no path of its own.
+        let by_name = (kind != FileKind::Directory && !r.upper && r.lowers.len() == 1)
+            .then(|| {
+                let l = &r.lowers[0];
+                let p = parent.state.read().lowers.dir_stack();
+                let i = p.binary_search_by_key(&l.layer, |x| x.layer).ok()?;
+                (layer::join(&p[i].path, name) == l.path).then_some(l.layer)
+            })
+            .flatten();
         // Moved into a new node, or kept to update an existing directory's stack.
         let mut lowers = Some(r.lowers);
         let node = self.nodes.get_or_insert(
@@ -137,7 +173,10 @@ impl Overlay {
                         kind,
                         upper: r.upper,
                         metacopy: r.metacopy,
-                        lowers: LowerStack::shared(lowers.take().unwrap_or_default()),
+                        lowers: match by_name {
+                            Some(layer) => Lowers::ByName(layer),
+                            None => Lowers::stack(lowers.take().unwrap_or_default()),
+                        },
                         unlinked: false,
                         stale_name: false,
                         nlink_adjust: r.nlink_adjust,
@@ -150,10 +189,17 @@ impl Overlay {
                 )
             },
         );
+        // A file found by name that is now in the upper layer keeps its lower entry's
+        // path from here on (its parent and name may change).
+        let materialized = (r.upper && matches!(node.state.read().lowers, Lowers::ByName(_)))
+            .then(|| self.node_lowers(&node));
         // A node reached again by another name (a hard link) keeps the name it was
         // first found by (the one a copy-up will use), unless that name is gone or
         // this name is the one that already lives in the upper layer.
         let mut s = node.state.write();
+        if let Some(m) = materialized {
+            s.lowers = Lowers::Stack(m);
+        }
         let same_place =
             s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent)) && s.name == name;
         if !same_place && (s.stale_name || (r.upper && !s.upper)) {
@@ -183,9 +229,9 @@ impl Overlay {
         if let Some(l) = lowers
             && (s.kind == FileKind::Directory || s.metacopy)
             && !l.is_empty()
-            && s.lowers[..] != l[..]
+            && s.lowers.dir_stack()[..] != l[..]
         {
-            s.lowers = LowerStack::shared(l);
+            s.lowers = Lowers::stack(l);
         }
         drop(s);
         node
@@ -251,7 +297,7 @@ impl Overlay {
             if s.kind != FileKind::Directory {
                 return Err(Errno::ENOTDIR);
             }
-            (s.upper, s.lowers.clone())
+            (s.upper, s.lowers.dir_stack())
         };
         let mut upper_stat = None;
         let mut search = Search::Name(name.as_encoded_bytes().to_vec());
@@ -479,7 +525,7 @@ impl Overlay {
     /// Whether some lower layer still shows `name` in `parent` (then removing it from
     /// the union needs a whiteout).
     pub(super) fn lower_positive(&self, parent: &Node, name: &OsStr) -> SysResult<bool> {
-        let p_lowers = parent.state.read().lowers.clone();
+        let p_lowers = parent.state.read().lowers.dir_stack();
         for pl in p_lowers.iter() {
             let Some(idx) = self.lower_dir_index(pl.layer, &pl.path, pl.xattr_whiteouts)? else {
                 continue;

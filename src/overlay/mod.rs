@@ -417,9 +417,14 @@ impl Overlay {
 
     /// Stat the object a node shows right now.
     fn stat_node(&self, node: &Node) -> SysResult<Stat> {
-        let (upper, lower, spliced) = {
+        let (upper, spliced) = {
             let s = node.state.read();
-            (s.upper, s.lowers.first().cloned(), s.splice.clone())
+            (s.upper, s.splice.clone())
+        };
+        let lower = if upper || spliced.is_some() {
+            None
+        } else {
+            self.first_lower(node)
         };
         if let Some(at) = spliced {
             return self.splice_stat(&at);
@@ -447,13 +452,11 @@ impl Overlay {
 
     fn attr_of(&self, node: &Node, st: &Stat) -> Attr {
         let mut st = *st;
-        let data_lower = {
-            let s = node.state.read();
-            if s.metacopy {
-                s.lowers.first().cloned()
-            } else {
-                None
-            }
+        let metacopy = node.state.read().metacopy;
+        let data_lower = if metacopy {
+            self.first_lower(node)
+        } else {
+            None
         };
         if let Some(l) = data_lower
             && let Ok(data) = self.stat_in(LayerId::Lower(l.layer), &l.path)
@@ -554,9 +557,14 @@ impl Overlay {
     pub fn readlink(&self, ino: u64) -> SysResult<std::ffi::OsString> {
         let node = self.node(ino)?;
         let _t = self.tree.read_recursive();
-        let (upper, lower, spliced) = {
+        let (upper, spliced) = {
             let s = node.state.read();
-            (s.upper, s.lowers.first().cloned(), s.splice.clone())
+            (s.upper, s.splice.clone())
+        };
+        let lower = if upper || spliced.is_some() {
+            None
+        } else {
+            self.first_lower(&node)
         };
         if let Some(at) = spliced {
             return self.splice_readlink(&at);

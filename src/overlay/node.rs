@@ -70,6 +70,49 @@ impl std::ops::Deref for LowerStack {
     }
 }
 
+/// Where a node's lower entries are.
+#[derive(Clone, Debug)]
+pub enum Lowers {
+    /// These entries, topmost first.
+    Stack(Arc<LowerStack>),
+    /// A file only in lower layer `.0`, found by its name: the entry is the node's name
+    /// in the parent's directory of that layer. Most nodes of a tree walk are such files;
+    /// they keep no path of their own. Only while the node is not in the upper layer
+    /// (its parent and name never change then): a copy-up turns it into a `Stack`.
+    ByName(usize),
+}
+
+impl Lowers {
+    pub fn stack(refs: Vec<LowerRef>) -> Lowers {
+        Lowers::Stack(LowerStack::shared(refs))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Lowers::Stack(s) if s.is_empty())
+    }
+
+    pub fn count(&self) -> usize {
+        match self {
+            Lowers::Stack(s) => s.len(),
+            Lowers::ByName(_) => 1,
+        }
+    }
+
+    /// The stack of a directory (a file found by name has none of its own: empty).
+    pub fn dir_stack(&self) -> Arc<LowerStack> {
+        match self {
+            Lowers::Stack(s) => s.clone(),
+            Lowers::ByName(_) => LowerStack::shared(Vec::new()),
+        }
+    }
+}
+
+impl Default for Lowers {
+    fn default() -> Lowers {
+        Lowers::stack(Vec::new())
+    }
+}
+
 /// The mutable part of a node, behind its lock.
 #[derive(Debug)]
 pub struct NodeState {
@@ -86,7 +129,7 @@ pub struct NodeState {
     /// Directories: the lower directories merged below the upper one, topmost first,
     /// down to the first opaque one. Other files: the lower file the node shows (or
     /// was copied up from), if any.
-    pub lowers: Arc<LowerStack>,
+    pub lowers: Lowers,
     /// The last name of this node was removed.
     pub unlinked: bool,
     /// The name recorded here was removed while other names remain: the next lookup
@@ -168,7 +211,7 @@ impl NodeState {
 
     /// A directory present in more than one layer (reports nlink 1, as the kernel does).
     pub fn is_merged_dir(&self) -> bool {
-        self.kind == FileKind::Directory && usize::from(self.upper) + self.lowers.len() > 1
+        self.kind == FileKind::Directory && usize::from(self.upper) + self.lowers.count() > 1
     }
 }
 

@@ -782,7 +782,7 @@ impl Overlay {
         at: BorrowedFd<'_>,
         name: &OsStr,
     ) -> SysResult<()> {
-        let Some(first) = dir.state.read().lowers.first().cloned() else {
+        let Some(first) = self.first_lower(dir) else {
             return Ok(());
         };
         let (lparent, lname) = layer::split_last(&first.path).ok_or(Errno::EINVAL)?;
@@ -790,6 +790,7 @@ impl Overlay {
             .state
             .read()
             .lowers
+            .dir_stack()
             .iter()
             .any(|l| l.layer == first.layer && l.path == lparent);
         let fd = sys::open_path_at(at, name)?;

@@ -13,9 +13,14 @@ use std::os::unix::ffi::OsStrExt;
 impl Overlay {
     /// An `O_PATH` handle on the object a node shows. Call with the tree lock held.
     pub(super) fn object_fd(&self, node: &Node) -> SysResult<OwnedFd> {
-        let (upper, lower, spliced) = {
+        let (upper, spliced) = {
             let s = node.state.read();
-            (s.upper, s.lowers.first().cloned(), s.splice.clone())
+            (s.upper, s.splice.clone())
+        };
+        let lower = if upper || spliced.is_some() {
+            None
+        } else {
+            self.first_lower(node)
         };
         if let Some(at) = spliced {
             return self.splice_object(&at);
