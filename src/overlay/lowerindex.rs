@@ -16,28 +16,34 @@ use std::sync::Arc;
 pub(super) struct DirIndex {
     /// Every entry in listing order, whiteouts included.
     pub list: Vec<Listed>,
-    /// Position in `list` by name.
-    by_name: HashMap<OsString, usize>,
+    /// Positions in `list` sorted by name, one per name (a name is not stored twice:
+    /// the index is kept for large trees).
+    by_name: Vec<u32>,
 }
 
 impl DirIndex {
     pub(super) fn new(list: Vec<Listed>) -> DirIndex {
-        let mut by_name: HashMap<OsString, usize> = HashMap::with_capacity(list.len());
-        for (i, e) in list.iter().enumerate() {
-            // A layer's own entry wins over an OCI whiteout of the same name in it
-            // (whiteouts apply to the layers below).
-            match by_name.get(&e.name) {
-                Some(&j) if !list[j].whiteout => {}
-                _ => {
-                    by_name.insert(e.name.clone(), i);
-                }
-            }
-        }
+        let mut by_name: Vec<u32> = (0..list.len() as u32).collect();
+        // A layer's own entry wins over an OCI whiteout of the same name in it
+        // (whiteouts apply to the layers below); else the first listed.
+        by_name.sort_by(|&a, &b| {
+            let (x, y) = (&list[a as usize], &list[b as usize]);
+            x.name
+                .cmp(&y.name)
+                .then(x.whiteout.cmp(&y.whiteout))
+                .then(a.cmp(&b))
+        });
+        by_name.dedup_by(|b, a| list[*a as usize].name == list[*b as usize].name);
+        by_name.shrink_to_fit();
         DirIndex { list, by_name }
     }
 
     pub(super) fn get(&self, name: &std::ffi::OsStr) -> Option<&Listed> {
-        self.by_name.get(name).and_then(|&i| self.list.get(i))
+        let i = self
+            .by_name
+            .binary_search_by(|&i| self.list[i as usize].name.as_os_str().cmp(name))
+            .ok()?;
+        self.list.get(self.by_name[i] as usize)
     }
 }
 
