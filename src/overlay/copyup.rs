@@ -312,6 +312,7 @@ impl Overlay {
         if upper {
             if metacopy && data != Data::Meta {
                 self.copy_up_data(node, data)?;
+                self.follow_copy_up(node);
             }
             return self.join_index_by_name(node);
         }
@@ -329,7 +330,9 @@ impl Overlay {
         for dir in chain.iter().rev() {
             self.copy_up_one(upper, dir, Data::Full)?;
         }
-        self.copy_up_one(upper, node, data)
+        self.copy_up_one(upper, node, data)?;
+        self.follow_copy_up(node);
+        Ok(())
     }
 
     /// A hard link whose data is in the index (another name was copied up or removed)

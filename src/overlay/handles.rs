@@ -73,6 +73,18 @@ impl HandleTable {
         self.handles.remove(&fh);
     }
 
+    /// The open files of `node` still reading its lower data.
+    fn on_lower_of(&self, node: &Arc<Node>) -> Vec<Arc<Handle>> {
+        self.handles
+            .iter()
+            .filter(|h| match &**h.value() {
+                Handle::File(f) => Arc::ptr_eq(&f.node, node) && f.on_lower.load(Ordering::Acquire),
+                Handle::Dir(_) => false,
+            })
+            .map(|h| h.value().clone())
+            .collect()
+    }
+
     /// fstat through any open file of node `ino` (the kernel asks getattr without a
     /// handle even for fstat; after the last unlink only an open fd still reaches it).
     pub(super) fn fstat_any_of(&self, ino: u64) -> Option<Stat> {
@@ -176,6 +188,22 @@ impl Overlay {
         } else {
             let l = lower.ok_or(Errno::ENOENT)?;
             self.lowers[l.layer].open_file(&l.path, flags & !oflag::TRUNC)
+        }
+    }
+
+    /// `node`'s data was just copied up: its files open on the lower data move to the
+    /// copy now, while its name still leads to it (a rename over that name may follow
+    /// before their next read). Call with the tree lock held.
+    pub(super) fn follow_copy_up(&self, node: &Arc<Node>) {
+        if node.kind() != FileKind::Regular || !node.state.read().data_upper() {
+            return;
+        }
+        for h in self.handles.on_lower_of(node) {
+            let Handle::File(f) = &*h else { continue };
+            if let Ok(fd) = self.open_backing(node, oflag::RDONLY) {
+                *f.fd.write() = Arc::new(fd);
+                f.on_lower.store(false, Ordering::Release);
+            }
         }
     }
 

@@ -690,3 +690,49 @@ fn case_seed_149865397_metacopy_other_name_of_moved_hard_link() {
     };
     check_case(&case);
 }
+
+/// A reader opened on a lower file, the file copied up by a truncate, then another file
+/// renamed over its name before the reader's next read: the reader sees the copy (now
+/// unlinked), as on the kernel, not the file that took its name.
+#[test]
+fn case_seed_781314722_reader_keeps_copy_replaced_by_rename() {
+    let case = Case {
+        seed: 781314722,
+        redirect_dir: false,
+        metacopy: false,
+        lowers: vec![Layer::kernel(vec![E::file("c/e", "x").mode(0o700)])],
+        upper: Layer::kernel(vec![]),
+        ops: vec![
+            Op::FdOpen {
+                slot: 0,
+                path: "c/e".into(),
+                flags: libc::O_RDONLY,
+            },
+            Op::Open {
+                path: "d".into(),
+                flags: libc::O_WRONLY | libc::O_CREAT,
+                mode: 0o644,
+                write: None,
+                read: false,
+            },
+            Op::Open {
+                path: "d".into(),
+                flags: libc::O_RDWR,
+                mode: 0o644,
+                write: Some((8342, Data::lit("w23"))),
+                read: false,
+            },
+            Op::Truncate {
+                path: "c/e".into(),
+                size: 70000,
+            },
+            Op::Rename {
+                from: "d".into(),
+                to: "c/e".into(),
+                flags: 0,
+            },
+            Op::FdRead { slot: 0 },
+        ],
+    };
+    check_case(&case);
+}
