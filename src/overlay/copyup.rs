@@ -232,8 +232,8 @@ impl Overlay {
         s.upper = true;
         s.metacopy = metacopy;
         s.stale_name = true;
-        s.nlink_adjust = adjust;
-        s.index = Some(Box::new(IndexRef {
+        s.set_nlink_adjust(adjust);
+        s.set_index(Some(IndexRef {
             kernel: slot.kernel,
             key: slot.key,
         }));
@@ -259,7 +259,7 @@ impl Overlay {
         let upper = self.upper()?;
         let (stale, index) = {
             let s = node.state.read();
-            (s.stale_name, s.index.clone())
+            (s.stale_name, s.index().cloned())
         };
         if let (true, Some(ix)) = (stale, index) {
             let dir = if ix.kernel {
@@ -341,7 +341,7 @@ impl Overlay {
     fn join_index_by_name(&self, node: &Arc<Node>) -> SysResult<()> {
         let (index, parent, name) = {
             let s = node.state.read();
-            match (&s.index, &s.parent) {
+            match (s.index(), &s.parent) {
                 (Some(ix), Some(p)) if !s.stale_name && s.kind != FileKind::Directory => {
                     (ix.clone(), p.clone(), s.name.clone())
                 }
@@ -380,7 +380,7 @@ impl Overlay {
         sys::link_at(src_dir, src_name, pdir, name)?;
         keep_times(pdir, &pst);
         let adjust = self.add_nlink_adjust(pdir, name, -1);
-        node.state.write().nlink_adjust = adjust;
+        node.state.write().set_nlink_adjust(adjust);
         Ok(())
     }
 
@@ -425,7 +425,7 @@ impl Overlay {
             s.lowers = Lowers::Stack(lowers);
             s.upper = true;
             s.metacopy = metacopy;
-            s.index = index_ref.map(Box::new);
+            s.set_index(index_ref);
             drop(s);
             if metacopy && data != Data::Meta {
                 return self.copy_up_data_locked(node, data);
@@ -457,7 +457,7 @@ impl Overlay {
                     0,
                 );
             }
-            node.state.write().nlink_adjust = adjust;
+            node.state.write().set_nlink_adjust(adjust);
             match sys::link_at(work, &tmp, index, &key) {
                 Ok(()) | Err(Errno::EEXIST) => {}
                 Err(e) => {
@@ -489,7 +489,7 @@ impl Overlay {
             s.upper = true;
             s.metacopy = data == Data::Meta;
             if index_ref.is_some() {
-                s.index = index_ref.map(Box::new);
+                s.set_index(index_ref);
             }
         }
         if kind == FileKind::Directory {

@@ -73,7 +73,7 @@ impl Overlay {
     /// The visible names of a directory, in listing order, with `.` and `..` first.
     /// Call with the tree lock held.
     pub(super) fn list_dir(&self, node: &Node) -> SysResult<Vec<DirEntry>> {
-        if let Some(at) = node.state.read().splice.clone() {
+        if let Some(at) = node.state.read().splice().cloned() {
             return self.splice_list(node, &at);
         }
         let merged = self.merged_names(node)?;
@@ -101,7 +101,7 @@ impl Overlay {
             let s = node.state.read();
             (s.upper, s.lowers.is_empty())
         };
-        if upper && pure_upper && !covers_lower && node.state.read().splice.is_none() {
+        if upper && pure_upper && !covers_lower && node.state.read().splice().is_none() {
             // A directory of the upper alone is removed as it is on disk: whiteouts in
             // it count (the kernel's rmdir then fails ENOTEMPTY, as the upper's would).
             // Over a lower entry the kernel checks the union instead and clears the

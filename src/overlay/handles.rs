@@ -133,7 +133,7 @@ impl Overlay {
             return Err(Errno::EISDIR);
         }
         let write = wants_write(flags);
-        if let Some(at) = node.state.read().splice.clone() {
+        if let Some(at) = node.state.read().splice().cloned() {
             let fd = self.splice_open(&at, backing_flags(flags))?;
             let fh = self.insert_file_handle(node.clone(), fd);
             // The host may change a spliced file: no page cache kept across opens.
@@ -295,7 +295,7 @@ impl Overlay {
             }
             Handle::Dir(d) => {
                 let _t = self.tree.read_recursive();
-                if let Some(at) = d.node.state.read().splice.clone() {
+                if let Some(at) = d.node.state.read().splice().cloned() {
                     let fd = self.splice_open(&at, oflag::RDONLY | oflag::DIRECTORY)?;
                     return sys::fsync(sys::borrow(&fd));
                 }
@@ -319,7 +319,7 @@ impl Overlay {
         let Handle::File(f) = &*h else { return None };
         let s = f.node.state.read();
         let eligible = s.kind == FileKind::Regular
-            && (s.upper || s.splice.is_some())
+            && (s.upper || s.splice().is_some())
             && !f.on_lower.load(Ordering::Acquire);
         drop(s);
         eligible.then(|| f.fd.read().clone())
@@ -369,7 +369,7 @@ impl Overlay {
             return Err(Errno::ENOTDIR);
         }
         let info = OpenInfo {
-            keep_cache: node.state.read().splice.is_none(),
+            keep_cache: node.state.read().splice().is_none(),
         };
         let fh = self.handles.insert(Handle::Dir(DirHandle {
             node,

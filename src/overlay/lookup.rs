@@ -31,22 +31,14 @@ pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<N
             }
         }
     }
-    Ok(NodeState {
-        parent: None,
-        name: Default::default(),
-        kind: FileKind::Directory,
-        upper: upper.is_some(),
-        metacopy: false,
-        lowers: Lowers::Stack(Arc::new(LowerStack::new(stack))),
-        unlinked: false,
-        stale_name: false,
-        nlink_adjust: 0,
-        splice: None,
-        index: None,
-        no_capability: false,
-        removed: None,
-        aliases: Default::default(),
-    })
+    let mut state = NodeState::new(
+        None,
+        Default::default(),
+        FileKind::Directory,
+        upper.is_some(),
+    );
+    state.lowers = Lowers::Stack(Arc::new(LowerStack::new(stack)));
+    Ok(state)
 }
 
 /// What resolving a name found, before it becomes a node.
@@ -165,28 +157,18 @@ impl Overlay {
                 !s.unlinked && s.kind == kind
             },
             |ino| {
-                Node::new(
-                    ino,
-                    NodeState {
-                        parent: Some(parent.clone()),
-                        name: name.to_owned(),
-                        kind,
-                        upper: r.upper,
-                        metacopy: r.metacopy,
-                        lowers: match by_name {
-                            Some(layer) => Lowers::ByName(layer),
-                            None => Lowers::stack(lowers.take().unwrap_or_default()),
-                        },
-                        unlinked: false,
-                        stale_name: false,
-                        nlink_adjust: r.nlink_adjust,
-                        splice: None,
-                        index: r.index.clone().map(Box::new),
-                        no_capability: false,
-                        removed: None,
-                        aliases: Default::default(),
-                    },
-                )
+                Node::new(ino, {
+                    let mut s =
+                        NodeState::new(Some(parent.clone()), name.to_owned(), kind, r.upper);
+                    s.metacopy = r.metacopy;
+                    s.lowers = match by_name {
+                        Some(layer) => Lowers::ByName(layer),
+                        None => Lowers::stack(lowers.take().unwrap_or_default()),
+                    };
+                    s.set_nlink_adjust(r.nlink_adjust);
+                    s.set_index(r.index.clone());
+                    s
+                })
             },
         );
         // A file found by name that is now in the upper layer keeps its lower entry's
@@ -211,19 +193,19 @@ impl Overlay {
             // recorded name leaves the node reachable through this one.
             const MAX_ALIASES: usize = 64;
             let known = s
-                .aliases
+                .aliases()
                 .iter()
                 .any(|(p, n)| Arc::ptr_eq(p, parent) && n == name);
-            if !known && s.aliases.len() < MAX_ALIASES {
-                s.aliases.push((parent.clone(), name.to_owned()));
+            if !known && s.aliases().len() < MAX_ALIASES {
+                s.aliases_mut().push((parent.clone(), name.to_owned()));
             }
         }
         if r.upper {
             s.upper = true;
             s.metacopy = r.metacopy;
-            s.nlink_adjust = r.nlink_adjust;
+            s.set_nlink_adjust(r.nlink_adjust);
             if r.index.is_some() {
-                s.index = r.index.map(Box::new);
+                s.set_index(r.index);
             }
         }
         if let Some(l) = lowers

@@ -301,7 +301,7 @@ impl Overlay {
     pub fn is_volatile(&self, ino: u64) -> bool {
         self.nodes
             .get(ino)
-            .is_some_and(|n| n.state.read().splice.is_some())
+            .is_some_and(|n| n.state.read().splice().is_some())
     }
 
     pub fn is_read_only(&self) -> bool {
@@ -419,7 +419,7 @@ impl Overlay {
     fn stat_node(&self, node: &Node) -> SysResult<Stat> {
         let (upper, spliced) = {
             let s = node.state.read();
-            (s.upper, s.splice.clone())
+            (s.upper, s.splice().cloned())
         };
         let lower = if upper || spliced.is_some() {
             None
@@ -474,12 +474,12 @@ impl Overlay {
             let s = node.state.read();
             (
                 s.is_merged_dir(),
-                if s.upper { s.nlink_adjust } else { 0 },
+                if s.upper { s.nlink_adjust() } else { 0 },
                 // The kernel reports the real inode's count for an open, unlinked
                 // file: zero once the upper file is gone, but a lower-only file
                 // is still linked in its layer.
-                s.unlinked && s.upper && (s.kind != FileKind::Directory || s.removed.is_some()),
-                s.splice.is_some(),
+                s.unlinked && s.upper && (s.kind != FileKind::Directory || s.removed().is_some()),
+                s.splice().is_some(),
             )
         };
         let nlink = if unlinked {
@@ -515,7 +515,7 @@ impl Overlay {
         // (layers never change); an upper one's path may name something else by now.
         let reliable = |n: &Node| {
             let s = n.state.read();
-            !s.unlinked || (!s.upper && s.splice.is_none())
+            !s.unlinked || (!s.upper && s.splice().is_none())
         };
         let st = match self.stat_node(&node) {
             Ok(st) if reliable(&node) => st,
@@ -523,8 +523,8 @@ impl Overlay {
                 Some(st) => st,
                 // Gone, and no open file of the daemon's reaches it (the kernel opens
                 // FIFOs and devices itself): what it was when its last name went.
-                None if node.state.read().unlinked => match &node.state.read().removed {
-                    Some(st) => **st,
+                None if node.state.read().unlinked => match node.state.read().removed() {
+                    Some(st) => *st,
                     None => return Err(Errno::ENOENT),
                 },
                 None => other?,
@@ -543,7 +543,7 @@ impl Overlay {
         if let Some(at) = self
             .nodes
             .get(ino)
-            .and_then(|n| n.state.read().splice.clone())
+            .and_then(|n| n.state.read().splice().cloned())
         {
             return self.splice_statfs(&at);
         }
@@ -559,7 +559,7 @@ impl Overlay {
         let _t = self.tree.read_recursive();
         let (upper, spliced) = {
             let s = node.state.read();
-            (s.upper, s.splice.clone())
+            (s.upper, s.splice().cloned())
         };
         let lower = if upper || spliced.is_some() {
             None

@@ -135,64 +135,33 @@ pub struct NodeState {
     /// The name recorded here was removed while other names remain: the next lookup
     /// by another name takes its place.
     pub stale_name: bool,
-    /// Added to the upper inode's link count (see `MarkerNames::nlink`).
-    pub nlink_adjust: i64,
-    /// Set for nodes inside a volume or bind mount: everything goes to its source.
-    pub splice: Option<Box<super::splice::SpliceAt>>,
-    /// The index entry of a copied-up hard link: its data stays reachable there when
-    /// the name recorded here is removed while other names remain.
-    pub index: Option<Box<IndexRef>>,
-    /// Other upper names this node was given through the mount (link), to fall back on
-    /// when the recorded name is removed.
-    pub aliases: Aliases,
-    /// What the object looked like when its last name was removed (kept for the
-    /// kernel's stat of an open file the daemon holds no fd of, e.g. a FIFO).
-    pub removed: Option<Box<crate::sys::Stat>>,
+    /// What few nodes have, out of line (a node costs memory as long as the kernel
+    /// holds its inode, and the kernel may hold millions).
+    extra: Option<Box<NodeExtra>>,
     /// Made through this mount and given no `security.capability` since: the kernel
     /// asks for that xattr before every write, and the answer is known.
     pub no_capability: bool,
 }
 
-/// Other names of a node (parent, name), kept out of line: most nodes have none, and a
-/// node costs memory for as long as the kernel holds its inode.
-// Boxed on purpose: one pointer in every node instead of a Vec's three words.
-#[allow(clippy::box_collection)]
-#[derive(Debug, Default)]
-pub struct Aliases(Option<Box<Vec<Alias>>>);
-
 /// One other name of a node: its directory and the name in it.
 pub type Alias = (Arc<Node>, OsString);
 
-impl Aliases {
-    pub fn iter(&self) -> impl Iterator<Item = &Alias> {
-        self.0.iter().flat_map(|v| v.iter())
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |v| v.len())
-    }
-
-    pub fn push(&mut self, alias: Alias) {
-        self.0.get_or_insert_default().push(alias);
-    }
-
-    pub fn pop(&mut self) -> Option<Alias> {
-        let v = self.0.as_mut()?;
-        let last = v.pop();
-        if v.is_empty() {
-            self.0 = None;
-        }
-        last
-    }
-
-    pub fn retain(&mut self, keep: impl FnMut(&Alias) -> bool) {
-        if let Some(v) = self.0.as_mut() {
-            v.retain(keep);
-            if v.is_empty() {
-                self.0 = None;
-            }
-        }
-    }
+/// The rare parts of a node.
+#[derive(Debug, Default)]
+struct NodeExtra {
+    /// Added to the upper inode's link count (see `MarkerNames::nlink`).
+    nlink_adjust: i64,
+    /// Set for nodes inside a volume or bind mount: everything goes to its source.
+    splice: Option<super::splice::SpliceAt>,
+    /// The index entry of a copied-up hard link: its data stays reachable there when
+    /// the name recorded here is removed while other names remain.
+    index: Option<IndexRef>,
+    /// Other upper names this node was given through the mount (link), to fall back on
+    /// when the recorded name is removed.
+    aliases: Vec<Alias>,
+    /// What the object looked like when its last name was removed (kept for the
+    /// kernel's stat of an open file the daemon holds no fd of, e.g. a FIFO).
+    removed: Option<crate::sys::Stat>,
 }
 
 /// An entry of the work dir's hard-link index.
@@ -204,6 +173,81 @@ pub struct IndexRef {
 }
 
 impl NodeState {
+    /// A node of `kind` named `name` in `parent`, with nothing else known yet.
+    pub fn new(parent: Option<Arc<Node>>, name: OsString, kind: FileKind, upper: bool) -> Self {
+        NodeState {
+            parent,
+            name,
+            kind,
+            upper,
+            metacopy: false,
+            lowers: Lowers::default(),
+            unlinked: false,
+            stale_name: false,
+            extra: None,
+            no_capability: false,
+        }
+    }
+
+    fn extra_mut(&mut self) -> &mut NodeExtra {
+        self.extra.get_or_insert_default()
+    }
+
+    /// Added to the upper inode's link count (see `MarkerNames::nlink`).
+    pub fn nlink_adjust(&self) -> i64 {
+        self.extra.as_ref().map_or(0, |e| e.nlink_adjust)
+    }
+
+    pub fn set_nlink_adjust(&mut self, adjust: i64) {
+        if adjust != 0 || self.extra.is_some() {
+            self.extra_mut().nlink_adjust = adjust;
+        }
+    }
+
+    /// Inside a volume or bind mount: where in it.
+    pub fn splice(&self) -> Option<&super::splice::SpliceAt> {
+        self.extra.as_ref()?.splice.as_ref()
+    }
+
+    pub fn splice_mut(&mut self) -> Option<&mut super::splice::SpliceAt> {
+        self.extra.as_mut()?.splice.as_mut()
+    }
+
+    pub fn set_splice(&mut self, at: super::splice::SpliceAt) {
+        self.extra_mut().splice = Some(at);
+    }
+
+    /// The index entry of a copied-up hard link.
+    pub fn index(&self) -> Option<&IndexRef> {
+        self.extra.as_ref()?.index.as_ref()
+    }
+
+    pub fn set_index(&mut self, index: Option<IndexRef>) {
+        if index.is_some() || self.extra.is_some() {
+            self.extra_mut().index = index;
+        }
+    }
+
+    /// Other upper names given through the mount.
+    pub fn aliases(&self) -> &[Alias] {
+        self.extra.as_ref().map_or(&[], |e| &e.aliases)
+    }
+
+    pub fn aliases_mut(&mut self) -> &mut Vec<Alias> {
+        &mut self.extra_mut().aliases
+    }
+
+    /// The attributes the object had when its last name went.
+    pub fn removed(&self) -> Option<&crate::sys::Stat> {
+        self.extra.as_ref()?.removed.as_ref()
+    }
+
+    pub fn set_removed(&mut self, st: Option<crate::sys::Stat>) {
+        if st.is_some() || self.extra.is_some() {
+            self.extra_mut().removed = st;
+        }
+    }
+
     /// The data read through this node is the upper file's own.
     pub fn data_upper(&self) -> bool {
         self.upper && !self.metacopy

@@ -95,7 +95,7 @@ impl Overlay {
         };
         let parent = self.node(parent)?;
         let _t = self.tree.read_recursive();
-        if let Some(at) = parent.state.read().splice.clone() {
+        if let Some(at) = parent.state.read().splice().cloned() {
             return self.splice_create(&parent, &at, name, mode, what, caller);
         }
         let (upper, slot) = self.slot(&parent, name)?;
@@ -261,7 +261,7 @@ impl Overlay {
             // A mount point (also one nested in another splice).
             return Err(Errno::EBUSY);
         }
-        if let Some(at) = parent.state.read().splice.clone() {
+        if let Some(at) = parent.state.read().splice().cloned() {
             return self.splice_remove(&at, name, dir);
         }
         let upper = self.upper()?;
@@ -290,7 +290,7 @@ impl Overlay {
         if name_in_upper {
             removed = sys::stat_at(pdir, name).ok();
             if !dir && let Some(st) = &removed {
-                last_link = st.nlink as i64 + node.state.read().nlink_adjust <= 1;
+                last_link = st.nlink as i64 + node.state.read().nlink_adjust() <= 1;
             }
             self.remove_upper(upper, pdir, name, dir, need_whiteout)?;
         } else {
@@ -300,25 +300,25 @@ impl Overlay {
             }
             let (upper_node, adjust) = {
                 let s = node.state.read();
-                (s.upper, s.nlink_adjust)
+                (s.upper, s.nlink_adjust())
             };
             if upper_node && adjust > 0 {
                 // A lower-only name of a copied-up hard link: one name fewer.
                 last_link = false;
                 let (d, n) = self.upper_object(&node)?;
                 let a = self.add_nlink_adjust(sys::borrow(&d), &n, -1);
-                node.state.write().nlink_adjust = a;
+                node.state.write().set_nlink_adjust(a);
             }
             self.make_whiteout(pdir, name)?;
         }
         let mut s = node.state.write();
         if last_link {
             s.unlinked = true;
-            s.removed = removed.map(Box::new);
+            s.set_removed(removed);
         } else if s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, &parent)) && s.name == name {
             switch_to_alias(&mut s, &parent, name);
         } else {
-            s.aliases
+            s.aliases_mut()
                 .retain(|(p, n)| !(Arc::ptr_eq(p, &parent) && n == name));
         }
         Ok(())
@@ -364,8 +364,8 @@ impl Overlay {
         }
         let newparent = self.node(newparent)?;
         let _t = self.tree.read_recursive();
-        let from = node.state.read().splice.clone();
-        let to = newparent.state.read().splice.clone();
+        let from = node.state.read().splice().cloned();
+        let to = newparent.state.read().splice().cloned();
         match (from, to) {
             (Some(a), Some(b)) => {
                 check_name(name)?;
@@ -406,7 +406,7 @@ impl Overlay {
         }
         node.state
             .write()
-            .aliases
+            .aliases_mut()
             .push((newparent.clone(), name.to_owned()));
         self.nodes.count_lookup(&node);
         let st = sys::stat_at(sys::borrow(&slot.dir), name)?;
@@ -438,7 +438,7 @@ impl Overlay {
             },
             ..set
         };
-        if let Some(at) = node.state.read().splice.clone() {
+        if let Some(at) = node.state.read().splice().cloned() {
             let st = self.splice_setattr(&at, &set)?;
             return Ok(self.attr_of(&node, &st));
         }
@@ -510,13 +510,7 @@ impl Overlay {
         let q = self.node(newparent)?;
         let _t = self.tree.write();
         let (src, _) = self.lookup_node(&p, name, false)?;
-        let is_splice_root = |n: &Node| {
-            n.state
-                .read()
-                .splice
-                .as_ref()
-                .is_some_and(|a| a.path.is_empty())
-        };
+        let is_splice_root = |n: &Node| n.state.read().splice().is_some_and(|a| a.path.is_empty());
         if is_splice_root(&src)
             || self.splice_target(&q, newname).is_some()
             || self.holds_splice_target(&src)
@@ -524,7 +518,10 @@ impl Overlay {
             // A mount point moves with its mount, not alone.
             return Err(Errno::EBUSY);
         }
-        let (ps, qs) = (p.state.read().splice.clone(), q.state.read().splice.clone());
+        let (ps, qs) = (
+            p.state.read().splice().cloned(),
+            q.state.read().splice().cloned(),
+        );
         match (ps, qs) {
             (Some(a), Some(b)) => {
                 self.splice_rename(&a, name, &b, newname, flags)?;
@@ -703,9 +700,9 @@ impl Overlay {
             if !recorded && let Some(old) = s.parent.clone() {
                 // An alias of a hard link moved: the recorded name stays valid as an alias.
                 let old_name = s.name.clone();
-                s.aliases.push((old, old_name));
+                s.aliases_mut().push((old, old_name));
             }
-            s.aliases
+            s.aliases_mut()
                 .retain(|(x, n)| !(Arc::ptr_eq(x, &p) && n == name));
             s.parent = Some(q.clone());
             s.name = newname.to_owned();
@@ -718,35 +715,35 @@ impl Overlay {
                 if !recorded && let Some(old) = s.parent.clone() {
                     // Reached through another name of a hard link: the recorded one stays.
                     let old_name = s.name.clone();
-                    s.aliases.push((old, old_name));
+                    s.aliases_mut().push((old, old_name));
                 }
-                s.aliases
+                s.aliases_mut()
                     .retain(|(x, n)| !(Arc::ptr_eq(x, &q) && n == newname));
                 s.parent = Some(p.clone());
                 s.name = name.to_owned();
             } else if dst_last_link {
                 s.unlinked = true;
                 if s.upper {
-                    s.removed = dst_stat.map(Box::new);
+                    s.set_removed(dst_stat);
                 }
             } else {
                 // Its other names live on; the replaced one may have been the recorded one.
                 if recorded {
                     switch_to_alias(&mut s, &q, newname);
                 } else {
-                    s.aliases
+                    s.aliases_mut()
                         .retain(|(x, n)| !(Arc::ptr_eq(x, &q) && n == newname));
                 }
                 if !dst_name_was_upper {
                     drop(s);
                     // One name of a lower hard link went: keep the count in the index.
                     self.index_lower_link(&d)?;
-                    if d.state.read().nlink_adjust <= 0 {
+                    if d.state.read().nlink_adjust() <= 0 {
                         return Ok(());
                     }
                     if let Ok((dd, dn)) = self.upper_object(&d) {
                         let a = self.add_nlink_adjust(sys::borrow(&dd), &dn, -1);
-                        d.state.write().nlink_adjust = a;
+                        d.state.write().set_nlink_adjust(a);
                     }
                 }
             }
@@ -821,9 +818,9 @@ impl Overlay {
 /// The recorded name of a node with other names was removed: take another name given
 /// through the mount, or mark the name stale (the next lookup, or the index, reaches it).
 fn switch_to_alias(s: &mut super::node::NodeState, parent: &Arc<Node>, name: &OsStr) {
-    s.aliases
+    s.aliases_mut()
         .retain(|(p, n)| !(Arc::ptr_eq(p, parent) && n == name));
-    match s.aliases.pop() {
+    match s.aliases_mut().pop() {
         Some((p, n)) => {
             s.parent = Some(p);
             s.name = n;

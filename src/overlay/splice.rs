@@ -191,7 +191,7 @@ impl Overlay {
                 id,
                 path: RelPath::new(),
             },
-            None => match parent.state.read().splice.clone() {
+            None => match parent.state.read().splice().cloned() {
                 Some(p) => SpliceAt {
                     id: p.id,
                     path: layer::join(&p.path, name),
@@ -218,34 +218,20 @@ impl Overlay {
             count,
             |n| {
                 let s = n.state.read();
-                !s.unlinked && s.kind == kind && s.splice.as_ref().is_some_and(|a| a.id == at.id)
+                !s.unlinked && s.kind == kind && s.splice().is_some_and(|a| a.id == at.id)
             },
             |ino| {
-                Node::new(
-                    ino,
-                    NodeState {
-                        parent: Some(parent.clone()),
-                        name: name.to_owned(),
-                        kind,
-                        upper: false,
-                        metacopy: false,
-                        lowers: Default::default(),
-                        unlinked: false,
-                        stale_name: false,
-                        nlink_adjust: 0,
-                        splice: Some(Box::new(at.clone())),
-                        index: None,
-                        no_capability: false,
-                        removed: None,
-                        aliases: Default::default(),
-                    },
-                )
+                Node::new(ino, {
+                    let mut s = NodeState::new(Some(parent.clone()), name.to_owned(), kind, false);
+                    s.set_splice(at.clone());
+                    s
+                })
             },
         );
         let mut s = node.state.write();
         s.parent = Some(parent.clone());
         s.name = name.to_owned();
-        s.splice = Some(Box::new(at));
+        s.set_splice(at);
         drop(s);
         node
     }
@@ -448,8 +434,8 @@ impl Overlay {
             }
             // What the layers (or an outer splice) hold at the target itself.
             let _t = self.tree.read_recursive();
-            let under = if dir.state.read().splice.is_some() {
-                let at = dir.state.read().splice.clone().ok_or("splice")?;
+            let under = if dir.state.read().splice().is_some() {
+                let at = dir.state.read().splice().cloned().ok_or("splice")?;
                 self.splice(&at)
                     .ok()
                     .and_then(|s| s.stat(&layer::join(&at.path, leaf)).ok())
@@ -548,7 +534,7 @@ impl Overlay {
         };
         self.nodes.for_each(|n| {
             let mut s = n.state.write();
-            let Some(at) = s.splice.as_mut().filter(|at| at.id == id) else {
+            let Some(at) = s.splice_mut().filter(|at| at.id == id) else {
                 return;
             };
             if let Some(p) = remap(&at.path, from, to) {

@@ -15,7 +15,7 @@ impl Overlay {
     pub(super) fn object_fd(&self, node: &Node) -> SysResult<OwnedFd> {
         let (upper, spliced) = {
             let s = node.state.read();
-            (s.upper, s.splice.clone())
+            (s.upper, s.splice().cloned())
         };
         let lower = if upper || spliced.is_some() {
             None
@@ -36,7 +36,7 @@ impl Overlay {
 
     /// The stored name of an xattr: escaped in the union, as is inside a splice.
     fn stored_xattr(&self, node: &Node, name: &OsStr) -> Vec<u8> {
-        if node.state.read().splice.is_some() {
+        if node.state.read().splice().is_some() {
             name.as_bytes().to_vec()
         } else {
             self.markers.stored_name(name.as_bytes())
@@ -59,7 +59,7 @@ impl Overlay {
         let node = self.node(ino)?;
         let _t = self.tree.read_recursive();
         let fd = self.object_fd(&node)?;
-        let spliced = node.state.read().splice.is_some();
+        let spliced = node.state.read().splice().is_some();
         let mut out = Vec::new();
         for name in sys::list_xattr(sys::borrow(&fd))? {
             if self
@@ -86,7 +86,7 @@ impl Overlay {
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
         let node = self.node(ino)?;
         let _t = self.tree.read_recursive();
-        let spliced = node.state.read().splice.clone();
+        let spliced = node.state.read().splice().cloned();
         match &spliced {
             Some(at) => self.splice_writable(at)?,
             None => {
@@ -107,7 +107,7 @@ impl Overlay {
         let stored = OsStr::from_bytes(&stored);
         let (upper, spliced) = {
             let s = node.state.read();
-            (s.upper, s.splice.clone())
+            (s.upper, s.splice().cloned())
         };
         match &spliced {
             Some(at) => self.splice_writable(at)?,
