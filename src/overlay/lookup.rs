@@ -183,10 +183,10 @@ impl Overlay {
             s.lowers = Lowers::Stack(m);
         }
         let same_place =
-            s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent)) && s.name == name;
+            s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent)) && *s.name == *name;
         if !same_place && (s.stale_name || (r.upper && !s.upper)) {
             s.parent = Some(parent.clone());
-            s.name = name.to_owned();
+            s.name = name.into();
             s.stale_name = false;
         } else if !same_place && r.upper && s.kind != FileKind::Directory {
             // Another upper name of a hard link: remembered, so that removing the

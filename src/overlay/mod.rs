@@ -337,7 +337,7 @@ impl Overlay {
 
     /// The node's path in the upper layer (valid while the tree lock is held).
     fn upper_path(&self, node: &Node) -> RelPath {
-        let mut parts: Vec<std::ffi::OsString> = Vec::new();
+        let mut parts: Vec<Box<std::ffi::OsStr>> = Vec::new();
         let mut cur = {
             let s = node.state.read();
             if s.parent.is_none() {

@@ -119,7 +119,7 @@ pub struct NodeState {
     /// The directory this node was last reached through (`None` only for the root).
     pub parent: Option<Arc<Node>>,
     /// The name in that directory.
-    pub name: OsString,
+    pub name: Box<std::ffi::OsStr>,
     pub kind: FileKind,
     /// The node exists in the upper layer at `parent`'s upper path + `name`.
     pub upper: bool,
@@ -177,7 +177,7 @@ impl NodeState {
     pub fn new(parent: Option<Arc<Node>>, name: OsString, kind: FileKind, upper: bool) -> Self {
         NodeState {
             parent,
-            name,
+            name: name.into(),
             kind,
             upper,
             metacopy: false,

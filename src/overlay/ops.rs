@@ -315,7 +315,7 @@ impl Overlay {
         if last_link {
             s.unlinked = true;
             s.set_removed(removed);
-        } else if s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, &parent)) && s.name == name {
+        } else if s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, &parent)) && *s.name == *name {
             switch_to_alias(&mut s, &parent, name);
         } else {
             s.aliases_mut()
@@ -529,7 +529,7 @@ impl Overlay {
                 self.splice_moved(a.id, &from, &to, exchange);
                 let mut s = src.state.write();
                 s.parent = Some(q.clone());
-                s.name = newname.to_owned();
+                s.name = newname.into();
                 return Ok(());
             }
             (None, None) => {}
@@ -696,31 +696,32 @@ impl Overlay {
         }
         {
             let mut s = src.state.write();
-            let recorded = s.parent.as_ref().is_some_and(|x| Arc::ptr_eq(x, &p)) && s.name == name;
+            let recorded =
+                s.parent.as_ref().is_some_and(|x| Arc::ptr_eq(x, &p)) && *s.name == *name;
             if !recorded && let Some(old) = s.parent.clone() {
                 // An alias of a hard link moved: the recorded name stays valid as an alias.
                 let old_name = s.name.clone();
-                s.aliases_mut().push((old, old_name));
+                s.aliases_mut().push((old, old_name.into()));
             }
             s.aliases_mut()
                 .retain(|(x, n)| !(Arc::ptr_eq(x, &p) && n == name));
             s.parent = Some(q.clone());
-            s.name = newname.to_owned();
+            s.name = newname.into();
         }
         if let Some(d) = dst {
             let mut s = d.state.write();
             let recorded =
-                s.parent.as_ref().is_some_and(|x| Arc::ptr_eq(x, &q)) && s.name == newname;
+                s.parent.as_ref().is_some_and(|x| Arc::ptr_eq(x, &q)) && *s.name == *newname;
             if exchange {
                 if !recorded && let Some(old) = s.parent.clone() {
                     // Reached through another name of a hard link: the recorded one stays.
                     let old_name = s.name.clone();
-                    s.aliases_mut().push((old, old_name));
+                    s.aliases_mut().push((old, old_name.into()));
                 }
                 s.aliases_mut()
                     .retain(|(x, n)| !(Arc::ptr_eq(x, &q) && n == newname));
                 s.parent = Some(p.clone());
-                s.name = name.to_owned();
+                s.name = name.into();
             } else if dst_last_link {
                 s.unlinked = true;
                 if s.upper {
@@ -823,7 +824,7 @@ fn switch_to_alias(s: &mut super::node::NodeState, parent: &Arc<Node>, name: &Os
     match s.aliases_mut().pop() {
         Some((p, n)) => {
             s.parent = Some(p);
-            s.name = n;
+            s.name = n.into();
             s.stale_name = false;
         }
         None => s.stale_name = true,

@@ -230,7 +230,7 @@ impl Overlay {
         );
         let mut s = node.state.write();
         s.parent = Some(parent.clone());
-        s.name = name.to_owned();
+        s.name = name.into();
         s.set_splice(at);
         drop(s);
         node
