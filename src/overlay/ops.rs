@@ -10,7 +10,7 @@ use super::node::Node;
 use super::splice::apply_setattr;
 use super::{Attr, Caller, Overlay, SetAttr, Upper, check_name};
 use crate::layer;
-use crate::sys::{self, Errno, FileKind, SysResult, oflag, rename_flag};
+use crate::sys::{self, Errno, FileKind, Stat, SysResult, oflag, rename_flag};
 use std::ffi::OsStr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -292,7 +292,12 @@ impl Overlay {
             if !dir && let Some(st) = &removed {
                 last_link = st.nlink as i64 + node.state.read().nlink_adjust() <= 1;
             }
-            self.remove_upper(upper, pdir, name, dir, need_whiteout)?;
+            let emptied = self.remove_upper(upper, pdir, name, dir, need_whiteout)?;
+            if dir {
+                // A directory as it was after its whiteouts were cleared (which sets
+                // its times), just before it went.
+                removed = emptied;
+            }
         } else {
             if !dir && st.nlink > 1 {
                 // One name of a lower hard link goes: keep the count in the index.
@@ -324,7 +329,8 @@ impl Overlay {
         Ok(())
     }
 
-    /// Remove an upper entry, leaving a whiteout atomically when asked.
+    /// Remove an upper entry, leaving a whiteout atomically when asked. Returns a
+    /// directory's attributes taken once it was emptied, just before its removal.
     fn remove_upper(
         &self,
         upper: &Upper,
@@ -332,9 +338,9 @@ impl Overlay {
         name: &OsStr,
         dir: bool,
         whiteout: bool,
-    ) -> SysResult<()> {
+    ) -> SysResult<Option<Stat>> {
         if !dir && !whiteout {
-            return sys::unlink_at(pdir, name, false);
+            return sys::unlink_at(pdir, name, false).map(|()| None);
         }
         // Move the entry into the work dir (leaving a whiteout in one step when
         // needed), then delete it there with whatever whiteouts it holds.
@@ -349,7 +355,16 @@ impl Overlay {
             }
             Err(e) => return Err(e),
         }
-        remove_tree(work, &tmp)
+        if !dir {
+            return remove_tree(work, &tmp).map(|()| None);
+        }
+        let fd = sys::open_at(work, &tmp, oflag::RDONLY | oflag::DIRECTORY, 0)?;
+        for e in sys::read_dir(sys::borrow(&fd))? {
+            remove_tree(sys::borrow(&fd), &e.name)?;
+        }
+        let emptied = sys::stat_fd(sys::borrow(&fd)).ok();
+        sys::unlink_at(work, &tmp, true)?;
+        Ok(emptied)
     }
 
     fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {

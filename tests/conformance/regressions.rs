@@ -736,3 +736,27 @@ fn case_seed_781314722_reader_keeps_copy_replaced_by_rename() {
     };
     check_case(&case);
 }
+
+/// fstat of an open upper directory after rmdir, where the directory held whiteouts over a
+/// lower file: the kernel clears the whiteouts first (setting the directory's times), so
+/// the removed directory's stat (nlink 0) carries those times.
+#[test]
+fn case_seed_124272687_fdstat_of_removed_dir_after_clearing_whiteouts() {
+    let case = Case {
+        seed: 124272687,
+        redirect_dir: false,
+        metacopy: false,
+        lowers: vec![Layer::kernel(vec![E::file("a", "x")])],
+        upper: Layer::kernel(vec![E::whiteout("a/e")]),
+        ops: vec![
+            Op::FdOpen {
+                slot: 1,
+                path: "a".into(),
+                flags: libc::O_RDONLY,
+            },
+            Op::Rmdir { path: "a".into() },
+            Op::FdStat { slot: 1 },
+        ],
+    };
+    check_case(&case);
+}
