@@ -452,6 +452,8 @@ EOF
   cat <<EOF
 walk1m|stat walk, $M1_ENTRIES entries, cold|s|low
 rss_walk1m|daemon RSS after that walk|MiB|low
+inodes_walk1m|FUSE inodes the kernel still held then (fuse_inode slab)|n|info
+rss_per_inode|daemon RSS per inode the kernel held|B|low
 rss_forget|daemon RSS after drop_caches 2 (kernel forgets)|MiB|low
 par_walk_1|stat walk, 1 process, cold|s|low
 par_walk_2|stat walk split over 2 processes, cold|s|low
@@ -618,7 +620,16 @@ m_rss() {
   record walk1m "${out% *}"
   [[ ${out#* } == "$M1_ENTRIES" ]] || log "  $IMPL: 1M walk saw ${out#* } entries, expected $M1_ENTRIES"
   if [[ $DAEMON_PID != 0 ]]; then
-    record rss_walk1m "$(rss_mib "$DAEMON_PID")"
+    local rss inodes
+    rss=$(rss_mib "$DAEMON_PID")
+    record rss_walk1m "$rss"
+    # The kernel may forget inodes during the walk (memory reclaim on this VM), so the RSS
+    # alone depends on how many it kept: also record that number and the cost per inode.
+    inodes=$(awk '$1 == "fuse_inode" { print $2 }' /proc/slabinfo)
+    if [[ -n $inodes && $inodes -gt 0 ]]; then
+      record inodes_walk1m "$inodes"
+      record rss_per_inode "$(calc "$rss * 1048576 / $inodes")"
+    fi
     echo 2 >/proc/sys/vm/drop_caches
     sleep 3 # let the FORGET requests reach the daemon
     record rss_forget "$(rss_mib "$DAEMON_PID")"

@@ -274,7 +274,7 @@ impl Overlay {
             temp_counter: AtomicU64::new(0),
             attr_changed: OnceLock::new(),
             dirs: DirCache::new(256),
-            lower_index: lowerindex::LowerIndex::new(300_000),
+            lower_index: lowerindex::LowerIndex::new(100_000),
             splices,
         })
     }

@@ -410,6 +410,8 @@ impl NodeTable {
             let parent = node.state.write().parent.take();
             drop(node);
             if (self.evicted.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(TRIM_EVERY) {
+                // The table's own space too: it does not shrink by itself.
+                self.nodes.shrink_to_fit();
                 crate::sys::release_free_memory();
             }
             match parent {
