@@ -234,8 +234,16 @@ fn serve(cfg: &MountConfig, notify: bool) -> Result<(), String> {
         signal_hook::consts::SIGINT,
     ])
     .map_err(|e| format!("cannot handle signals: {e}"))?;
-    let mut mounted = fuse::mount(Arc::new(overlay), &cfg.mountpoint, &opts)
-        .map_err(|e| format!("{}: cannot mount: {e}", cfg.mountpoint.display()))?;
+    let mut mounted = match fuse::mount(Arc::new(overlay), &cfg.mountpoint, &opts) {
+        Ok(m) => m,
+        // Unmounted (umount2, fusermount -u) between the kernel's mount and the first
+        // request: nothing is left mounted, as after any unmount.
+        Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {
+            tracing::info!(error = %e, "unmounted before serving, exiting");
+            return Ok(());
+        }
+        Err(e) => return Err(format!("{}: cannot mount: {e}", cfg.mountpoint.display())),
+    };
     tracing::info!(mountpoint = %cfg.mountpoint.display(), "mounted");
     let mut unmounter = mounted.unmounter();
     let mountpoint = cfg.mountpoint.clone();
