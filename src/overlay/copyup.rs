@@ -257,9 +257,9 @@ impl Overlay {
     /// A hard link whose recorded name was removed is reached through its index entry.
     pub(super) fn upper_object(&self, node: &Node) -> SysResult<(OwnedFd, OsString)> {
         let upper = self.upper()?;
-        let (stale, index) = {
+        let (stale, index, unlinked) = {
             let s = node.state.read();
-            (s.stale_name, s.index().cloned())
+            (s.stale_name, s.index().cloned(), s.unlinked)
         };
         if let (true, Some(ix)) = (stale, index) {
             let dir = if ix.kernel {
@@ -268,6 +268,10 @@ impl Overlay {
                 &upper.index
             };
             return Ok((sys::dup(sys::borrow(dir))?, ix.key));
+        }
+        if unlinked {
+            // Its last name is gone: that path now leads to something else, or nowhere.
+            return Err(Errno::ENOENT);
         }
         let path = self.upper_path(node);
         match layer::split_last(&path) {

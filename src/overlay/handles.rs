@@ -85,6 +85,18 @@ impl HandleTable {
             .collect()
     }
 
+    /// The fd of an open file of `node` that reaches its upper object.
+    pub(super) fn upper_fd_of(&self, node: &Arc<Node>) -> Option<Arc<OwnedFd>> {
+        self.handles.iter().find_map(|h| match &**h.value() {
+            Handle::File(f)
+                if Arc::ptr_eq(&f.node, node) && !f.on_lower.load(Ordering::Acquire) =>
+            {
+                Some(f.fd.read().clone())
+            }
+            _ => None,
+        })
+    }
+
     /// fstat through any open file of node `ino` (the kernel asks getattr without a
     /// handle even for fstat; after the last unlink only an open fd still reaches it).
     pub(super) fn fstat_any_of(&self, ino: u64) -> Option<Stat> {

@@ -7,7 +7,7 @@ use super::copyup::{Data, remove_tree};
 use super::dircache::LayerId;
 use super::lookup::Resolved;
 use super::node::Node;
-use super::splice::apply_setattr;
+use super::splice::{apply_setattr, apply_setattr_fd};
 use super::{Attr, Caller, Overlay, SetAttr, Upper, check_name};
 use crate::layer;
 use crate::sys::{self, Errno, FileKind, Stat, SysResult, oflag, rename_flag};
@@ -458,6 +458,16 @@ impl Overlay {
             return Ok(self.attr_of(&node, &st));
         }
         self.upper()?;
+        if node.state.read().unlinked
+            && let Some(fd) = self.handles.upper_fd_of(&node)
+        {
+            // Removed while the kernel still holds it (an open file, or a request that
+            // raced the removal): the change goes to the object itself, as the kernel's
+            // goes to the orphan inode; its old name may lead to another object by now.
+            apply_setattr_fd(sys::borrow(&fd), &set)?;
+            let st = sys::stat_fd(sys::borrow(&fd))?;
+            return Ok(self.attr_of(&node, &st));
+        }
         let mut set = set;
         // A truncate to the size the file has is still passed on: whether it sets the
         // times is the upper filesystem's choice (tmpfs: not for 0 -> 0, yes for

@@ -596,6 +596,28 @@ impl Overlay {
     }
 }
 
+/// chown, chmod, truncate and utimes of the file open at `fd`.
+pub(super) fn apply_setattr_fd(fd: BorrowedFd<'_>, set: &SetAttr) -> SysResult<()> {
+    if set.uid.is_some() || set.gid.is_some() {
+        sys::chown_fd(fd, set.uid.unwrap_or(u32::MAX), set.gid.unwrap_or(u32::MAX))?;
+    }
+    if let Some(mode) = set.mode {
+        sys::chmod_fd(fd, mode & 0o7777)?;
+    }
+    if let Some(size) = set.size {
+        // Through the fd's own name: the fd may be open for reading only.
+        sys::truncate_path_fd(fd, size)?;
+    }
+    if set.atime.is_some() || set.mtime.is_some() {
+        sys::set_times_fd(
+            fd,
+            set.atime.unwrap_or(sys::TimeSet::Omit),
+            set.mtime.unwrap_or(sys::TimeSet::Omit),
+        )?;
+    }
+    Ok(())
+}
+
 /// chown, chmod, truncate and utimes of `name` in `dir`, never following a symlink.
 pub(super) fn apply_setattr(dir: BorrowedFd<'_>, name: &OsStr, set: &SetAttr) -> SysResult<()> {
     if set.uid.is_some() || set.gid.is_some() {

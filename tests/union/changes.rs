@@ -735,3 +735,46 @@ fn read_only_mount_refuses_every_write() {
         c.list("d");
     });
 }
+
+/// fchmod, fchown, futimens and ftruncate through an fd whose file was unlinked, and whose
+/// name was taken by a new entry of another type: the change goes to the open (orphan) file,
+/// never to what now has its name.
+#[test]
+fn attribute_changes_through_fd_of_unlinked_file() {
+    need_root!();
+    let l = Layers::new(1);
+    l.lower(0).file("d/f", "lower data");
+    differential(&l, |c| {
+        use std::os::fd::AsRawFd;
+        let f = c.must(
+            "open",
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(c.p("d/f")),
+        );
+        c.must("unlink", fs::remove_file(c.p("d/f")));
+        c.must("mkdir at the old name", fs::create_dir(c.p("d/f")));
+        let fd = f.as_raw_fd();
+        // SAFETY: plain syscalls on an fd this closure owns.
+        let r = unsafe { libc::fchmod(fd, 0o600) };
+        c.val("fchmod", r);
+        let r = unsafe { libc::fchown(fd, 1000, 1000) };
+        c.val("fchown", r);
+        let r = unsafe { libc::ftruncate(fd, 3) };
+        c.val("ftruncate", r);
+        let md = f.metadata().map(|m| {
+            (
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid(),
+                m.nlink(),
+                m.len(),
+                m.is_file(),
+            )
+        });
+        c.val("fstat", md.map_err(|e| errno_name(&e)));
+        c.stat("d/f");
+        drop(f);
+    });
+}
