@@ -4,12 +4,13 @@
 //! kernel may keep entries and attributes for long.
 
 mod convert;
+mod dirstream;
 mod mount;
 mod passthrough;
 
 pub use mount::{MountOptions, mount};
 
-use crate::overlay::{Caller, NewEntry, OpenInfo, Overlay, SetAttr};
+use crate::overlay::{Caller, NewEntry, OpenInfo, Overlay, SetAttr, SysResult};
 use convert::{errno, file_attr, file_type, time_set};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, FileHandle, FopenFlags, Generation, INodeNo,
@@ -19,7 +20,7 @@ use fuser::{
 };
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// How long the kernel may trust an entry or attributes without asking again.
@@ -38,14 +39,56 @@ pub struct LayerFs {
     /// Passthrough was negotiated with the kernel.
     passthrough_on: bool,
     passthrough: passthrough::PassthroughTable,
+    /// The kernel opens directories without asking (`FUSE_NO_OPENDIR_SUPPORT`):
+    /// listings are read by stream (see `dirstream`).
+    no_opendir: bool,
+    streams: dirstream::DirStreams,
+    /// Set once the session exists: drops the kernel's copy of a splice's listing.
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 impl LayerFs {
-    pub fn new(overlay: Arc<Overlay>) -> LayerFs {
+    pub fn new(overlay: Arc<Overlay>, notifier: Arc<OnceLock<fuser::Notifier>>) -> LayerFs {
         LayerFs {
             overlay,
             passthrough_on: false,
             passthrough: Default::default(),
+            no_opendir: false,
+            streams: Default::default(),
+            notifier,
+        }
+    }
+
+    /// The union's directory handle a READDIR reads, and where it goes on.
+    fn dir_stream(&self, ino: u64, fh: u64, offset: u64) -> SysResult<dirstream::Stream> {
+        if self.no_opendir {
+            self.streams.resume(&self.overlay, ino, offset)
+        } else {
+            Ok(dirstream::Stream {
+                fh,
+                id: 0,
+                index: offset,
+            })
+        }
+    }
+
+    /// The end of a listing was read.
+    fn dir_stream_end(&self, ino: u64, stream: &dirstream::Stream) {
+        if !self.no_opendir {
+            return;
+        }
+        self.streams.finish(&self.overlay, stream);
+        // The kernel caches every listing when it opens directories itself; a
+        // splice's source may change behind the mount, so its copy is dropped now
+        // that the last part of it was read (the kernel's pages of earlier parts
+        // are already filled; this last, empty part adds none). No page of a
+        // listing stays locked while its reader waits for the daemon, so this may
+        // be sent from inside the handler.
+        if self.overlay.is_volatile(ino)
+            && let Some(n) = self.notifier.get()
+        {
+            let r = n.inval_inode(INodeNo(ino), 0, 0);
+            tracing::debug!(ino, ?r, "drop cached listing of a splice directory");
         }
     }
 
@@ -91,6 +134,10 @@ impl fuser::Filesystem for LayerFs {
             // pays a LOOKUP per remaining entry).
             | InitFlags::FUSE_DO_READDIRPLUS;
         let _ = config.add_capabilities(wanted & config.capabilities());
+        // Directories are opened by the kernel alone once OPENDIR answers ENOSYS.
+        self.no_opendir = config
+            .capabilities()
+            .contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         // Reads and writes of upper files go straight to the backing file. Not with a
         // writeback cache (the two exclude each other), which is not requested.
         if self.overlay.may_passthrough()
@@ -374,6 +421,11 @@ impl fuser::Filesystem for LayerFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_opendir {
+            // The kernel takes this as "open directories without asking" (and with
+            // FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR) for the rest of the mount.
+            return reply.error(fuser::Errno::ENOSYS);
+        }
         match self.overlay.opendir(ino.0) {
             // The kernel may keep listings: every change to a directory goes through
             // this mount, and the kernel drops its copy when the directory changes.
@@ -389,19 +441,27 @@ impl fuser::Filesystem for LayerFs {
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let entries = match self.overlay.readdir(fh.0, offset) {
+        let stream = match self.dir_stream(ino.0, fh.0, offset) {
+            Ok(s) => s,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let entries = match self.overlay.readdir(stream.fh, stream.index) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(e)),
         };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(e.ino), (i + 1) as u64, file_type(e.kind), &e.name) {
+        for (i, e) in entries.iter().enumerate().skip(stream.index as usize) {
+            let next = stream.offset_after(i);
+            if reply.add(INodeNo(e.ino), next, file_type(e.kind), &e.name) {
                 break;
             }
+        }
+        if stream.index as usize >= entries.len() {
+            self.dir_stream_end(ino.0, &stream);
         }
         reply.ok();
     }
@@ -414,21 +474,26 @@ impl fuser::Filesystem for LayerFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.overlay.readdir(fh.0, offset) {
+        let stream = match self.dir_stream(ino.0, fh.0, offset) {
+            Ok(s) => s,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let entries = match self.overlay.readdir(stream.fh, stream.index) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(e)),
         };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            let next = (i + 1) as u64;
-            // `.` and `..` carry no lookup reference; the kernel ignores their attributes.
-            let dots = e.name == "." || e.name == "..";
-            let attr = if dots {
-                self.overlay
-                    .getattr(if e.name == "." { ino.0 } else { e.ino }, None)
-            } else {
-                self.overlay.entry_attr(fh.0, &e.name)
-            };
-            let Ok(attr) = attr else {
+        for (i, e) in entries.iter().enumerate().skip(stream.index as usize) {
+            let next = stream.offset_after(i);
+            // `.` and `..` carry no lookup reference, and the kernel ignores their
+            // attributes: only the number and type of the entry are used.
+            if e.name == "." || e.name == ".." {
+                let attr = convert::dot_attr(e.ino);
+                if reply.add(INodeNo(e.ino), next, &e.name, &TTL, &attr, Generation(0)) {
+                    break;
+                }
+                continue;
+            }
+            let Ok(attr) = self.overlay.entry_attr(stream.fh, &e.name) else {
                 // Gone since the listing was taken: leave it out.
                 continue;
             };
@@ -442,9 +507,10 @@ impl fuser::Filesystem for LayerFs {
             ) {
                 break;
             }
-            if !dots {
-                self.overlay.count_lookup(attr.ino);
-            }
+            self.overlay.count_lookup(attr.ino);
+        }
+        if stream.index as usize >= entries.len() {
+            self.dir_stream_end(ino.0, &stream);
         }
         reply.ok();
     }
@@ -464,12 +530,21 @@ impl fuser::Filesystem for LayerFs {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.overlay.fsync(fh.0, datasync))
+        if !self.no_opendir {
+            return reply_empty(reply, self.overlay.fsync(fh.0, datasync));
+        }
+        // No handle of ours: open the directory for the call.
+        let result = self.overlay.opendir(ino.0).and_then(|(fh, _)| {
+            let r = self.overlay.fsync(fh, datasync);
+            self.overlay.releasedir(fh);
+            r
+        });
+        reply_empty(reply, result)
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

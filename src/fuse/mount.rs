@@ -76,7 +76,13 @@ pub fn mount(overlay: Arc<Overlay>, mountpoint: &Path, opts: &MountOptions) -> i
     config.acl = SessionACL::All;
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = cfg!(target_os = "linux") && opts.threads > 1;
-    let session = Session::new(LayerFs::new(overlay.clone()), mountpoint, &config)?;
+    let notifier_cell = Arc::new(std::sync::OnceLock::new());
+    let session = Session::new(
+        LayerFs::new(overlay.clone(), notifier_cell.clone()),
+        mountpoint,
+        &config,
+    )?;
+    let _ = notifier_cell.set(session.notifier());
     // Attribute invalidations carry no page-cache range, so the kernel takes no lock
     // that a request in flight could hold: they can be sent from inside a handler.
     let notifier = session.notifier();
