@@ -142,6 +142,9 @@ impl Overlay {
         let Some(lower) = r.lowers.first() else {
             return Ok(false);
         };
+        if !upper.has_index_entries.load(Ordering::Acquire) {
+            return Ok(false);
+        }
         let layer = &self.lowers[lower.layer];
         let origin = layer
             .open_any(&lower.path)
@@ -213,6 +216,7 @@ impl Overlay {
                     format!("U{adjust:+}").as_bytes(),
                     0,
                 )?;
+                upper.has_index_entries.store(true, Ordering::Release);
                 match sys::link_at(work, &tmp, slot.dir, &slot.key) {
                     Ok(()) | Err(Errno::EEXIST) => Ok(()),
                     Err(e) => Err(e),
@@ -462,6 +466,7 @@ impl Overlay {
                 );
             }
             node.state.write().set_nlink_adjust(adjust);
+            upper.has_index_entries.store(true, Ordering::Release);
             match sys::link_at(work, &tmp, index, &key) {
                 Ok(()) | Err(Errno::EEXIST) => {}
                 Err(e) => {

@@ -121,6 +121,10 @@ struct Upper {
     /// inode (the kernel's `index=on`).
     kernel_index: OwnedFd,
     index: OwnedFd,
+    /// Some index entry may exist (found at mount, or made since). While none does, a
+    /// lookup of a lower file with several names need not look for one: on layers
+    /// full of hard links that probe was half the syscalls of a cold walk.
+    has_index_entries: std::sync::atomic::AtomicBool,
     /// Held open with an exclusive lock: one mount per work dir.
     _work_lock: OwnedFd,
 }
@@ -222,11 +226,15 @@ impl Overlay {
                     .map_err(|e| err(w, "cannot prepare index dir", e))?;
                 let kernel_index = copyup::open_index_dir(sys::borrow(&work_root), "index")
                     .map_err(|e| err(w, "cannot prepare index dir", e))?;
+                let has_index_entries = [&kernel_index, &index].iter().any(|d| {
+                    sys::read_dir(sys::borrow(d)).map_or(true, |entries| !entries.is_empty())
+                });
                 Some(Upper {
                     layer,
                     work,
                     kernel_index,
                     index,
+                    has_index_entries: has_index_entries.into(),
                     _work_lock: work_root,
                 })
             }
