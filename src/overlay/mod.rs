@@ -218,7 +218,7 @@ impl Overlay {
                     .map_err(|e| err(u, "cannot open upper dir", e))?;
                 let work_root =
                     sys::open_dir_path(w).map_err(|e| err(w, "cannot open work dir", e))?;
-                sys::flock_exclusive_nonblocking(sys::borrow(&work_root))
+                lock_work_dir(sys::borrow(&work_root))
                     .map_err(|e| err(w, "work dir is in use by another mount", e))?;
                 let work = copyup::prepare_work_dir(sys::borrow(&work_root))
                     .map_err(|e| err(w, "cannot prepare work dir", e))?;
@@ -623,6 +623,22 @@ pub(crate) fn parse_override(v: &[u8]) -> Option<(u32, u32, u32)> {
     let gid = it.next()?.parse().ok()?;
     let mode = u32::from_str_radix(it.next()?, 8).ok()?;
     Some((uid, gid, mode))
+}
+
+/// Take the work dir's lock. A daemon whose mount was just unmounted still holds it for
+/// the moment it takes to exit, and runtimes mount the same layer again right away
+/// (Docker does between two containers): wait for it to be released, up to a few seconds.
+fn lock_work_dir(work_root: std::os::fd::BorrowedFd<'_>) -> SysResult<()> {
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+    let start = std::time::Instant::now();
+    loop {
+        match sys::flock_exclusive_nonblocking(work_root) {
+            Err(Errno::EAGAIN) if start.elapsed() < PATIENCE => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -419,3 +419,47 @@ fn umount2_stops_daemon() {
     need_root!();
     foreground_stop(|m| umount2(&m.mnt, 0).expect("umount2"));
 }
+
+/// A runtime mounts a layer again the moment it unmounted it (Docker does between two
+/// containers), while the departing daemon still holds the work dir's lock: the new mount
+/// waits for the lock instead of failing with "work dir is in use". Here the test holds the
+/// lock itself and lets go once the new daemon has the work dir open.
+#[test]
+fn mount_waits_for_a_departing_holder_of_the_work_dir() {
+    use std::os::fd::AsRawFd;
+    need_root!();
+    let l = base();
+    let work = l.work.clone().unwrap();
+    let holder = fs::File::open(&work).unwrap();
+    // SAFETY: plain syscall on an fd the test owns.
+    assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let mut cmd = TestMount::layerfuse_command(&l, &Opts::default());
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(l.root.join("waiter.stderr")).unwrap());
+    let mut child = cmd.spawn().expect("spawn layerfuse");
+    let pid = child.id();
+    // The daemon has opened the work dir (and found it locked) or has already given up.
+    let opened = wait_for(DEADLINE, || {
+        let has_work = fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten()
+                .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t == work))
+        });
+        has_work || child.try_wait().ok().flatten().is_some()
+    });
+    drop(holder);
+    let live = opened
+        && wait_for(DEADLINE, || {
+            !mounts_at(&l.mnt).is_empty() || child.try_wait().ok().flatten().is_some()
+        })
+        && !mounts_at(&l.mnt).is_empty();
+    if live {
+        let _ = umount2(&l.mnt, 0);
+    }
+    let status = reap(&mut child, DEADLINE);
+    assert!(
+        live,
+        "the mount did not wait for the work dir: {status:?}; stderr: {}",
+        fs::read_to_string(l.root.join("waiter.stderr")).unwrap_or_default()
+    );
+}
