@@ -85,25 +85,26 @@ impl HandleTable {
             .collect()
     }
 
+    /// The first answer `f` gives for an open file.
+    fn find_file<T>(&self, mut f: impl FnMut(&FileHandle) -> Option<T>) -> Option<T> {
+        self.handles.iter().find_map(|h| match &**h.value() {
+            Handle::File(file) => f(file),
+            Handle::Dir(_) => None,
+        })
+    }
+
     /// The fd of an open file of `node` that reaches its upper object.
     pub(super) fn upper_fd_of(&self, node: &Arc<Node>) -> Option<Arc<OwnedFd>> {
-        self.handles.iter().find_map(|h| match &**h.value() {
-            Handle::File(f)
-                if Arc::ptr_eq(&f.node, node) && !f.on_lower.load(Ordering::Acquire) =>
-            {
-                Some(f.fd.read().clone())
-            }
-            _ => None,
+        self.find_file(|f| {
+            (Arc::ptr_eq(&f.node, node) && !f.on_lower.load(Ordering::Acquire))
+                .then(|| f.fd.read().clone())
         })
     }
 
     /// fstat through any open file of node `ino` (the kernel asks getattr without a
     /// handle even for fstat; after the last unlink only an open fd still reaches it).
     pub(super) fn fstat_any_of(&self, ino: u64) -> Option<Stat> {
-        self.handles.iter().find_map(|h| match &**h.value() {
-            Handle::File(f) if f.node.ino == ino => f.stat(),
-            _ => None,
-        })
+        self.find_file(|f| if f.node.ino == ino { f.stat() } else { None })
     }
 
     /// fstat through an open file handle (sees nlink 0 after the last unlink).

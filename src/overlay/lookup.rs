@@ -299,7 +299,13 @@ impl Overlay {
                 Found::Missing => {}
                 Found::Entry(st) => {
                     let fd = sys::open_path_at(sys::borrow(&dir), name)?;
-                    origin = sys::get_xattr(sys::borrow(&fd), self.markers.origin()).ok();
+                    // One listing tells which markers to read: an entry made through the
+                    // mount has none, and then costs this one call.
+                    let xattrs = sys::list_xattr(sys::borrow(&fd)).unwrap_or_default();
+                    let has_xattr = |n: &OsStr| xattrs.iter().any(|x| x.as_slice() == n.as_bytes());
+                    if has_xattr(self.markers.origin()) {
+                        origin = sys::get_xattr(sys::borrow(&fd), self.markers.origin()).ok();
+                    }
                     let has_origin = origin.is_some();
                     if st.kind() == FileKind::Directory {
                         let m = u.layer.dir_markers(sys::borrow(&fd));
@@ -309,9 +315,7 @@ impl Overlay {
                             search = redirect_search(r);
                         }
                     } else {
-                        if st.kind() == FileKind::Regular
-                            && sys::get_xattr(sys::borrow(&fd), self.markers.metacopy()).is_ok()
-                        {
+                        if st.kind() == FileKind::Regular && has_xattr(self.markers.metacopy()) {
                             if !self.metacopy {
                                 // The kernel's answer without metacopy=on: its data
                                 // is elsewhere, and following it is not allowed.
