@@ -92,10 +92,14 @@ pub(super) fn index_slot<'a>(upper: &'a Upper, origin: Option<&[u8]>, st: &Stat)
     }
 }
 
-/// Put a directory's times back after an entry was placed in it by a copy-up (which
-/// is not a change of the directory).
-fn keep_times(dir: BorrowedFd<'_>, before: &Stat) {
-    let _ = sys::set_times_fd(dir, TimeSet::At(before.atime), TimeSet::At(before.mtime));
+/// Locks serialising the placements of copies into one upper directory, striped by
+/// the directory's inode number (see [`Overlay::place_keeping_times`]).
+pub(super) struct PlacementLocks([parking_lot::Mutex<()>; 32]);
+
+impl Default for PlacementLocks {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| parking_lot::Mutex::new(())))
+    }
 }
 
 /// Remove `name` in `dir` and everything below it.
@@ -117,6 +121,24 @@ pub(super) fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
 }
 
 impl Overlay {
+    /// Run `place`, which puts an entry into the upper directory `dir` for a copy-up
+    /// (no change of the directory, as on the kernel), and put the directory's times
+    /// back after it. Placements into one directory take turns: two copy-ups racing
+    /// would otherwise each read the times the other is about to change, and the
+    /// later one would leave the changed times behind the kernel's cached ones.
+    pub(super) fn place_keeping_times<T>(
+        &self,
+        dir: BorrowedFd<'_>,
+        place: impl FnOnce() -> SysResult<T>,
+    ) -> SysResult<T> {
+        let stripe = sys::stat_fd(dir)?.ino as usize % self.placements.0.len();
+        let _turn = self.placements.0[stripe].lock();
+        let before = sys::stat_fd(dir)?;
+        let placed = place()?;
+        let _ = sys::set_times_fd(dir, TimeSet::At(before.atime), TimeSet::At(before.mtime));
+        Ok(placed)
+    }
+
     /// A fresh name in the work dir.
     pub(super) fn temp_name(&self) -> OsString {
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
@@ -156,17 +178,18 @@ impl Overlay {
         }
         self.copy_up(parent, Data::Full)?;
         let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(parent))?;
-        let pst = sys::stat_fd(sys::borrow(&pdir))?;
-        match sys::link_at(slot.dir, &slot.key, sys::borrow(&pdir), name) {
-            Ok(()) => {
-                // Joining a copy is no change of the directory: keep its times.
-                keep_times(sys::borrow(&pdir), &pst);
-                self.add_nlink_adjust(slot.dir, &slot.key, -1);
-                Ok(true)
+        // Joining a copy is no change of the directory: its times are kept.
+        let joined = self.place_keeping_times(sys::borrow(&pdir), || {
+            match sys::link_at(slot.dir, &slot.key, sys::borrow(&pdir), name) {
+                Ok(()) => Ok(true),
+                Err(Errno::EEXIST) => Ok(false),
+                Err(e) => Err(e),
             }
-            Err(Errno::EEXIST) => Ok(true),
-            Err(e) => Err(e),
+        })?;
+        if joined {
+            self.add_nlink_adjust(slot.dir, &slot.key, -1);
         }
+        Ok(true)
     }
 
     /// A name of a lower hard link is about to go: copy the inode into the index only
@@ -384,9 +407,7 @@ impl Overlay {
         pdir: BorrowedFd<'_>,
         name: &OsStr,
     ) -> SysResult<()> {
-        let pst = sys::stat_fd(pdir)?;
-        sys::link_at(src_dir, src_name, pdir, name)?;
-        keep_times(pdir, &pst);
+        self.place_keeping_times(pdir, || sys::link_at(src_dir, src_name, pdir, name))?;
         let adjust = self.add_nlink_adjust(pdir, name, -1);
         node.state.write().set_nlink_adjust(adjust);
         Ok(())
@@ -480,18 +501,19 @@ impl Overlay {
         let ppath = self.upper_path(&parent);
         let pdir = self.dir_fd(LayerId::Upper, &ppath)?;
         // A copy-up is not a change of the parent: its times are put back after.
-        let pst = sys::stat_fd(sys::borrow(&pdir))?;
-        if let Err(e) = sys::rename_at(
-            work,
-            &tmp,
-            sys::borrow(&pdir),
-            &name,
-            sys::rename_flag::NOREPLACE,
-        ) {
+        let placed = self.place_keeping_times(sys::borrow(&pdir), || {
+            sys::rename_at(
+                work,
+                &tmp,
+                sys::borrow(&pdir),
+                &name,
+                sys::rename_flag::NOREPLACE,
+            )
+        });
+        if let Err(e) = placed {
             let _ = remove_tree(work, &tmp);
             return Err(e);
         }
-        keep_times(sys::borrow(&pdir), &pst);
         {
             let mut s = node.state.write();
             s.lowers = Lowers::Stack(lowers);

@@ -424,3 +424,49 @@ fn a_big_copy_up_does_not_stall_lookups_elsewhere() {
         "50 lookups of other files waited for the big copy-up to finish"
     );
 }
+
+/// Copy-ups into one directory from many threads at once leave its times as they were (a
+/// copy-up is no change of the directory), both in the upper and as the mount shows them.
+/// Placements that raced used to leave the upper directory with the time of the race while
+/// the mount showed the old one (layerfuse only: the kernel's own copy-ups race there too).
+#[test]
+fn parallel_copy_ups_keep_the_parent_times() {
+    need_root!();
+    let l = Layers::new(1);
+    const THREADS: usize = 8;
+    const FILES: usize = 64;
+    for i in 0..THREADS * FILES {
+        l.lower(0).file(&format!("d/f{i}"), "x");
+    }
+    l.upper().dir("d").mtime("d", 1_100_000_000, 7);
+    let m = TestMount::layerfuse(l.clone_fresh(), &Opts::default());
+    let before = fs::metadata(m.path("d")).unwrap();
+    assert_eq!((before.mtime(), before.mtime_nsec()), (1_100_000_000, 7));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let dir = m.path("d");
+            std::thread::spawn(move || {
+                for i in (t..THREADS * FILES).step_by(THREADS) {
+                    let f = dir.join(format!("f{i}"));
+                    fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let upper = fs::metadata(m.layers().upper.clone().unwrap().join("d")).unwrap();
+    let shown = fs::metadata(m.path("d")).unwrap();
+    assert_eq!(
+        (upper.mtime(), upper.mtime_nsec()),
+        (1_100_000_000, 7),
+        "mtime of the upper directory after {} copy-ups into it",
+        THREADS * FILES
+    );
+    assert_eq!(
+        (shown.mtime(), shown.mtime_nsec()),
+        (1_100_000_000, 7),
+        "mtime shown through the mount"
+    );
+}
