@@ -11,9 +11,10 @@ use crate::sys::FileKind;
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// The FUSE root node id.
 pub const ROOT_INO: u64 = 1;
@@ -296,6 +297,14 @@ pub struct NodeTable {
     /// Numbers for objects whose natural number is taken by another live node
     /// (e.g. an upper inode number reused while the old file is still open).
     next_synthetic: AtomicU64,
+    /// Natural number → the synthetic number of the live object that stands in for
+    /// it, so that every lookup of that object finds the one node the kernel knows
+    /// (two nodes of one object would each keep their own name, and a rename
+    /// through one would leave the other naming the old path). Taken before any
+    /// shard of `nodes`; touched only while some natural number is taken.
+    stand_ins: Mutex<HashMap<u64, u64>>,
+    /// Entries in `stand_ins`, read without its lock on the common path.
+    stand_in_count: AtomicUsize,
     /// Nodes evicted so far: every `TRIM_EVERY` the allocator is asked to give the
     /// freed memory back, so the daemon shrinks when the kernel forgets inodes.
     evicted: AtomicU64,
@@ -312,6 +321,8 @@ impl NodeTable {
         let t = NodeTable {
             nodes: DashMap::new(),
             next_synthetic: AtomicU64::new(SYNTHETIC_BASE),
+            stand_ins: Mutex::default(),
+            stand_in_count: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
         };
         root.lookups.store(1, Ordering::Relaxed);
@@ -342,25 +353,65 @@ impl NodeTable {
         } else {
             ino
         };
-        // The shard lock of `ino` is held while its entry is alive: a synthetic number
-        // is inserted only after the entry is dropped (it may hash to the same shard).
-        let taken = match self.nodes.entry(ino) {
-            dashmap::Entry::Occupied(e) if same(e.get()) => Ok(e.get().clone()),
-            dashmap::Entry::Occupied(_) => Err(make),
-            dashmap::Entry::Vacant(v) => Ok(v.insert(Arc::new(make(ino))).clone()),
-        };
-        let node = match taken {
-            Ok(node) => node,
-            Err(make) => {
-                let n = self.synthetic();
-                let node = Arc::new(make(n));
-                self.nodes.insert(n, node.clone());
-                node
+        let node = if self.stand_in_count.load(Ordering::Acquire) == 0 {
+            match self.natural_slot(ino, &same, make) {
+                Ok(node) => node,
+                Err(make) => self.stand_in(ino, &same, make),
             }
+        } else {
+            self.stand_in(ino, &same, make)
         };
         if count {
             node.lookups.fetch_add(1, Ordering::Relaxed);
         }
+        node
+    }
+
+    /// The node at `ino` itself if it is the same object, or a new one there if the
+    /// slot is free; `Err(make)` when another object holds the slot.
+    fn natural_slot<F: FnOnce(u64) -> Node>(
+        &self,
+        ino: u64,
+        same: &impl Fn(&Node) -> bool,
+        make: F,
+    ) -> Result<Arc<Node>, F> {
+        match self.nodes.entry(ino) {
+            dashmap::Entry::Occupied(e) if same(e.get()) => Ok(e.get().clone()),
+            dashmap::Entry::Occupied(_) => Err(make),
+            dashmap::Entry::Vacant(v) => Ok(v.insert(Arc::new(make(ino))).clone()),
+        }
+    }
+
+    /// [`NodeTable::get_or_insert`] while some natural number is taken: the object's
+    /// stand-in if it has one, else its natural slot, else a new stand-in.
+    fn stand_in(
+        &self,
+        ino: u64,
+        same: &impl Fn(&Node) -> bool,
+        make: impl FnOnce(u64) -> Node,
+    ) -> Arc<Node> {
+        let mut stand_ins = self.stand_ins.lock();
+        if let Some(&n) = stand_ins.get(&ino) {
+            match self.get(n) {
+                Some(node) if same(&node) => return node,
+                // Forgotten, or no longer this object: the natural slot decides again.
+                _ => {
+                    stand_ins.remove(&ino);
+                    self.stand_in_count.fetch_sub(1, Ordering::Release);
+                }
+            }
+        }
+        // The shard lock of `ino` is held while its entry is alive: a synthetic number
+        // is inserted only after the entry is dropped (it may hash to the same shard).
+        let make = match self.natural_slot(ino, same, make) {
+            Ok(node) => return node,
+            Err(make) => make,
+        };
+        let n = self.synthetic();
+        let node = Arc::new(make(n));
+        self.nodes.insert(n, node.clone());
+        stand_ins.insert(ino, n);
+        self.stand_in_count.fetch_add(1, Ordering::Release);
         node
     }
 
@@ -407,6 +458,13 @@ impl NodeTable {
                 Arc::strong_count(node) == 1 && node.lookups.load(Ordering::Acquire) == 0
             });
             let Some((_, node)) = removed else { return };
+            if ino >= SYNTHETIC_BASE && self.stand_in_count.load(Ordering::Acquire) > 0 {
+                let mut stand_ins = self.stand_ins.lock();
+                let before = stand_ins.len();
+                stand_ins.retain(|_, n| *n != ino);
+                self.stand_in_count
+                    .fetch_sub(before - stand_ins.len(), Ordering::Release);
+            }
             let parent = node.state.write().parent.take();
             drop(node);
             if (self.evicted.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(TRIM_EVERY) {
@@ -422,5 +480,57 @@ impl NodeTable {
                 _ => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(ino: u64) -> Node {
+        Node::new(
+            ino,
+            NodeState::new(None, "f".into(), FileKind::Regular, true),
+        )
+    }
+
+    fn live(n: &Node) -> bool {
+        !n.state.read().unlinked
+    }
+
+    /// An upper inode number reused while the kernel still holds the removed file's
+    /// node: every lookup of the new object must find one node, under one number, until
+    /// the kernel forgets it, and the natural number serves again after both are gone.
+    #[test]
+    fn a_reused_number_gives_one_stand_in_per_object() {
+        let t = NodeTable::new(file(ROOT_INO));
+        let old = t.get_or_insert(42, true, live, file);
+        old.state.write().unlinked = true;
+        let a = t.get_or_insert(42, true, live, file);
+        let b = t.get_or_insert(42, true, live, file);
+        assert!(Arc::ptr_eq(&a, &b), "two nodes for one object");
+        assert!(a.ino >= SYNTHETIC_BASE);
+        assert_eq!(
+            t.get(42).map(|n| n.ino),
+            Some(42),
+            "the old node keeps its number"
+        );
+        // The old node goes; the object keeps its stand-in.
+        drop(old);
+        t.forget(42, 1);
+        assert!(t.get(42).is_none());
+        let c = t.get_or_insert(42, false, live, file);
+        assert!(
+            Arc::ptr_eq(&a, &c),
+            "a second node after the old one was forgotten"
+        );
+        // Once the stand-in is forgotten too, the natural number serves again.
+        let n = a.ino;
+        drop((a, b, c));
+        t.forget(n, 2);
+        assert!(t.get(n).is_none());
+        let d = t.get_or_insert(42, false, live, file);
+        assert_eq!(d.ino, 42);
+        assert_eq!(t.stand_in_count.load(Ordering::Acquire), 0);
     }
 }
