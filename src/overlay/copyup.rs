@@ -92,16 +92,6 @@ pub(super) fn index_slot<'a>(upper: &'a Upper, origin: Option<&[u8]>, st: &Stat)
     }
 }
 
-/// Locks serialising the placements of copies into one upper directory, striped by
-/// the directory's inode number (see [`Overlay::place_keeping_times`]).
-pub(super) struct PlacementLocks([parking_lot::Mutex<()>; 32]);
-
-impl Default for PlacementLocks {
-    fn default() -> Self {
-        Self(std::array::from_fn(|_| parking_lot::Mutex::new(())))
-    }
-}
-
 /// Remove `name` in `dir` and everything below it.
 pub(super) fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
     let st = match sys::stat_at(dir, name) {
@@ -123,16 +113,17 @@ pub(super) fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
 impl Overlay {
     /// Run `place`, which puts an entry into the upper directory `dir` for a copy-up
     /// (no change of the directory, as on the kernel), and put the directory's times
-    /// back after it. Placements into one directory take turns: two copy-ups racing
+    /// back after it. Placements take turns: two copy-ups racing into one directory
     /// would otherwise each read the times the other is about to change, and the
-    /// later one would leave the changed times behind the kernel's cached ones.
+    /// later one would leave the changed times behind the kernel's cached ones. One
+    /// lock for all directories: a placement is three metadata syscalls (the data was
+    /// copied before), and keying a lock by directory would cost a stat more.
     pub(super) fn place_keeping_times<T>(
         &self,
         dir: BorrowedFd<'_>,
         place: impl FnOnce() -> SysResult<T>,
     ) -> SysResult<T> {
-        let stripe = sys::stat_fd(dir)?.ino as usize % self.placements.0.len();
-        let _turn = self.placements.0[stripe].lock();
+        let _turn = self.placements.lock();
         let before = sys::stat_fd(dir)?;
         let placed = place()?;
         let _ = sys::set_times_fd(dir, TimeSet::At(before.atime), TimeSet::At(before.mtime));

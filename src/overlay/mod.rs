@@ -149,8 +149,8 @@ pub struct Overlay {
     tree: RwLock<()>,
     /// Names of temporary entries in the work dir.
     temp_counter: AtomicU64,
-    /// Copy-ups into one upper directory take turns (see `copyup`).
-    placements: copyup::PlacementLocks,
+    /// Copy-ups put entries into upper directories in turn (see `copyup`).
+    placements: parking_lot::Mutex<()>,
     /// Told the inode number of a node whose attributes changed without a request on
     /// that node (a directory copied up now reports nlink 1), so caches can drop them.
     attr_changed: OnceLock<AttrChangeHook>,
@@ -282,7 +282,7 @@ impl Overlay {
             handles: HandleTable::default(),
             tree: RwLock::new(()),
             temp_counter: AtomicU64::new(0),
-            placements: copyup::PlacementLocks::default(),
+            placements: parking_lot::Mutex::new(()),
             attr_changed: OnceLock::new(),
             dirs: DirCache::new(256),
             lower_index: lowerindex::LowerIndex::new(100_000),
