@@ -458,3 +458,35 @@ fn reader_open_before_copy_up_does_not_lose_the_writers_data() {
         c.read("d/lower2");
     });
 }
+
+/// A terminal probe (`isatty`, TCGETS) on files of every layer gets ENOTTY, as on the
+/// kernel's overlay of ext4, and the daemon answers it without logging anything.
+#[test]
+fn terminal_probe_gets_enotty() {
+    need_root!();
+    differential(&io_layers(), |c| {
+        for n in ["lower", "upper", "new"] {
+            let f = c.must(
+                &format!("open {n}"),
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(c.p(n)),
+            );
+            let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
+            // SAFETY: TCGETS on an fd we own, into a termios-sized buffer.
+            let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TCGETS, t.as_mut_ptr()) };
+            c.val(&format!("TCGETS {n}"), errno_of(r));
+        }
+    });
+    let m = TestMount::layerfuse(io_layers(), &Opts::default());
+    let f = fs::File::open(m.path("lower")).expect("open lower");
+    // SAFETY: isatty on an fd we own.
+    assert_eq!(unsafe { libc::isatty(f.as_raw_fd()) }, 0);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOTTY)
+    );
+    let log = m.stderr();
+    assert!(!log.contains("ioctl"), "daemon logged the probe: {log}");
+}
