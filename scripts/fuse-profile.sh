@@ -66,7 +66,7 @@ cat "$INST/trace" >"$OUT"
 echo "command exited $rc after $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s; events lost: $lost"
 awk '
   BEGIN {
-    split("1 EPERM 2 ENOENT 5 EIO 9 EBADF 13 EACCES 17 EEXIST 18 EXDEV 20 ENOTDIR 21 EISDIR 22 EINVAL 28 ENOSPC 34 ERANGE 38 ENOSYS 39 ENOTEMPTY 61 ENODATA 95 EOPNOTSUPP", en, " ")
+    split("1 EPERM 2 ENOENT 5 EIO 9 EBADF 13 EACCES 17 EEXIST 18 EXDEV 20 ENOTDIR 21 EISDIR 22 EINVAL 25 ENOTTY 28 ENOSPC 34 ERANGE 38 ENOSYS 39 ENOTEMPTY 61 ENODATA 95 EOPNOTSUPP", en, " ")
     for (i = 1; i in en; i += 2) ename[en[i]] = en[i + 1]
   }
   / fuse_request_send: / {
