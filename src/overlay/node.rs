@@ -303,8 +303,12 @@ pub struct NodeTable {
     /// through one would leave the other naming the old path). Taken before any
     /// shard of `nodes`; touched only while some natural number is taken.
     stand_ins: Mutex<HashMap<u64, u64>>,
-    /// Entries in `stand_ins`, read without its lock on the common path.
-    stand_in_count: AtomicUsize,
+    /// Entries in `stand_ins` plus lookups inside [`NodeTable::stand_in`], read
+    /// without its lock on the common path. While it is not zero a free natural slot
+    /// is not taken without that lock: a lookup making a stand-in announces itself here
+    /// before it looks at the slot, so a lookup that then finds the slot free (its old
+    /// holder just forgotten) takes the locked path and finds the stand-in.
+    stand_in_busy: AtomicUsize,
     /// Nodes evicted so far: every `TRIM_EVERY` the allocator is asked to give the
     /// freed memory back, so the daemon shrinks when the kernel forgets inodes.
     evicted: AtomicU64,
@@ -322,7 +326,7 @@ impl NodeTable {
             nodes: DashMap::new(),
             next_synthetic: AtomicU64::new(SYNTHETIC_BASE),
             stand_ins: Mutex::default(),
-            stand_in_count: AtomicUsize::new(0),
+            stand_in_busy: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
         };
         root.lookups.store(1, Ordering::Relaxed);
@@ -353,8 +357,8 @@ impl NodeTable {
         } else {
             ino
         };
-        let node = if self.stand_in_count.load(Ordering::Acquire) == 0 {
-            match self.natural_slot(ino, &same, make) {
+        let node = if self.stand_in_busy.load(Ordering::Acquire) == 0 {
+            match self.natural_slot(ino, &same, make, true) {
                 Ok(node) => node,
                 Err(make) => self.stand_in(ino, &same, make),
             }
@@ -368,16 +372,24 @@ impl NodeTable {
     }
 
     /// The node at `ino` itself if it is the same object, or a new one there if the
-    /// slot is free; `Err(make)` when another object holds the slot.
+    /// slot is free; `Err(make)` when another object holds the slot, or, on the
+    /// unlocked path (`unlocked`), when the slot is free but a stand-in may be in the
+    /// making: the shard lock orders this check after that lookup's announcement.
     fn natural_slot<F: FnOnce(u64) -> Node>(
         &self,
         ino: u64,
         same: &impl Fn(&Node) -> bool,
         make: F,
+        unlocked: bool,
     ) -> Result<Arc<Node>, F> {
         match self.nodes.entry(ino) {
             dashmap::Entry::Occupied(e) if same(e.get()) => Ok(e.get().clone()),
             dashmap::Entry::Occupied(_) => Err(make),
+            dashmap::Entry::Vacant(_)
+                if unlocked && self.stand_in_busy.load(Ordering::Acquire) != 0 =>
+            {
+                Err(make)
+            }
             dashmap::Entry::Vacant(v) => Ok(v.insert(Arc::new(make(ino))).clone()),
         }
     }
@@ -390,6 +402,19 @@ impl NodeTable {
         same: &impl Fn(&Node) -> bool,
         make: impl FnOnce(u64) -> Node,
     ) -> Arc<Node> {
+        // Announced before the slot is looked at (see `stand_in_busy`).
+        self.stand_in_busy.fetch_add(1, Ordering::AcqRel);
+        let node = self.stand_in_locked(ino, same, make);
+        self.stand_in_busy.fetch_sub(1, Ordering::AcqRel);
+        node
+    }
+
+    fn stand_in_locked(
+        &self,
+        ino: u64,
+        same: &impl Fn(&Node) -> bool,
+        make: impl FnOnce(u64) -> Node,
+    ) -> Arc<Node> {
         let mut stand_ins = self.stand_ins.lock();
         if let Some(&n) = stand_ins.get(&ino) {
             match self.get(n) {
@@ -397,13 +422,13 @@ impl NodeTable {
                 // Forgotten, or no longer this object: the natural slot decides again.
                 _ => {
                     stand_ins.remove(&ino);
-                    self.stand_in_count.fetch_sub(1, Ordering::Release);
+                    self.stand_in_busy.fetch_sub(1, Ordering::Release);
                 }
             }
         }
         // The shard lock of `ino` is held while its entry is alive: a synthetic number
         // is inserted only after the entry is dropped (it may hash to the same shard).
-        let make = match self.natural_slot(ino, same, make) {
+        let make = match self.natural_slot(ino, same, make, false) {
             Ok(node) => return node,
             Err(make) => make,
         };
@@ -411,7 +436,7 @@ impl NodeTable {
         let node = Arc::new(make(n));
         self.nodes.insert(n, node.clone());
         stand_ins.insert(ino, n);
-        self.stand_in_count.fetch_add(1, Ordering::Release);
+        self.stand_in_busy.fetch_add(1, Ordering::Release);
         node
     }
 
@@ -458,11 +483,11 @@ impl NodeTable {
                 Arc::strong_count(node) == 1 && node.lookups.load(Ordering::Acquire) == 0
             });
             let Some((_, node)) = removed else { return };
-            if ino >= SYNTHETIC_BASE && self.stand_in_count.load(Ordering::Acquire) > 0 {
+            if ino >= SYNTHETIC_BASE && self.stand_in_busy.load(Ordering::Acquire) > 0 {
                 let mut stand_ins = self.stand_ins.lock();
                 let before = stand_ins.len();
                 stand_ins.retain(|_, n| *n != ino);
-                self.stand_in_count
+                self.stand_in_busy
                     .fetch_sub(before - stand_ins.len(), Ordering::Release);
             }
             let parent = node.state.write().parent.take();
@@ -531,6 +556,43 @@ mod tests {
         assert!(t.get(n).is_none());
         let d = t.get_or_insert(42, false, live, file);
         assert_eq!(d.ino, 42);
-        assert_eq!(t.stand_in_count.load(Ordering::Acquire), 0);
+        assert_eq!(t.stand_in_busy.load(Ordering::Acquire), 0);
+    }
+
+    /// Two lookups of a new object whose number is taken, racing with the kernel
+    /// forgetting the old object: both must find the same node, whichever way the
+    /// three interleave (one may make a stand-in while the other finds the number free).
+    #[test]
+    fn lookups_racing_a_forget_find_one_node() {
+        let rounds = std::env::var("LAYERFUSE_RACE_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        let start = std::sync::Barrier::new(3);
+        for round in 0..rounds {
+            let t = NodeTable::new(file(ROOT_INO));
+            let old = t.get_or_insert(42, true, live, file);
+            old.state.write().unlinked = true;
+            drop(old);
+            let (a, b) = std::thread::scope(|s| {
+                let a = s.spawn(|| {
+                    start.wait();
+                    t.get_or_insert(42, true, live, file)
+                });
+                let b = s.spawn(|| {
+                    start.wait();
+                    t.get_or_insert(42, true, live, file)
+                });
+                start.wait();
+                t.forget(42, 1);
+                (a.join().expect("lookup a"), b.join().expect("lookup b"))
+            });
+            assert!(
+                Arc::ptr_eq(&a, &b),
+                "round {round}: two nodes for one object ({} and {})",
+                a.ino,
+                b.ino
+            );
+        }
     }
 }
