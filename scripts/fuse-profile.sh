@@ -29,20 +29,27 @@ done
 [[ $(id -u) == 0 ]] || die "needs root (tracefs)"
 
 TRACEFS=/sys/kernel/tracing
+MOUNTED_TRACEFS=0
+INST="" OUT=""
+cleanup() {
+  if [[ -n $INST ]]; then
+    echo 0 >"$INST/events/fuse/enable" 2>/dev/null || true
+    rmdir "$INST" 2>/dev/null || true
+  fi
+  [[ -z $OUT ]] || rm -f "$OUT"
+  # Leave the machine's mounts as they were.
+  if [[ $MOUNTED_TRACEFS == 1 ]]; then umount "$TRACEFS" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
 if [[ ! -d $TRACEFS/events ]]; then
   mount -t tracefs nodev "$TRACEFS" || die "cannot mount tracefs on $TRACEFS"
+  MOUNTED_TRACEFS=1
 fi
 [[ -d $TRACEFS/events/fuse/fuse_request_send ]] || die "this kernel has no fuse tracepoints"
 
+mkdir "$TRACEFS/instances/fuse-profile-$$" || die "cannot create a tracing instance in $TRACEFS/instances"
 INST=$TRACEFS/instances/fuse-profile-$$
-mkdir "$INST" || die "cannot create tracing instance $INST"
 OUT=$(mktemp)
-cleanup() {
-  echo 0 >"$INST/events/fuse/enable" 2>/dev/null || true
-  rmdir "$INST" 2>/dev/null || true
-  rm -f "$OUT"
-}
-trap cleanup EXIT
 
 # 256 MiB per CPU holds ~3 million requests per CPU; the overrun count is checked below.
 echo 262144 >"$INST/buffer_size_kb"
