@@ -304,8 +304,8 @@ pub struct NodeTable {
     /// shard of `nodes`; touched only while some natural number is taken.
     stand_ins: Mutex<HashMap<u64, u64>>,
     /// Entries in `stand_ins` plus lookups inside [`NodeTable::stand_in`], read
-    /// without its lock on the common path. While it is not zero a free natural slot
-    /// is not taken without that lock: a lookup making a stand-in announces itself here
+    /// without its lock. While it is not zero a free natural slot is not taken
+    /// without that lock: a lookup making a stand-in announces itself here
     /// before it looks at the slot, so a lookup that then finds the slot free (its old
     /// holder just forgotten) takes the locked path and finds the stand-in.
     stand_in_busy: AtomicUsize,
@@ -357,13 +357,9 @@ impl NodeTable {
         } else {
             ino
         };
-        let node = if self.stand_in_busy.load(Ordering::Acquire) == 0 {
-            match self.natural_slot(ino, &same, make, true) {
-                Ok(node) => node,
-                Err(make) => self.stand_in(ino, &same, make),
-            }
-        } else {
-            self.stand_in(ino, &same, make)
+        let node = match self.natural_slot(ino, &same, make, true) {
+            Ok(node) => node,
+            Err(make) => self.stand_in(ino, &same, make),
         };
         if count {
             node.lookups.fetch_add(1, Ordering::Relaxed);
