@@ -12,6 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 mod markers;
+pub mod storemeta;
 pub use markers::{MarkerNames, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
 
 /// What a layer holds at one name of a directory.
