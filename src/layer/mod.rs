@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 mod markers;
 pub mod storemeta;
+pub mod writer;
 pub use markers::{MarkerNames, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
 
 /// What a layer holds at one name of a directory.
