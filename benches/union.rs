@@ -9,7 +9,7 @@
 //!
 //! Not a test: nothing here passes or fails on a timing.
 
-use layerfuse::overlay::{Overlay, OverlayConfig, ROOT_INO};
+use layerfuse::overlay::{NodeId, Overlay, OverlayConfig};
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -78,7 +78,7 @@ fn lookups() {
         let lowers = layers_case(&root, n);
         let bottom = n - 1;
         let ov = union(lowers);
-        let (dir, _) = ov.lookup(ROOT_INO, "dir".as_ref()).expect("dir");
+        let (dir, _) = ov.lookup(NodeId::ROOT, "dir".as_ref()).expect("dir");
         let hit = OsString::from(format!("own-{bottom}-0"));
         // Warm the per-directory index once, as a mount would after its first lookup.
         let _ = ov.lookup(dir.ino, &hit);
@@ -106,7 +106,7 @@ fn merged_readdir() {
         }
     }
     let ov = union(lowers);
-    let (big, _) = ov.lookup(ROOT_INO, "big".as_ref()).expect("big");
+    let (big, _) = ov.lookup(NodeId::ROOT, "big".as_ref()).expect("big");
     let t = per_op(5, |_| {
         let fh = ov.opendir(big.ino).expect("opendir").0;
         let entries = ov.readdir(fh, 0).expect("readdir");
@@ -125,7 +125,7 @@ fn contention() {
         fs::write(lowers[0].join(format!("d/f{k}")), b"").unwrap();
     }
     let ov = Arc::new(union(lowers));
-    let (d, _) = ov.lookup(ROOT_INO, "d".as_ref()).expect("d");
+    let (d, _) = ov.lookup(NodeId::ROOT, "d".as_ref()).expect("d");
     for threads in [1usize, 2, 4] {
         let per = 4000 / threads;
         let t = Instant::now();

@@ -1,6 +1,6 @@
 //! Translations between the union's plain types and fuser's.
 
-use crate::overlay::Attr;
+use crate::overlay::{Attr, HandleId, NodeId};
 use crate::overlay::{Errno, FileKind, TimeSet, Timespec};
 use fuser::{FileAttr, FileType, INodeNo, TimeOrNow};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -91,7 +91,7 @@ pub fn dot_attr(ino: u64) -> FileAttr {
 
 pub fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
-        ino: INodeNo(a.ino),
+        ino: INodeNo(a.ino.get()),
         size: a.size,
         blocks: a.blocks,
         atime: system_time(a.atime),
@@ -107,4 +107,14 @@ pub fn file_attr(a: &Attr) -> FileAttr {
         blksize: a.blksize,
         flags: 0,
     }
+}
+
+/// The union's node a request names.
+pub fn node(ino: fuser::INodeNo) -> NodeId {
+    NodeId::new(ino.0)
+}
+
+/// The union's open file or directory a request names.
+pub fn handle(fh: fuser::FileHandle) -> HandleId {
+    HandleId::new(fh.0)
 }

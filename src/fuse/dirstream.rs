@@ -14,7 +14,7 @@
 //! early) are bounded: the least recently used one is dropped; an offset of a dropped
 //! stream continues at the same position of a fresh snapshot.
 
-use crate::overlay::{Overlay, SysResult};
+use crate::overlay::{HandleId, NodeId, Overlay, SysResult};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,15 +28,15 @@ const ID_MASK: u64 = (1 << 31) - 1;
 const CAPACITY: usize = 256;
 
 struct Open {
-    ino: u64,
+    ino: NodeId,
     /// The union's directory handle holding the snapshot.
-    fh: u64,
+    fh: HandleId,
     used: u64,
 }
 
 /// A listing being read: the union's directory handle and where to go on.
 pub struct Stream {
-    pub fh: u64,
+    pub fh: HandleId,
     pub id: u64,
     /// Entries already read (the index of the next one).
     pub index: u64,
@@ -66,7 +66,7 @@ impl DirStreams {
     }
 
     /// The stream a READDIR of `ino` at `offset` reads: offset 0 starts a new one.
-    pub fn resume(&self, overlay: &Overlay, ino: u64, offset: u64) -> SysResult<Stream> {
+    pub fn resume(&self, overlay: &Overlay, ino: NodeId, offset: u64) -> SysResult<Stream> {
         let id = offset >> INDEX_BITS;
         let index = offset & INDEX_MASK;
         let tick = self.next.load(Ordering::Relaxed);

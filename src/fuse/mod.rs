@@ -10,8 +10,8 @@ mod passthrough;
 
 pub use mount::{MountOptions, mount};
 
-use crate::overlay::{Caller, NewEntry, OpenInfo, Overlay, SetAttr, SysResult};
-use convert::{errno, file_attr, file_type, time_set};
+use crate::overlay::{Caller, HandleId, NewEntry, NodeId, OpenInfo, Overlay, SetAttr, SysResult};
+use convert::{errno, file_attr, file_type, handle, node, time_set};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, FileHandle, FopenFlags, Generation, INodeNo,
     InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
@@ -60,7 +60,7 @@ impl LayerFs {
     }
 
     /// The union's directory handle a READDIR reads, and where it goes on.
-    fn dir_stream(&self, ino: u64, fh: u64, offset: u64) -> SysResult<dirstream::Stream> {
+    fn dir_stream(&self, ino: NodeId, fh: HandleId, offset: u64) -> SysResult<dirstream::Stream> {
         if self.no_opendir {
             self.streams.resume(&self.overlay, ino, offset)
         } else {
@@ -73,7 +73,7 @@ impl LayerFs {
     }
 
     /// The end of a listing was read.
-    fn dir_stream_end(&self, ino: u64, stream: &dirstream::Stream) {
+    fn dir_stream_end(&self, ino: NodeId, stream: &dirstream::Stream) {
         if !self.no_opendir {
             return;
         }
@@ -87,13 +87,17 @@ impl LayerFs {
         if self.overlay.is_volatile(ino)
             && let Some(n) = self.notifier.get()
         {
-            let r = n.inval_inode(INodeNo(ino), 0, 0);
-            tracing::debug!(ino, ?r, "drop cached listing of a splice directory");
+            let r = n.inval_inode(INodeNo(ino.get()), 0, 0);
+            tracing::debug!(
+                ino = ino.get(),
+                ?r,
+                "drop cached listing of a splice directory"
+            );
         }
     }
 
     /// The backing file of a newly opened handle, if the kernel may use it directly.
-    fn backing_fd(&self, fh: u64) -> Option<Arc<std::os::fd::OwnedFd>> {
+    fn backing_fd(&self, fh: HandleId) -> Option<Arc<std::os::fd::OwnedFd>> {
         if self.passthrough_on {
             self.overlay.backing_file(fh)
         } else {
@@ -154,7 +158,7 @@ impl fuser::Filesystem for LayerFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.overlay.lookup(parent.0, name) {
+        match self.overlay.lookup(node(parent), name) {
             Ok((attr, generation)) => reply.entry_with_ttls(
                 ttl(&attr),
                 ttl(&attr),
@@ -164,7 +168,7 @@ impl fuser::Filesystem for LayerFs {
             // A miss the kernel may remember (node id 0): every create goes through
             // this mount, which replaces the negative entry.
             Err(e) if e == crate::overlay::Errno::ENOENT => {
-                let t = if self.overlay.is_volatile(parent.0) {
+                let t = if self.overlay.is_volatile(node(parent)) {
                     &SPLICE_TTL
                 } else {
                     &TTL
@@ -176,11 +180,11 @@ impl fuser::Filesystem for LayerFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.overlay.forget(ino.0, nlookup);
+        self.overlay.forget(node(ino), nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.overlay.getattr(ino.0, fh.map(|f| f.0)) {
+        match self.overlay.getattr(node(ino), fh.map(handle)) {
             Ok(a) => reply.attr(ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
@@ -213,14 +217,14 @@ impl fuser::Filesystem for LayerFs {
             mtime: time_set(mtime),
             through_open_file: fh.is_some(),
         };
-        match self.overlay.setattr(ino.0, set) {
+        match self.overlay.setattr(node(ino), set) {
             Ok(a) => reply.attr(ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.overlay.readlink(ino.0) {
+        match self.overlay.readlink(node(ino)) {
             Ok(t) => reply.data(t.as_encoded_bytes()),
             Err(e) => reply.error(errno(e)),
         }
@@ -244,7 +248,7 @@ impl fuser::Filesystem for LayerFs {
         };
         match self
             .overlay
-            .create(parent.0, name, mode, what, caller(req, umask))
+            .create(node(parent), name, mode, what, caller(req, umask))
         {
             Ok((attr, fh)) => {
                 if let Some(fh) = fh {
@@ -267,7 +271,7 @@ impl fuser::Filesystem for LayerFs {
     ) {
         match self
             .overlay
-            .create(parent.0, name, mode, NewEntry::Dir, caller(req, umask))
+            .create(node(parent), name, mode, NewEntry::Dir, caller(req, umask))
         {
             Ok((attr, _)) => reply_entry(reply, &attr),
             Err(e) => reply.error(errno(e)),
@@ -275,11 +279,11 @@ impl fuser::Filesystem for LayerFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.overlay.remove(parent.0, name, false))
+        reply_empty(reply, self.overlay.remove(node(parent), name, false))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.overlay.remove(parent.0, name, true))
+        reply_empty(reply, self.overlay.remove(node(parent), name, true))
     }
 
     fn symlink(
@@ -295,7 +299,7 @@ impl fuser::Filesystem for LayerFs {
         };
         match self
             .overlay
-            .create(parent.0, link_name, 0o777, what, caller(req, 0))
+            .create(node(parent), link_name, 0o777, what, caller(req, 0))
         {
             Ok((attr, _)) => reply_entry(reply, &attr),
             Err(e) => reply.error(errno(e)),
@@ -312,9 +316,9 @@ impl fuser::Filesystem for LayerFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let result = self
-            .overlay
-            .rename(parent.0, name, newparent.0, newname, flags.bits());
+        let result =
+            self.overlay
+                .rename(node(parent), name, node(newparent), newname, flags.bits());
         reply_empty(reply, result)
     }
 
@@ -326,24 +330,26 @@ impl fuser::Filesystem for LayerFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.overlay.link(ino.0, newparent.0, newname) {
+        match self.overlay.link(node(ino), node(newparent), newname) {
             Ok(attr) => reply_entry(reply, &attr),
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (fh, info) = match self.overlay.open(ino.0, flags.0) {
+        let (fh, info) = match self.overlay.open(node(ino), flags.0) {
             Ok(x) => x,
             Err(e) => return reply.error(errno(e)),
         };
         let fd = self.backing_fd(fh);
-        let backing = self.passthrough.open(ino.0, fh, || {
+        let backing = self.passthrough.open(node(ino), fh, || {
             fd.as_deref().and_then(|fd| reply.open_backing(fd).ok())
         });
         match backing {
-            Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b),
-            None => reply.opened(FileHandle(fh), open_flags(info)),
+            Some(b) => {
+                reply.opened_passthrough(FileHandle(fh.get()), FopenFlags::FOPEN_NOFLUSH, &b)
+            }
+            None => reply.opened(FileHandle(fh.get()), open_flags(info)),
         }
     }
 
@@ -358,7 +364,7 @@ impl fuser::Filesystem for LayerFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.overlay.read(fh.0, offset, size) {
+        match self.overlay.read(handle(fh), offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(e)),
         }
@@ -377,7 +383,10 @@ impl fuser::Filesystem for LayerFs {
         reply: ReplyWrite,
     ) {
         let from_page_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
-        match self.overlay.write(fh.0, offset, data, from_page_cache) {
+        match self
+            .overlay
+            .write(handle(fh), offset, data, from_page_cache)
+        {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }
@@ -404,8 +413,8 @@ impl fuser::Filesystem for LayerFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.passthrough.release(fh.0);
-        self.overlay.release(fh.0);
+        self.passthrough.release(handle(fh));
+        self.overlay.release(handle(fh));
         reply.ok();
     }
 
@@ -417,7 +426,7 @@ impl fuser::Filesystem for LayerFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.overlay.fsync(fh.0, datasync))
+        reply_empty(reply, self.overlay.fsync(handle(fh), datasync))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -426,14 +435,14 @@ impl fuser::Filesystem for LayerFs {
             // FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR) for the rest of the mount.
             return reply.error(fuser::Errno::ENOSYS);
         }
-        match self.overlay.opendir(ino.0) {
+        match self.overlay.opendir(node(ino)) {
             // The kernel may keep listings: every change to a directory goes through
             // this mount, and the kernel drops its copy when the directory changes.
             Ok((fh, info)) if info.keep_cache => reply.opened(
-                FileHandle(fh),
+                FileHandle(fh.get()),
                 FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
             ),
-            Ok((fh, _)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok((fh, _)) => reply.opened(FileHandle(fh.get()), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -446,7 +455,7 @@ impl fuser::Filesystem for LayerFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let stream = match self.dir_stream(ino.0, fh.0, offset) {
+        let stream = match self.dir_stream(node(ino), handle(fh), offset) {
             Ok(s) => s,
             Err(e) => return reply.error(errno(e)),
         };
@@ -461,7 +470,7 @@ impl fuser::Filesystem for LayerFs {
             }
         }
         if stream.index as usize >= entries.len() {
-            self.dir_stream_end(ino.0, &stream);
+            self.dir_stream_end(node(ino), &stream);
         }
         reply.ok();
     }
@@ -474,7 +483,7 @@ impl fuser::Filesystem for LayerFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let stream = match self.dir_stream(ino.0, fh.0, offset) {
+        let stream = match self.dir_stream(node(ino), handle(fh), offset) {
             Ok(s) => s,
             Err(e) => return reply.error(errno(e)),
         };
@@ -498,7 +507,7 @@ impl fuser::Filesystem for LayerFs {
                 continue;
             };
             if reply.add(
-                INodeNo(attr.ino),
+                INodeNo(attr.ino.get()),
                 next,
                 &e.name,
                 ttl(&attr),
@@ -510,7 +519,7 @@ impl fuser::Filesystem for LayerFs {
             self.overlay.count_lookup(attr.ino);
         }
         if stream.index as usize >= entries.len() {
-            self.dir_stream_end(ino.0, &stream);
+            self.dir_stream_end(node(ino), &stream);
         }
         reply.ok();
     }
@@ -523,7 +532,7 @@ impl fuser::Filesystem for LayerFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.overlay.releasedir(fh.0);
+        self.overlay.releasedir(handle(fh));
         reply.ok();
     }
 
@@ -536,10 +545,10 @@ impl fuser::Filesystem for LayerFs {
         reply: ReplyEmpty,
     ) {
         if !self.no_opendir {
-            return reply_empty(reply, self.overlay.fsync(fh.0, datasync));
+            return reply_empty(reply, self.overlay.fsync(handle(fh), datasync));
         }
         // No handle of ours: open the directory for the call.
-        let result = self.overlay.opendir(ino.0).and_then(|(fh, _)| {
+        let result = self.overlay.opendir(node(ino)).and_then(|(fh, _)| {
             let r = self.overlay.fsync(fh, datasync);
             self.overlay.releasedir(fh);
             r
@@ -548,7 +557,7 @@ impl fuser::Filesystem for LayerFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.overlay.statfs(_ino.0) {
+        match self.overlay.statfs(node(_ino)) {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
@@ -566,25 +575,25 @@ impl fuser::Filesystem for LayerFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.overlay.setxattr(ino.0, name, value, flags))
+        reply_empty(reply, self.overlay.setxattr(node(ino), name, value, flags))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.overlay.getxattr(ino.0, name) {
+        match self.overlay.getxattr(node(ino), name) {
             Ok(v) => xattr_reply(reply, &v, size),
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.overlay.listxattr(ino.0) {
+        match self.overlay.listxattr(node(ino)) {
             Ok(v) => xattr_reply(reply, &v, size),
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.overlay.removexattr(ino.0, name))
+        reply_empty(reply, self.overlay.removexattr(node(ino), name))
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -603,7 +612,7 @@ impl fuser::Filesystem for LayerFs {
         reply: ReplyCreate,
     ) {
         match self.overlay.create(
-            parent.0,
+            node(parent),
             name,
             mode,
             NewEntry::File { flags },
@@ -619,7 +628,7 @@ impl fuser::Filesystem for LayerFs {
                         ttl(&attr),
                         &file_attr(&attr),
                         Generation(0),
-                        FileHandle(fh),
+                        FileHandle(fh.get()),
                         FopenFlags::FOPEN_NOFLUSH,
                         &b,
                     ),
@@ -627,7 +636,7 @@ impl fuser::Filesystem for LayerFs {
                         ttl(&attr),
                         &file_attr(&attr),
                         Generation(0),
-                        FileHandle(fh),
+                        FileHandle(fh.get()),
                         open_flags(OpenInfo {
                             keep_cache: !attr.volatile,
                         }),
@@ -668,7 +677,10 @@ impl fuser::Filesystem for LayerFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.overlay.fallocate(fh.0, offset, length, mode))
+        reply_empty(
+            reply,
+            self.overlay.fallocate(handle(fh), offset, length, mode),
+        )
     }
 
     fn lseek(
@@ -680,7 +692,7 @@ impl fuser::Filesystem for LayerFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        match self.overlay.lseek(fh.0, offset, whence) {
+        match self.overlay.lseek(handle(fh), offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(errno(e)),
         }
@@ -699,10 +711,13 @@ impl fuser::Filesystem for LayerFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        match self
-            .overlay
-            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
-        {
+        match self.overlay.copy_file_range(
+            handle(fh_in),
+            offset_in,
+            handle(fh_out),
+            offset_out,
+            len,
+        ) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }

@@ -87,10 +87,10 @@ pub fn mount(overlay: Arc<Overlay>, mountpoint: &Path, opts: &MountOptions) -> i
     // that a request in flight could hold: they can be sent from inside a handler.
     let notifier = session.notifier();
     overlay.on_attr_change(Box::new(move |ino| {
-        let r = notifier.inval_inode(fuser::INodeNo(ino), -1, 0);
-        tracing::debug!(ino, ?r, "invalidate attributes");
+        let r = notifier.inval_inode(fuser::INodeNo(ino.get()), -1, 0);
+        tracing::debug!(ino = ino.get(), ?r, "invalidate attributes");
         if let Err(e) = r {
-            tracing::debug!(ino, error = %e, "attribute invalidation not delivered");
+            tracing::debug!(ino = ino.get(), error = %e, "attribute invalidation not delivered");
         }
     }));
     Ok(Mounted { session })

@@ -5,6 +5,7 @@
 //! inode's opens are tracked here: passthrough only while no cached open exists, one
 //! `BackingId` shared by all passthrough opens of the inode, dropped with the last.
 
+use crate::overlay::{HandleId, NodeId};
 use fuser::BackingId;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -26,8 +27,8 @@ enum Mode {
 
 #[derive(Default)]
 pub struct PassthroughTable {
-    inodes: Mutex<HashMap<u64, InodeIo>>,
-    handles: Mutex<HashMap<u64, (u64, Mode)>>,
+    inodes: Mutex<HashMap<NodeId, InodeIo>>,
+    handles: Mutex<HashMap<HandleId, (NodeId, Mode)>>,
 }
 
 impl PassthroughTable {
@@ -36,8 +37,8 @@ impl PassthroughTable {
     /// daemon serves the file.
     pub fn open(
         &self,
-        ino: u64,
-        fh: u64,
+        ino: NodeId,
+        fh: HandleId,
         make: impl FnOnce() -> Option<BackingId>,
     ) -> Option<Arc<BackingId>> {
         let mut inodes = self.inodes.lock();
@@ -67,7 +68,7 @@ impl PassthroughTable {
     }
 
     /// Handle `fh` was released.
-    pub fn release(&self, fh: u64) {
+    pub fn release(&self, fh: HandleId) {
         let Some((ino, mode)) = self.handles.lock().remove(&fh) else {
             return;
         };

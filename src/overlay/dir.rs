@@ -3,6 +3,7 @@
 
 use super::Overlay;
 use super::dircache::LayerId;
+use super::ids::LayerIndex;
 use super::node::Node;
 use crate::layer::{DirMarkers, Listed};
 use crate::sys::{self, FileKind, SysResult};
@@ -23,7 +24,7 @@ struct Source {
     kind: FileKind,
     ino: u64,
     /// Index of the layer: `None` for the upper.
-    lower: Option<usize>,
+    lower: Option<LayerIndex>,
     /// An upper entry with a visible lower entry of the same name below it.
     shadows_lower: bool,
 }
@@ -37,7 +38,7 @@ struct Merge {
 }
 
 impl Merge {
-    fn add(&mut self, list: impl IntoIterator<Item = Listed>, lower: Option<usize>) {
+    fn add(&mut self, list: impl IntoIterator<Item = Listed>, lower: Option<LayerIndex>) {
         let mut new_hidden = Vec::new();
         for e in list {
             if self.hidden.contains(&e.name) {
@@ -78,10 +79,10 @@ impl Overlay {
         }
         let merged = self.merged_names(node)?;
         let mut out = Vec::with_capacity(merged.len() + 2);
-        let parent_ino = node.parent().map_or(node.ino, |p| p.ino);
+        let parent_ino = node.parent().map_or(node.ino, |p| p.ino).get();
         out.push(DirEntry {
             name: ".".into(),
-            ino: node.ino,
+            ino: node.ino.get(),
             kind: FileKind::Directory,
         });
         out.push(DirEntry {

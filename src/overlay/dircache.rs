@@ -6,6 +6,7 @@
 //! paths change on rename and rmdir, and the union drops every upper entry then.
 //! The bound keeps the daemon far from the open-file limit.
 
+use super::ids::LayerIndex;
 use crate::layer::RelPath;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum LayerId {
     Upper,
-    Lower(usize),
+    Lower(LayerIndex),
 }
 
 struct Entry {
@@ -97,13 +98,16 @@ mod tests {
     fn stays_bounded_and_forgets_upper() {
         let c = DirCache::new(8);
         for i in 0..20u8 {
-            c.insert(LayerId::Lower(0), &[i], fd());
+            c.insert(LayerId::Lower(LayerIndex::for_test(0)), &[i], fd());
         }
         assert!(c.len() <= 8);
         c.insert(LayerId::Upper, b"a", fd());
         assert!(c.get(LayerId::Upper, b"a").is_some());
         c.drop_upper();
         assert!(c.get(LayerId::Upper, b"a").is_none());
-        assert!(c.get(LayerId::Lower(0), &[19]).is_some());
+        assert!(
+            c.get(LayerId::Lower(LayerIndex::for_test(0)), &[19])
+                .is_some()
+        );
     }
 }

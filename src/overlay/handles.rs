@@ -2,6 +2,7 @@
 //! writes through it.
 
 use super::dir::DirEntry;
+use super::ids::{HandleId, NodeId};
 use super::node::Node;
 use super::{Overlay, copyup::Data};
 use crate::sys::{self, Errno, FileKind, Stat, SysResult, oflag};
@@ -54,22 +55,22 @@ pub(super) enum Handle {
 
 #[derive(Debug, Default)]
 pub(super) struct HandleTable {
-    handles: DashMap<u64, Arc<Handle>>,
+    handles: DashMap<HandleId, Arc<Handle>>,
     next: AtomicU64,
 }
 
 impl HandleTable {
-    fn insert(&self, h: Handle) -> u64 {
-        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+    fn insert(&self, h: Handle) -> HandleId {
+        let fh = HandleId::new(self.next.fetch_add(1, Ordering::Relaxed) + 1);
         self.handles.insert(fh, Arc::new(h));
         fh
     }
 
-    fn get(&self, fh: u64) -> SysResult<Arc<Handle>> {
+    fn get(&self, fh: HandleId) -> SysResult<Arc<Handle>> {
         self.handles.get(&fh).map(|h| h.clone()).ok_or(Errno::EBADF)
     }
 
-    fn remove(&self, fh: u64) {
+    fn remove(&self, fh: HandleId) {
         self.handles.remove(&fh);
     }
 
@@ -103,12 +104,12 @@ impl HandleTable {
 
     /// fstat through any open file of node `ino` (the kernel asks getattr without a
     /// handle even for fstat; after the last unlink only an open fd still reaches it).
-    pub(super) fn fstat_any_of(&self, ino: u64) -> Option<Stat> {
+    pub(super) fn fstat_any_of(&self, ino: NodeId) -> Option<Stat> {
         self.find_file(|f| if f.node.ino == ino { f.stat() } else { None })
     }
 
     /// fstat through an open file handle (sees nlink 0 after the last unlink).
-    pub(super) fn fstat(&self, fh: u64) -> Option<Stat> {
+    pub(super) fn fstat(&self, fh: HandleId) -> Option<Stat> {
         match &*self.get(fh).ok()? {
             Handle::File(f) => f.stat(),
             Handle::Dir(_) => None,
@@ -140,7 +141,7 @@ fn backing_flags(flags: i32) -> i32 {
 
 impl Overlay {
     /// Open a file: copy it up first if the open may write.
-    pub fn open(&self, ino: u64, flags: i32) -> SysResult<(u64, OpenInfo)> {
+    pub fn open(&self, ino: NodeId, flags: i32) -> SysResult<(HandleId, OpenInfo)> {
         let node = self.node(ino)?;
         if node.kind() == FileKind::Directory {
             return Err(Errno::EISDIR);
@@ -221,7 +222,7 @@ impl Overlay {
     }
 
     /// Register an fd opened by `create`.
-    pub(super) fn insert_file_handle(&self, node: Arc<Node>, fd: OwnedFd) -> u64 {
+    pub(super) fn insert_file_handle(&self, node: Arc<Node>, fd: OwnedFd) -> HandleId {
         self.handles.insert(Handle::File(FileHandle {
             node,
             fd: RwLock::new(Arc::new(fd)),
@@ -231,7 +232,7 @@ impl Overlay {
         }))
     }
 
-    fn file(&self, fh: u64) -> SysResult<Arc<Handle>> {
+    fn file(&self, fh: HandleId) -> SysResult<Arc<Handle>> {
         let h = self.handles.get(fh)?;
         match &*h {
             Handle::File(_) => Ok(h),
@@ -241,7 +242,7 @@ impl Overlay {
 
     /// The fd of a file handle, switched to the upper copy if the node was copied up
     /// since the handle was opened on its lower file.
-    fn file_fd(&self, fh: u64) -> SysResult<Arc<OwnedFd>> {
+    fn file_fd(&self, fh: HandleId) -> SysResult<Arc<OwnedFd>> {
         let h = self.file(fh)?;
         let Handle::File(f) = &*h else {
             return Err(Errno::EBADF);
@@ -255,7 +256,7 @@ impl Overlay {
         Ok(f.fd.read().clone())
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> SysResult<Vec<u8>> {
+    pub fn read(&self, fh: HandleId, offset: u64, size: u32) -> SysResult<Vec<u8>> {
         let fd = self.file_fd(fh)?;
         sys::read_exact_at(sys::borrow(&fd), size as usize, offset)
     }
@@ -264,7 +265,7 @@ impl Overlay {
     /// which never strips privileges.
     pub fn write(
         &self,
-        fh: u64,
+        fh: HandleId,
         offset: u64,
         data: &[u8],
         from_page_cache: bool,
@@ -292,7 +293,7 @@ impl Overlay {
         Ok(done as u32)
     }
 
-    pub fn fsync(&self, fh: u64, datasync: bool) -> SysResult<()> {
+    pub fn fsync(&self, fh: HandleId, datasync: bool) -> SysResult<()> {
         if self.volatile {
             return Ok(());
         }
@@ -327,7 +328,7 @@ impl Overlay {
     /// file: only a regular file in the upper layer or in a splice. A lower file is
     /// served by the daemon, so that a reader opened before a copy-up can move to
     /// the copy, as on kernel overlayfs.
-    pub fn backing_file(&self, fh: u64) -> Option<Arc<OwnedFd>> {
+    pub fn backing_file(&self, fh: HandleId) -> Option<Arc<OwnedFd>> {
         let h = self.handles.get(fh).ok()?;
         let Handle::File(f) = &*h else { return None };
         let s = f.node.state.read();
@@ -339,32 +340,32 @@ impl Overlay {
     }
 
     /// The inode number of the node an open file handle belongs to.
-    pub fn handle_ino(&self, fh: u64) -> Option<u64> {
+    pub fn handle_ino(&self, fh: HandleId) -> Option<NodeId> {
         match &*self.handles.get(fh).ok()? {
             Handle::File(f) => Some(f.node.ino),
             Handle::Dir(d) => Some(d.node.ino),
         }
     }
 
-    pub fn release(&self, fh: u64) {
+    pub fn release(&self, fh: HandleId) {
         self.handles.remove(fh);
     }
 
-    pub fn fallocate(&self, fh: u64, offset: u64, len: u64, mode: i32) -> SysResult<()> {
+    pub fn fallocate(&self, fh: HandleId, offset: u64, len: u64, mode: i32) -> SysResult<()> {
         let fd = self.file_fd(fh)?;
         sys::fallocate(sys::borrow(&fd), mode, offset, len)
     }
 
-    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> SysResult<i64> {
+    pub fn lseek(&self, fh: HandleId, offset: i64, whence: i32) -> SysResult<i64> {
         let fd = self.file_fd(fh)?;
         sys::lseek(sys::borrow(&fd), offset, whence)
     }
 
     pub fn copy_file_range(
         &self,
-        fh_in: u64,
+        fh_in: HandleId,
         off_in: u64,
-        fh_out: u64,
+        fh_out: HandleId,
         off_out: u64,
         len: u64,
     ) -> SysResult<u32> {
@@ -376,7 +377,7 @@ impl Overlay {
     }
 
     /// Open a directory; `keep_cache` says whether the kernel may keep its listing.
-    pub fn opendir(&self, ino: u64) -> SysResult<(u64, OpenInfo)> {
+    pub fn opendir(&self, ino: NodeId) -> SysResult<(HandleId, OpenInfo)> {
         let node = self.node(ino)?;
         if node.kind() != FileKind::Directory {
             return Err(Errno::ENOTDIR);
@@ -393,7 +394,7 @@ impl Overlay {
 
     /// Entries of an open directory from `offset` on (the offset of an entry is its
     /// index + 1). Reading from 0 takes a fresh snapshot (opendir and rewinddir).
-    pub fn readdir(&self, fh: u64, offset: u64) -> SysResult<Arc<Vec<DirEntry>>> {
+    pub fn readdir(&self, fh: HandleId, offset: u64) -> SysResult<Arc<Vec<DirEntry>>> {
         let h = self.handles.get(fh)?;
         let Handle::Dir(d) = &*h else {
             return Err(Errno::ENOTDIR);
@@ -409,7 +410,7 @@ impl Overlay {
     /// Attributes of one entry of an open directory, for a listing that carries them
     /// (readdirplus). Does not count a kernel reference: call [`Overlay::count_lookup`]
     /// for each entry actually handed to the kernel.
-    pub fn entry_attr(&self, dir_fh: u64, name: &std::ffi::OsStr) -> SysResult<super::Attr> {
+    pub fn entry_attr(&self, dir_fh: HandleId, name: &std::ffi::OsStr) -> SysResult<super::Attr> {
         let h = self.handles.get(dir_fh)?;
         let Handle::Dir(d) = &*h else {
             return Err(Errno::ENOTDIR);
@@ -420,13 +421,13 @@ impl Overlay {
     }
 
     /// Count one kernel reference to a node handed out by [`Overlay::entry_attr`].
-    pub fn count_lookup(&self, ino: u64) {
+    pub fn count_lookup(&self, ino: NodeId) {
         if let Some(n) = self.nodes.get(ino) {
             self.nodes.count_lookup(&n);
         }
     }
 
-    pub fn releasedir(&self, fh: u64) {
+    pub fn releasedir(&self, fh: HandleId) {
         self.handles.remove(fh);
     }
 }

@@ -2,6 +2,7 @@
 //! the first opaque one, whiteouts end the search, redirects send it elsewhere.
 
 use super::dircache::LayerId;
+use super::ids::{LayerIndex, LowerLayers, NodeId};
 use super::lowerindex::StackNames;
 use super::node::{LowerRef, LowerStack, Lowers, Node, NodeState};
 use super::{Attr, Overlay, check_name};
@@ -12,14 +13,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 /// The root node: the upper root over every lower root down to the first opaque one.
-pub(super) fn root_state(upper: Option<&Layer>, lowers: &[Layer]) -> SysResult<NodeState> {
+pub(super) fn root_state(upper: Option<&Layer>, lowers: &LowerLayers) -> SysResult<NodeState> {
     let mut stack = Vec::new();
     let mut opaque = false;
     if let Some(u) = upper {
         opaque = u.dir_markers(u.root()).opaque;
     }
     if !opaque {
-        for (i, l) in lowers.iter().enumerate() {
+        for (i, l) in lowers.iter() {
             let m = l.dir_markers(l.root());
             stack.push(LowerRef {
                 layer: i,
@@ -94,7 +95,7 @@ impl Overlay {
     }
 
     /// Look a name up and count a kernel reference on the node it names.
-    pub fn lookup(&self, parent: u64, name: &OsStr) -> SysResult<(Attr, u64)> {
+    pub fn lookup(&self, parent: NodeId, name: &OsStr) -> SysResult<(Attr, u64)> {
         check_name(name)?;
         let parent = self.node(parent)?;
         let _t = self.tree.read_recursive();
@@ -222,7 +223,7 @@ impl Overlay {
     /// Whether a component on the way to `path` in lower layer `li` is opaque, a
     /// whiteout or not a directory: a search by absolute redirect then ends with this
     /// layer, as the kernel's does.
-    fn path_blocked_in(&self, li: usize, path: &[u8]) -> SysResult<bool> {
+    fn path_blocked_in(&self, li: LayerIndex, path: &[u8]) -> SysResult<bool> {
         let Some((dir, _)) = layer::split_last(path) else {
             return Ok(false);
         };
@@ -353,7 +354,7 @@ impl Overlay {
             }
             // Set when a redirect's path was blocked in the layer just searched.
             let mut stop_after = false;
-            for (li, layer) in self.lowers.iter().enumerate() {
+            for (li, layer) in self.lowers.iter() {
                 if stop_after {
                     break;
                 }
@@ -485,6 +486,7 @@ impl Overlay {
             {
                 let o = origin.as_deref().unwrap_or_default();
                 self.lowers
+                    .layers()
                     .iter()
                     .find_map(|l| l.stat_origin(o).map(|lst| self.fold_ino(l.dev, lst.ino)))
                     .unwrap_or_else(|| {

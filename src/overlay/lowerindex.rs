@@ -5,6 +5,7 @@
 //! syscall at all, however many layers there are, and a merged listing reuses the
 //! same reads. The index is bounded; when full it is dropped and refilled on demand.
 
+use super::ids::LayerIndex;
 use crate::layer::{Listed, RelPath};
 use dashmap::DashMap;
 use std::collections::HashMap;
@@ -48,7 +49,7 @@ impl DirIndex {
 }
 
 pub(super) struct LowerIndex {
-    dirs: DashMap<(usize, RelPath), Arc<DirIndex>>,
+    dirs: DashMap<(LayerIndex, RelPath), Arc<DirIndex>>,
     /// Entries (names) kept at most, over all directories.
     budget: usize,
     used: std::sync::atomic::AtomicUsize,
@@ -63,11 +64,11 @@ impl LowerIndex {
         }
     }
 
-    pub(super) fn get(&self, layer: usize, path: &[u8]) -> Option<Arc<DirIndex>> {
+    pub(super) fn get(&self, layer: LayerIndex, path: &[u8]) -> Option<Arc<DirIndex>> {
         self.dirs.get(&(layer, path.to_vec())).map(|d| d.clone())
     }
 
-    pub(super) fn insert(&self, layer: usize, path: &[u8], index: Arc<DirIndex>) {
+    pub(super) fn insert(&self, layer: LayerIndex, path: &[u8], index: Arc<DirIndex>) {
         use std::sync::atomic::Ordering;
         let n = index.list.len() + 1;
         if self.used.fetch_add(n, Ordering::Relaxed) + n > self.budget {

@@ -17,6 +17,7 @@ mod lookup;
 mod lowerindex;
 mod node;
 mod ops;
+mod ownership;
 mod splice;
 mod xattr;
 
@@ -25,15 +26,16 @@ mod xattr;
 pub use crate::sys::{Errno, FileKind, FsStats, SysResult, TimeSet, Timespec, rename_flag};
 pub use dir::DirEntry;
 pub use handles::OpenInfo;
-pub use ids::{IdMap, IdRange, Ownership};
-pub use node::ROOT_INO;
+pub use ids::{HandleId, LayerIndex, NodeId};
 pub use ops::NewEntry;
+pub use ownership::{IdMap, IdRange, Ownership};
 pub use splice::SpliceConfig;
 
 use crate::layer::{Layer, MarkerNames, RelPath};
 use crate::sys::{self, Stat};
 use dircache::{DirCache, LayerId};
 use handles::HandleTable;
+use ids::LowerLayers;
 use node::{Node, NodeTable};
 use parking_lot::RwLock;
 use std::ffi::OsStr;
@@ -78,7 +80,7 @@ pub struct Caller {
 /// Attributes as the union reports them.
 #[derive(Clone, Copy, Debug)]
 pub struct Attr {
-    pub ino: u64,
+    pub ino: NodeId,
     pub kind: FileKind,
     pub perm: u32,
     pub nlink: u32,
@@ -130,7 +132,7 @@ struct Upper {
 }
 
 pub struct Overlay {
-    lowers: Vec<Layer>,
+    lowers: LowerLayers,
     upper: Option<Upper>,
     markers: MarkerNames,
     redirect_dir: bool,
@@ -162,7 +164,7 @@ pub struct Overlay {
 }
 
 /// See [`Overlay::on_attr_change`].
-pub type AttrChangeHook = Box<dyn Fn(u64) + Send + Sync>;
+pub type AttrChangeHook = Box<dyn Fn(NodeId) + Send + Sync>;
 
 impl std::fmt::Debug for Overlay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -241,11 +243,12 @@ impl Overlay {
                 })
             }
         };
+        let lowers = LowerLayers::new(lowers);
         let mut devices = Vec::new();
         for dev in upper
             .iter()
             .map(|u| u.layer.dev)
-            .chain(lowers.iter().map(|l| l.dev))
+            .chain(lowers.layers().iter().map(|l| l.dev))
         {
             if !devices.contains(&dev) {
                 devices.push(dev);
@@ -278,7 +281,7 @@ impl Overlay {
                 o
             },
             devices,
-            nodes: NodeTable::new(Node::new(ROOT_INO, root_state)),
+            nodes: NodeTable::new(Node::new(NodeId::ROOT, root_state)),
             handles: HandleTable::default(),
             tree: RwLock::new(()),
             temp_counter: AtomicU64::new(0),
@@ -295,7 +298,7 @@ impl Overlay {
         let _ = self.attr_changed.set(hook);
     }
 
-    fn attr_changed(&self, ino: u64) {
+    fn attr_changed(&self, ino: NodeId) {
         if let Some(hook) = self.attr_changed.get() {
             hook(ino);
         }
@@ -309,7 +312,7 @@ impl Overlay {
 
     /// Whether names below `ino` may change behind the kernel's back (inside a
     /// splice, whose source the host may change): then misses are not cached long.
-    pub fn is_volatile(&self, ino: u64) -> bool {
+    pub fn is_volatile(&self, ino: NodeId) -> bool {
         self.nodes
             .get(ino)
             .is_some_and(|n| n.state.read().splice().is_some())
@@ -324,7 +327,7 @@ impl Overlay {
         self.nodes.len()
     }
 
-    fn node(&self, ino: u64) -> SysResult<Arc<Node>> {
+    fn node(&self, ino: NodeId) -> SysResult<Arc<Node>> {
         self.nodes.get(ino).ok_or(Errno::ENOENT)
     }
 
@@ -379,7 +382,7 @@ impl Overlay {
         }
         let layer = match id {
             LayerId::Upper => &self.upper()?.layer,
-            LayerId::Lower(i) => self.lowers.get(i).ok_or(Errno::EIO)?,
+            LayerId::Lower(i) => &self.lowers[i],
         };
         let fd = Arc::new(layer.open_dir(path)?);
         self.dirs.insert(id, path, fd.clone());
@@ -390,7 +393,7 @@ impl Overlay {
     /// `None` where the layer has no directory there.
     fn lower_dir_index(
         &self,
-        li: usize,
+        li: LayerIndex,
         path: &[u8],
         xattr_whiteouts: bool,
     ) -> SysResult<Option<Arc<lowerindex::DirIndex>>> {
@@ -516,7 +519,7 @@ impl Overlay {
         }
     }
 
-    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> SysResult<Attr> {
+    pub fn getattr(&self, ino: NodeId, fh: Option<HandleId>) -> SysResult<Attr> {
         let node = self.node(ino)?;
         if let Some(st) = fh.and_then(|fh| self.handles.fstat(fh)) {
             return Ok(self.attr_of(&node, &st));
@@ -544,13 +547,13 @@ impl Overlay {
         Ok(self.attr_of(&node, &st))
     }
 
-    pub fn forget(&self, ino: u64, n: u64) {
+    pub fn forget(&self, ino: NodeId, n: u64) {
         self.nodes.forget(ino, n);
     }
 
     /// Filesystem figures as seen at `ino`: a splice's source filesystem inside a
     /// splice, else the upper's (the top lower's when read-only).
-    pub fn statfs(&self, ino: u64) -> SysResult<FsStats> {
+    pub fn statfs(&self, ino: NodeId) -> SysResult<FsStats> {
         if let Some(at) = self
             .nodes
             .get(ino)
@@ -565,7 +568,7 @@ impl Overlay {
         sys::fstatvfs(fd)
     }
 
-    pub fn readlink(&self, ino: u64) -> SysResult<std::ffi::OsString> {
+    pub fn readlink(&self, ino: NodeId) -> SysResult<std::ffi::OsString> {
         let node = self.node(ino)?;
         let _t = self.tree.read_recursive();
         let (upper, spliced) = {

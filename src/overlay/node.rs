@@ -6,6 +6,7 @@
 //! Nodes live while the kernel holds a lookup reference or a child node points to
 //! them; the table never grows with entries the kernel has forgotten.
 
+use super::ids::{LayerIndex, NodeId};
 use crate::layer::RelPath;
 use crate::sys::FileKind;
 use dashmap::DashMap;
@@ -16,14 +17,11 @@ use std::ffi::OsString;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// The FUSE root node id.
-pub const ROOT_INO: u64 = 1;
-
 /// Where a node's content lives in one lower layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LowerRef {
-    /// Index into the mount's lower layers (0 = topmost lower).
-    pub layer: usize,
+    /// Which of the mount's lower layers.
+    pub layer: LayerIndex,
     /// Path of the entry from that layer's root.
     pub path: RelPath,
     /// The directory may hold xattr whiteouts (`overlay.opaque=x`).
@@ -80,7 +78,7 @@ pub enum Lowers {
     /// in the parent's directory of that layer. Most nodes of a tree walk are such files;
     /// they keep no path of their own. Only while the node is not in the upper layer
     /// (its parent and name never change then): a copy-up turns it into a `Stack`.
-    ByName(usize),
+    ByName(LayerIndex),
 }
 
 impl Lowers {
@@ -262,7 +260,7 @@ impl NodeState {
 
 #[derive(Debug)]
 pub struct Node {
-    pub ino: u64,
+    pub ino: NodeId,
     /// References the kernel holds (lookup replies minus forgets).
     lookups: AtomicU64,
     pub state: RwLock<NodeState>,
@@ -272,7 +270,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(ino: u64, state: NodeState) -> Node {
+    pub fn new(ino: NodeId, state: NodeState) -> Node {
         Node {
             ino,
             lookups: AtomicU64::new(0),
@@ -293,7 +291,7 @@ impl Node {
 /// All nodes the kernel may name, by inode number.
 #[derive(Debug, Default)]
 pub struct NodeTable {
-    nodes: DashMap<u64, Arc<Node>>,
+    nodes: DashMap<NodeId, Arc<Node>>,
     /// Numbers for objects whose natural number is taken by another live node
     /// (e.g. an upper inode number reused while the old file is still open).
     next_synthetic: AtomicU64,
@@ -302,7 +300,7 @@ pub struct NodeTable {
     /// (two nodes of one object would each keep their own name, and a rename
     /// through one would leave the other naming the old path). Taken before any
     /// shard of `nodes`; touched only while some natural number is taken.
-    stand_ins: Mutex<HashMap<u64, u64>>,
+    stand_ins: Mutex<HashMap<u64, NodeId>>,
     /// Entries in `stand_ins` plus lookups inside [`NodeTable::stand_in`], read
     /// without its lock. While it is not zero a free natural slot is not taken
     /// without that lock: a lookup making a stand-in announces itself here
@@ -330,11 +328,11 @@ impl NodeTable {
             evicted: AtomicU64::new(0),
         };
         root.lookups.store(1, Ordering::Relaxed);
-        t.nodes.insert(ROOT_INO, Arc::new(root));
+        t.nodes.insert(NodeId::ROOT, Arc::new(root));
         t
     }
 
-    pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
+    pub fn get(&self, ino: NodeId) -> Option<Arc<Node>> {
         self.nodes.get(&ino).map(|n| n.clone())
     }
 
@@ -350,12 +348,12 @@ impl NodeTable {
         ino: u64,
         count: bool,
         same: impl Fn(&Node) -> bool,
-        make: impl FnOnce(u64) -> Node,
+        make: impl FnOnce(NodeId) -> Node,
     ) -> Arc<Node> {
-        let ino = if ino == ROOT_INO || ino == 0 {
+        let ino = if ino == NodeId::ROOT.get() || ino == 0 {
             self.synthetic()
         } else {
-            ino
+            NodeId::new(ino)
         };
         let node = match self.natural_slot(ino, &same, make, true) {
             Ok(node) => node,
@@ -371,9 +369,9 @@ impl NodeTable {
     /// slot is free; `Err(make)` when another object holds the slot, or, on the
     /// unlocked path (`unlocked`), when the slot is free but a stand-in may be in the
     /// making: the shard lock orders this check after that lookup's announcement.
-    fn natural_slot<F: FnOnce(u64) -> Node>(
+    fn natural_slot<F: FnOnce(NodeId) -> Node>(
         &self,
-        ino: u64,
+        ino: NodeId,
         same: &impl Fn(&Node) -> bool,
         make: F,
         unlocked: bool,
@@ -394,9 +392,9 @@ impl NodeTable {
     /// stand-in if it has one, else its natural slot, else a new stand-in.
     fn stand_in(
         &self,
-        ino: u64,
+        ino: NodeId,
         same: &impl Fn(&Node) -> bool,
-        make: impl FnOnce(u64) -> Node,
+        make: impl FnOnce(NodeId) -> Node,
     ) -> Arc<Node> {
         // Announced before the slot is looked at (see `stand_in_busy`).
         self.stand_in_busy.fetch_add(1, Ordering::AcqRel);
@@ -407,17 +405,17 @@ impl NodeTable {
 
     fn stand_in_locked(
         &self,
-        ino: u64,
+        ino: NodeId,
         same: &impl Fn(&Node) -> bool,
-        make: impl FnOnce(u64) -> Node,
+        make: impl FnOnce(NodeId) -> Node,
     ) -> Arc<Node> {
         let mut stand_ins = self.stand_ins.lock();
-        if let Some(&n) = stand_ins.get(&ino) {
+        if let Some(&n) = stand_ins.get(&ino.get()) {
             match self.get(n) {
                 Some(node) if same(&node) => return node,
                 // Forgotten, or no longer this object: the natural slot decides again.
                 _ => {
-                    stand_ins.remove(&ino);
+                    stand_ins.remove(&ino.get());
                     self.stand_in_busy.fetch_sub(1, Ordering::Release);
                 }
             }
@@ -431,13 +429,13 @@ impl NodeTable {
         let n = self.synthetic();
         let node = Arc::new(make(n));
         self.nodes.insert(n, node.clone());
-        stand_ins.insert(ino, n);
+        stand_ins.insert(ino.get(), n);
         self.stand_in_busy.fetch_add(1, Ordering::Release);
         node
     }
 
-    fn synthetic(&self) -> u64 {
-        self.next_synthetic.fetch_add(1, Ordering::Relaxed)
+    fn synthetic(&self) -> NodeId {
+        NodeId::new(self.next_synthetic.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Visit every node (for rare whole-table fix-ups).
@@ -454,8 +452,8 @@ impl NodeTable {
 
     /// The kernel dropped `n` references. A node with none left, that no child
     /// points to, leaves the table, and its parent may follow.
-    pub fn forget(&self, ino: u64, n: u64) {
-        if ino == ROOT_INO {
+    pub fn forget(&self, ino: NodeId, n: u64) {
+        if ino == NodeId::ROOT {
             return;
         }
         let Some(node) = self.get(ino) else { return };
@@ -472,14 +470,14 @@ impl NodeTable {
     }
 
     /// Remove `ino` if nothing refers to it any more, then consider its parent.
-    fn evict(&self, mut ino: u64) {
+    fn evict(&self, mut ino: NodeId) {
         loop {
             let removed = self.nodes.remove_if(&ino, |_, node| {
                 // The table's own Arc is the only one left, and the kernel holds none.
                 Arc::strong_count(node) == 1 && node.lookups.load(Ordering::Acquire) == 0
             });
             let Some((_, node)) = removed else { return };
-            if ino >= SYNTHETIC_BASE && self.stand_in_busy.load(Ordering::Acquire) > 0 {
+            if ino.get() >= SYNTHETIC_BASE && self.stand_in_busy.load(Ordering::Acquire) > 0 {
                 let mut stand_ins = self.stand_ins.lock();
                 let before = stand_ins.len();
                 stand_ins.retain(|_, n| *n != ino);
@@ -494,7 +492,7 @@ impl NodeTable {
                 crate::sys::release_free_memory();
             }
             match parent {
-                Some(p) if p.ino != ROOT_INO => {
+                Some(p) if p.ino != NodeId::ROOT => {
                     ino = p.ino;
                     drop(p);
                 }
@@ -508,7 +506,7 @@ impl NodeTable {
 mod tests {
     use super::*;
 
-    fn file(ino: u64) -> Node {
+    fn file(ino: NodeId) -> Node {
         Node::new(
             ino,
             NodeState::new(None, "f".into(), FileKind::Regular, true),
@@ -524,22 +522,22 @@ mod tests {
     /// the kernel forgets it, and the natural number serves again after both are gone.
     #[test]
     fn a_reused_number_gives_one_stand_in_per_object() {
-        let t = NodeTable::new(file(ROOT_INO));
+        let t = NodeTable::new(file(NodeId::ROOT));
         let old = t.get_or_insert(42, true, live, file);
         old.state.write().unlinked = true;
         let a = t.get_or_insert(42, true, live, file);
         let b = t.get_or_insert(42, true, live, file);
         assert!(Arc::ptr_eq(&a, &b), "two nodes for one object");
-        assert!(a.ino >= SYNTHETIC_BASE);
+        assert!(a.ino.get() >= SYNTHETIC_BASE);
         assert_eq!(
-            t.get(42).map(|n| n.ino),
-            Some(42),
+            t.get(NodeId::new(42)).map(|n| n.ino),
+            Some(NodeId::new(42)),
             "the old node keeps its number"
         );
         // The old node goes; the object keeps its stand-in.
         drop(old);
-        t.forget(42, 1);
-        assert!(t.get(42).is_none());
+        t.forget(NodeId::new(42), 1);
+        assert!(t.get(NodeId::new(42)).is_none());
         let c = t.get_or_insert(42, false, live, file);
         assert!(
             Arc::ptr_eq(&a, &c),
@@ -551,7 +549,7 @@ mod tests {
         t.forget(n, 2);
         assert!(t.get(n).is_none());
         let d = t.get_or_insert(42, false, live, file);
-        assert_eq!(d.ino, 42);
+        assert_eq!(d.ino, NodeId::new(42));
         assert_eq!(t.stand_in_busy.load(Ordering::Acquire), 0);
     }
 
@@ -566,7 +564,7 @@ mod tests {
             .unwrap_or(100_000);
         let start = std::sync::Barrier::new(3);
         for round in 0..rounds {
-            let t = NodeTable::new(file(ROOT_INO));
+            let t = NodeTable::new(file(NodeId::ROOT));
             let old = t.get_or_insert(42, true, live, file);
             old.state.write().unlinked = true;
             drop(old);
@@ -580,7 +578,7 @@ mod tests {
                     t.get_or_insert(42, true, live, file)
                 });
                 start.wait();
-                t.forget(42, 1);
+                t.forget(NodeId::new(42), 1);
                 (a.join().expect("lookup a"), b.join().expect("lookup b"))
             });
             assert!(

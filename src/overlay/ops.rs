@@ -5,6 +5,7 @@
 
 use super::copyup::{Data, remove_tree};
 use super::dircache::LayerId;
+use super::ids::{HandleId, NodeId};
 use super::lookup::Resolved;
 use super::node::Node;
 use super::splice::{apply_setattr, apply_setattr_fd};
@@ -68,12 +69,12 @@ impl Overlay {
     /// Create a new entry: a file (returned open), directory, device node or symlink.
     pub fn create(
         &self,
-        parent: u64,
+        parent: NodeId,
         name: &OsStr,
         mode: u32,
         what: NewEntry<'_>,
         caller: Caller,
-    ) -> SysResult<(Attr, Option<u64>)> {
+    ) -> SysResult<(Attr, Option<HandleId>)> {
         if let NewEntry::Node { rdev: 0 } = what
             && FileKind::from_mode(mode) == FileKind::CharDevice
         {
@@ -253,7 +254,7 @@ impl Overlay {
     }
 
     /// Remove a name (`dir`: rmdir semantics).
-    pub fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> SysResult<()> {
+    pub fn remove(&self, parent: NodeId, name: &OsStr, dir: bool) -> SysResult<()> {
         check_name(name)?;
         let parent = self.node(parent)?;
         let _t = self.tree.read_recursive();
@@ -372,7 +373,7 @@ impl Overlay {
     }
 
     /// Hard-link `ino` as `name` in `newparent`.
-    pub fn link(&self, ino: u64, newparent: u64, name: &OsStr) -> SysResult<Attr> {
+    pub fn link(&self, ino: NodeId, newparent: NodeId, name: &OsStr) -> SysResult<Attr> {
         let node = self.node(ino)?;
         if node.kind() == FileKind::Directory {
             return Err(Errno::EPERM);
@@ -429,7 +430,7 @@ impl Overlay {
     }
 
     /// Change attributes, copying up first.
-    pub fn setattr(&self, ino: u64, set: SetAttr) -> SysResult<Attr> {
+    pub fn setattr(&self, ino: NodeId, set: SetAttr) -> SysResult<Attr> {
         let node = self.node(ino)?;
         let _t = self.tree.read_recursive();
         let changes = set.mode.is_some()
@@ -518,9 +519,9 @@ impl Overlay {
     /// Rename with `renameat2` semantics (`NOREPLACE`, `EXCHANGE`).
     pub fn rename(
         &self,
-        parent: u64,
+        parent: NodeId,
         name: &OsStr,
-        newparent: u64,
+        newparent: NodeId,
         newname: &OsStr,
         flags: u32,
     ) -> SysResult<()> {

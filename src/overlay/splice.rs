@@ -247,11 +247,11 @@ impl Overlay {
         at: &SpliceAt,
     ) -> SysResult<Vec<super::DirEntry>> {
         let dir = self.splice(at)?.dir(&at.path)?;
-        let parent_ino = node.parent().map_or(node.ino, |p| p.ino);
+        let parent_ino = node.parent().map_or(node.ino, |p| p.ino).get();
         let mut out = vec![
             super::DirEntry {
                 name: ".".into(),
-                ino: node.ino,
+                ino: node.ino.get(),
                 kind: FileKind::Directory,
             },
             super::DirEntry {
@@ -320,7 +320,7 @@ impl Overlay {
         mode: u32,
         what: super::NewEntry<'_>,
         caller: Caller,
-    ) -> SysResult<(Attr, Option<u64>)> {
+    ) -> SysResult<(Attr, Option<super::HandleId>)> {
         check_name(name)?;
         let sp = self.splice(at)?;
         sp.writable()?;
@@ -398,7 +398,7 @@ impl Overlay {
     /// marked `populate` with what the layers hold at its target (as Docker fills a
     /// new volume from the image).
     pub fn prepare_splices(&self, populate: &[bool]) -> Result<(), String> {
-        let root = self.nodes.get(super::ROOT_INO).ok_or("no root node")?;
+        let root = self.nodes.get(super::NodeId::ROOT).ok_or("no root node")?;
         let admin = Caller {
             uid: self.ownership.uids.stored(0).unwrap_or(0),
             gid: self.ownership.gids.stored(0).unwrap_or(0),

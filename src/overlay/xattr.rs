@@ -2,9 +2,9 @@
 //! overlay xattr set through the mount is stored escaped (as the kernel does since
 //! 6.7), and a change copies the file up first.
 
-use super::Overlay;
 use super::copyup::Data;
 use super::node::Node;
+use super::{NodeId, Overlay};
 use crate::sys::{self, Errno, SysResult};
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
@@ -43,7 +43,7 @@ impl Overlay {
         }
     }
 
-    pub fn getxattr(&self, ino: u64, name: &OsStr) -> SysResult<Vec<u8>> {
+    pub fn getxattr(&self, ino: NodeId, name: &OsStr) -> SysResult<Vec<u8>> {
         let node = self.node(ino)?;
         if name == "security.capability" && node.state.read().no_capability {
             return Err(Errno::ENODATA);
@@ -55,7 +55,7 @@ impl Overlay {
     }
 
     /// Visible xattr names, each NUL-terminated, as listxattr returns them.
-    pub fn listxattr(&self, ino: u64) -> SysResult<Vec<u8>> {
+    pub fn listxattr(&self, ino: NodeId) -> SysResult<Vec<u8>> {
         let node = self.node(ino)?;
         let _t = self.tree.read_recursive();
         let fd = self.object_fd(&node)?;
@@ -83,7 +83,7 @@ impl Overlay {
         Ok(out)
     }
 
-    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
+    pub fn setxattr(&self, ino: NodeId, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
         let node = self.node(ino)?;
         let _t = self.tree.read_recursive();
         let spliced = node.state.read().splice().cloned();
@@ -100,7 +100,7 @@ impl Overlay {
         sys::set_xattr(sys::borrow(&fd), OsStr::from_bytes(&stored), value, flags)
     }
 
-    pub fn removexattr(&self, ino: u64, name: &OsStr) -> SysResult<()> {
+    pub fn removexattr(&self, ino: NodeId, name: &OsStr) -> SysResult<()> {
         let node = self.node(ino)?;
         let _t = self.tree.read_recursive();
         let stored = self.stored_xattr(&node, name);
