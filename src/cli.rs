@@ -2,9 +2,9 @@
 //! `layerfuse [-f] -o lowerdir=…,upperdir=…,workdir=… [SOURCE] MOUNTPOINT` that
 //! container runtimes and `mount.fuse3` use.
 
-use crate::config::{MountRequest, split_lowers};
-use crate::overlay::IdMap;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use layerfuse::SetupError;
+use layerfuse::session::{MountRequest, parse_splice, split_lowers};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -15,7 +15,7 @@ use std::path::PathBuf;
     about = "A userspace union filesystem with kernel overlayfs semantics",
     long_about = "layerfuse merges read-only lower layers with one writable upper directory \
 into one tree, as kernel overlayfs does, from userspace (FUSE).\n\n\
-Example:\n  layerfuse mount --lower /img/top:/img/base --upper /c/upper --work /c/work /c/merged\n  \
+Example:\n  layerfuse mount --lower /img/top:/img/base --upper /c/upper /c/merged\n  \
 layerfuse umount /c/merged\n\n\
 It also accepts the fuse-overlayfs command line:\n  \
 layerfuse -o lowerdir=/img/top:/img/base,upperdir=/c/upper,workdir=/c/work /c/merged"
@@ -85,19 +85,20 @@ pub enum OnOff {
 
 #[derive(Args, Debug)]
 #[command(after_help = "Example:\n  layerfuse mount --lower /img/top:/img/base \
---upper /c/upper --work /c/work /c/merged")]
+--upper /c/upper /c/merged")]
 pub struct MountArgs {
     /// Lower layers, topmost first, separated by ':' (write '\:' for a colon inside a
     /// path). Symlinks in these paths are resolved once, at mount.
     /// Example: --lower /layers/app:/layers/base
     #[arg(long, value_name = "DIR:DIR:...")]
     pub lower: String,
-    /// Writable upper directory; without --upper/--work the union is read-only.
+    /// Writable upper directory; without it the union is read-only.
     /// Example: --upper /c/upper
-    #[arg(long, value_name = "DIR", requires = "work")]
+    #[arg(long, value_name = "DIR")]
     pub upper: Option<PathBuf>,
     /// layerfuse's scratch directory, on the same filesystem as the upper; one mount
-    /// at a time. Example: --work /c/work
+    /// at a time. Default: UPPER.layerfuse-work beside the upper, made at the first
+    /// mount and reused. Example: --work /c/work
     #[arg(long, value_name = "DIR", requires = "upper")]
     pub work: Option<PathBuf>,
     /// Renaming a directory that comes from a lower layer: on (default) records a
@@ -170,20 +171,13 @@ pub struct UmountArgs {
 }
 
 impl MountArgs {
-    pub fn request(&self) -> Result<MountRequest, String> {
-        let mut ownership = crate::overlay::Ownership::default();
-        if let Some(m) = &self.uidmapping {
-            ownership.uids.ranges = IdMap::parse_ranges(m)?;
-        }
-        if let Some(m) = &self.gidmapping {
-            ownership.gids.ranges = IdMap::parse_ranges(m)?;
-        }
+    pub fn request(&self) -> Result<MountRequest, SetupError> {
         let mut splices = Vec::new();
         for v in &self.volumes {
-            splices.push(crate::config::parse_splice(v, true).map_err(|e| e.to_string())?);
+            splices.push(parse_splice(v, true)?);
         }
         for b in &self.binds {
-            splices.push(crate::config::parse_splice(b, false).map_err(|e| e.to_string())?);
+            splices.push(parse_splice(b, false)?);
         }
         Ok(MountRequest {
             lowers: split_lowers(&self.lower),
@@ -202,7 +196,10 @@ impl MountArgs {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            ownership,
+            uid_mapping: self.uidmapping.clone(),
+            gid_mapping: self.gidmapping.clone(),
+            squash_uid: None,
+            squash_gid: None,
             splices,
             store_root: self.root.clone(),
             override_stat: None,
@@ -232,7 +229,7 @@ pub fn is_compat(args: &[OsString]) -> bool {
 }
 
 /// Parse `[-f] [-d] -o OPTS [-o OPTS …] [SOURCE] MOUNTPOINT` (options may come anywhere).
-pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, String> {
+pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, SetupError> {
     let mut opts: Vec<String> = Vec::new();
     let mut positional: Vec<PathBuf> = Vec::new();
     let mut foreground = false;
@@ -247,7 +244,9 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, String> {
                 foreground = true;
             }
             "-o" => {
-                let v = it.next().ok_or("-o needs a value")?;
+                let v = it
+                    .next()
+                    .ok_or_else(|| SetupError::invalid("-o needs a value"))?;
                 opts.push(v.to_string_lossy().into_owned());
             }
             o if o.starts_with("-o") => opts.push(o[2..].to_owned()),
@@ -255,7 +254,9 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, String> {
             _ => positional.push(PathBuf::from(a)),
         }
     }
-    let mountpoint = positional.pop().ok_or("no mount point given")?;
+    let mountpoint = positional
+        .pop()
+        .ok_or_else(|| SetupError::invalid("no mount point given"))?;
     let mut req = MountRequest {
         mountpoint,
         redirect_dir: true,
@@ -283,20 +284,14 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, String> {
             ("xattr_permissions", Some("2")) => {
                 req.override_stat = Some("user.containers.override_stat".into())
             }
-            ("uidmapping", Some(v)) => req.ownership.uids.ranges = IdMap::parse_ranges(v)?,
-            ("gidmapping", Some(v)) => req.ownership.gids.ranges = IdMap::parse_ranges(v)?,
+            ("uidmapping", Some(v)) => req.uid_mapping = Some(v.to_owned()),
+            ("gidmapping", Some(v)) => req.gid_mapping = Some(v.to_owned()),
             ("squash_to_root", None) => {
-                req.ownership.uids.squash = Some(0);
-                req.ownership.gids.squash = Some(0);
+                req.squash_uid = Some(0);
+                req.squash_gid = Some(0);
             }
-            ("squash_to_uid", Some(v)) => {
-                req.ownership.uids.squash =
-                    Some(v.parse().map_err(|_| format!("bad squash_to_uid={v}"))?)
-            }
-            ("squash_to_gid", Some(v)) => {
-                req.ownership.gids.squash =
-                    Some(v.parse().map_err(|_| format!("bad squash_to_gid={v}"))?)
-            }
+            ("squash_to_uid", Some(v)) => req.squash_uid = Some(id(key, v)?),
+            ("squash_to_gid", Some(v)) => req.squash_gid = Some(id(key, v)?),
             ("ro", None) => req.read_only = true,
             ("rw", None) | ("dev", None) | ("suid", None) | ("exec", None) | ("atime", None) => {}
             ("nodev" | "nosuid" | "noexec" | "noatime" | "sync" | "dirsync", None) => {
@@ -314,6 +309,12 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, String> {
         debug,
         unknown,
     })
+}
+
+/// A numeric id option's value.
+fn id(key: &str, v: &str) -> Result<u32, SetupError> {
+    v.parse()
+        .map_err(|_| SetupError::invalid(format!("bad {key}={v}")))
 }
 
 /// Split a comma-separated option string; a value in double quotes (SELinux
@@ -397,9 +398,10 @@ mod tests {
         ]);
         let c = parse_compat(&a).unwrap();
         assert!(c.unknown.is_empty());
-        assert_eq!(c.request.ownership.uids.shown(100001), 1);
-        assert_eq!(c.request.ownership.gids.shown(100001), 5);
-        let bad = argv(&["layerfuse", "-o", "lowerdir=/a,uidmapping=1:2", "/m"]);
+        assert_eq!(c.request.uid_mapping.as_deref(), Some(":0:100000:65536"));
+        assert_eq!(c.request.gid_mapping.as_deref(), Some("0:100000:65536"));
+        assert_eq!(c.request.squash_gid, Some(5));
+        let bad = argv(&["layerfuse", "-o", "lowerdir=/a,squash_to_uid=x", "/m"]);
         assert!(parse_compat(&bad).is_err());
     }
 

@@ -1,8 +1,9 @@
-//! Validated settings: argv becomes a [`MountConfig`] before any work starts, and
-//! every bad input becomes one [`ConfigError`] line naming the path and the problem.
+//! Validated settings: a plain [`MountRequest`] (what a command line or a storage
+//! driver asks for) becomes a checked [`MountConfig`] before any work starts, and
+//! every bad input becomes one [`SetupError`] line naming the path and the problem.
 
-use crate::overlay::{OverlayConfig, Ownership};
-use std::fmt;
+use crate::error::{SetupError, SetupErrorKind};
+use crate::overlay::{IdMap, OverlayConfig, Ownership};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -27,8 +28,8 @@ pub struct SpliceSpec {
 }
 
 /// Parse `SOURCE:/target[:OPTS]` (OPTS: `ro`, `rw`, `nocopy`, comma separated).
-pub fn parse_splice(spec: &str, volume: bool) -> Result<SpliceSpec, ConfigError> {
-    let bad = |why: &str| ConfigError::Invalid(format!("{spec}: {why}"));
+pub fn parse_splice(spec: &str, volume: bool) -> Result<SpliceSpec, SetupError> {
+    let bad = |why: &str| SetupError::invalid(format!("{spec}: {why}"));
     let mut parts: Vec<&str> = spec.split(':').collect();
     let mut read_only = false;
     let mut nocopy = false;
@@ -57,7 +58,7 @@ pub fn parse_splice(spec: &str, volume: bool) -> Result<SpliceSpec, ConfigError>
         if source.is_empty() {
             SpliceSource::Volume(None)
         } else {
-            crate::volumes::check_name(&source).map_err(ConfigError::Invalid)?;
+            crate::volumes::check_name(&source)?;
             SpliceSource::Volume(Some(source))
         }
     } else {
@@ -104,58 +105,9 @@ pub struct MountConfig {
     /// Kernel mount flags passed through (`nodev`, `noexec`, …).
     pub flags: Vec<String>,
     pub read_only: bool,
+    /// The work dir of our own, to be made at mount (the first mount without `--work`).
+    pub make_work: Option<PathBuf>,
 }
-
-/// One problem with the command line, said in one line.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ConfigError {
-    NoLowers,
-    Missing(PathBuf),
-    NotADirectory(PathBuf),
-    Unreadable(PathBuf, String),
-    Twice(PathBuf),
-    Inside { inner: PathBuf, outer: PathBuf },
-    UpperWithoutWork,
-    DifferentFilesystems { upper: PathBuf, work: PathBuf },
-    AlreadyMounted(PathBuf),
-    Invalid(String),
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::NoLowers => write!(f, "no lower layer given (--lower A:B:C)"),
-            ConfigError::Missing(p) => write!(f, "{}: no such directory", p.display()),
-            ConfigError::NotADirectory(p) => write!(f, "{}: not a directory", p.display()),
-            ConfigError::Unreadable(p, e) => write!(f, "{}: {e}", p.display()),
-            ConfigError::Twice(p) => write!(f, "{}: given more than once", p.display()),
-            ConfigError::Inside { inner, outer } => write!(
-                f,
-                "{}: must not be inside {} (nor contain it)",
-                inner.display(),
-                outer.display()
-            ),
-            ConfigError::UpperWithoutWork => {
-                write!(
-                    f,
-                    "--upper and --work go together (give both, or neither for a read-only mount)"
-                )
-            }
-            ConfigError::DifferentFilesystems { upper, work } => write!(
-                f,
-                "{}: work dir must be on the same filesystem as the upper dir {}",
-                work.display(),
-                upper.display()
-            ),
-            ConfigError::AlreadyMounted(p) => {
-                write!(f, "{}: already a layerfuse mount", p.display())
-            }
-            ConfigError::Invalid(s) => write!(f, "{s}"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Split a `lowerdir` value on `:`, where `\:` stands for a colon inside a path and
 /// `\\` for a backslash.
@@ -184,17 +136,38 @@ pub fn split_lowers(s: &str) -> Vec<PathBuf> {
 }
 
 /// Resolve a user-given directory once (symlinks followed) and check it is one.
-fn existing_dir(p: &Path) -> Result<PathBuf, ConfigError> {
+fn existing_dir(p: &Path) -> Result<PathBuf, SetupError> {
     let canon = std::fs::canonicalize(p).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ConfigError::Missing(p.to_path_buf()),
-        _ => ConfigError::Unreadable(p.to_path_buf(), e.to_string()),
+        std::io::ErrorKind::NotFound => missing(p),
+        _ => SetupError::io(p, "", &e),
     })?;
-    let md = std::fs::metadata(&canon)
-        .map_err(|e| ConfigError::Unreadable(p.to_path_buf(), e.to_string()))?;
+    let md = std::fs::metadata(&canon).map_err(|e| SetupError::io(p, "", &e))?;
     if !md.is_dir() {
-        return Err(ConfigError::NotADirectory(p.to_path_buf()));
+        return Err(SetupError::invalid(format!(
+            "{}: not a directory",
+            p.display()
+        )));
     }
     Ok(canon)
+}
+
+fn missing(p: &Path) -> SetupError {
+    SetupError::new(
+        SetupErrorKind::NotFound,
+        format!("{}: no such directory", p.display()),
+    )
+}
+
+fn twice(p: &Path) -> SetupError {
+    SetupError::invalid(format!("{}: given more than once", p.display()))
+}
+
+fn inside(inner: &Path, outer: &Path) -> SetupError {
+    SetupError::invalid(format!(
+        "{}: must not be inside {} (nor contain it)",
+        inner.display(),
+        outer.display()
+    ))
 }
 
 /// `a` is `b` or below it.
@@ -202,11 +175,16 @@ fn within(a: &Path, b: &Path) -> bool {
     a.starts_with(b)
 }
 
-/// The raw inputs of a mount, before checking.
+/// The raw inputs of a mount, before checking: what a command line or a storage
+/// driver asks for, in plain values.
 #[derive(Clone, Debug, Default)]
 pub struct MountRequest {
+    /// Lower layers, topmost first.
     pub lowers: Vec<PathBuf>,
+    /// The writable upper; without it the union is read-only.
     pub upper: Option<PathBuf>,
+    /// The work dir; without it (and with an upper) one of our own beside the upper,
+    /// see [`default_work_dir`].
     pub work: Option<PathBuf>,
     pub mountpoint: PathBuf,
     pub redirect_dir: bool,
@@ -214,88 +192,118 @@ pub struct MountRequest {
     pub userxattr: bool,
     pub volatile: bool,
     pub read_only: bool,
+    /// Mount options passed through: kernel flags (`nodev`, `noexec`, …) and
+    /// `fsname=`/`subtype=`.
     pub flags: Vec<String>,
-    pub ownership: Ownership,
+    /// Id mappings as `CONTAINER:HOST:COUNT[:CONTAINER:HOST:COUNT…]`.
+    pub uid_mapping: Option<String>,
+    pub gid_mapping: Option<String>,
+    /// Show every owner as this id (fuse-overlayfs's `squash_to_uid`/`_gid`).
+    pub squash_uid: Option<u32>,
+    pub squash_gid: Option<u32>,
     pub splices: Vec<SpliceSpec>,
     pub store_root: Option<PathBuf>,
     /// fuse-overlayfs's `xattr_permissions`: the xattr that holds owners and modes.
     pub override_stat: Option<String>,
 }
 
+/// The work dir layerfuse uses when none is given: `UPPER.layerfuse-work` beside the
+/// upper (the same filesystem as its parent, so normally as the upper; checked).
+pub fn default_work_dir(upper: &Path) -> Option<PathBuf> {
+    let name = upper.file_name()?;
+    let mut work = name.to_os_string();
+    work.push(".layerfuse-work");
+    Some(upper.with_file_name(work))
+}
+
 impl MountRequest {
     /// Check every path and relation; the first problem found is the answer.
-    pub fn validate(&self) -> Result<MountConfig, ConfigError> {
+    pub fn validate(&self) -> Result<MountConfig, SetupError> {
         if self.lowers.is_empty() {
-            return Err(ConfigError::NoLowers);
+            return Err(SetupError::invalid("no lower layer given (--lower A:B:C)"));
         }
         if self.metacopy && !self.redirect_dir {
             // A moved metadata-only copy finds its data through a redirect (the
             // kernel refuses the same pair of options).
-            return Err(ConfigError::Invalid(
-                "metacopy=on needs redirect_dir=on".into(),
-            ));
+            return Err(SetupError::invalid("metacopy=on needs redirect_dir=on"));
         }
+        let ownership = self.ownership()?;
         let mut lowers = Vec::new();
         for l in &self.lowers {
             let c = existing_dir(l)?;
             if lowers.contains(&c) {
-                return Err(ConfigError::Twice(l.clone()));
+                return Err(twice(l));
             }
             lowers.push(c);
         }
         let mountpoint = existing_dir(&self.mountpoint)?;
         if is_layerfuse_mount(&mountpoint) {
-            return Err(ConfigError::AlreadyMounted(self.mountpoint.clone()));
+            return Err(SetupError::new(
+                SetupErrorKind::AlreadyExists,
+                format!("{}: already a layerfuse mount", self.mountpoint.display()),
+            ));
         }
+        let mut make_work = None;
         let upper = match (&self.upper, &self.work) {
             (None, None) => None,
-            (Some(u), Some(w)) => {
+            (None, Some(_)) => {
+                return Err(SetupError::invalid(
+                    "--work needs --upper (give both, or neither for a read-only mount)",
+                ));
+            }
+            // Read-only: the upper is not written (nor used), no work dir is needed.
+            (Some(u), None) if self.read_only => {
+                existing_dir(u)?;
+                None
+            }
+            (Some(u), w) => {
                 let cu = existing_dir(u)?;
-                let cw = existing_dir(w)?;
+                let (w, cw) = match w {
+                    Some(w) => (w.clone(), existing_dir(w)?),
+                    None => {
+                        let w = own_work_dir(u, &cu)?;
+                        if !w.exists() {
+                            make_work = Some(w.clone());
+                        }
+                        (w.clone(), w)
+                    }
+                };
                 if cu == cw || lowers.contains(&cu) {
-                    return Err(ConfigError::Twice(u.clone()));
+                    return Err(twice(u));
                 }
                 if lowers.contains(&cw) {
-                    return Err(ConfigError::Twice(w.clone()));
+                    return Err(twice(&w));
                 }
-                for (given, c) in [(u, &cu), (w, &cw)] {
+                for (given, c) in [(u, &cu), (&w, &cw)] {
                     for (lg, l) in self.lowers.iter().zip(&lowers) {
                         if within(c, l) || within(l, c) {
-                            return Err(ConfigError::Inside {
-                                inner: given.clone(),
-                                outer: lg.clone(),
-                            });
+                            return Err(inside(given, lg));
                         }
                     }
                     if within(c, &mountpoint) || within(&mountpoint, c) {
-                        return Err(ConfigError::Inside {
-                            inner: given.clone(),
-                            outer: self.mountpoint.clone(),
-                        });
+                        return Err(inside(given, &self.mountpoint));
                     }
                 }
                 if within(&cu, &cw) || within(&cw, &cu) {
-                    return Err(ConfigError::Inside {
-                        inner: w.clone(),
-                        outer: u.clone(),
-                    });
+                    return Err(inside(&w, u));
                 }
                 let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
-                if dev(&cu) != dev(&cw) {
-                    return Err(ConfigError::DifferentFilesystems {
-                        upper: u.clone(),
-                        work: w.clone(),
-                    });
+                // A work dir still to be made: its parent's filesystem was checked.
+                if make_work.is_none() && dev(&cu) != dev(&cw) {
+                    return Err(SetupError::invalid(format!(
+                        "{}: work dir must be on the same filesystem as the upper dir {}",
+                        w.display(),
+                        u.display()
+                    )));
                 }
                 Some((cu, cw))
             }
-            _ => return Err(ConfigError::UpperWithoutWork),
         };
         let read_only = self.read_only || upper.is_none();
         let mut seen = Vec::new();
         for s in &self.splices {
             if seen.contains(&&s.target) {
-                return Err(ConfigError::Invalid(format!(
+                return Err(SetupError::invalid(format!(
                     "/{}: two volumes or binds at the same target",
                     s.target.display()
                 )));
@@ -304,7 +312,7 @@ impl MountRequest {
             if let SpliceSource::Bind(src) = &s.source
                 && !src.exists()
             {
-                return Err(ConfigError::Missing(src.clone()));
+                return Err(missing(src));
             }
         }
         Ok(MountConfig {
@@ -317,14 +325,62 @@ impl MountRequest {
                 metacopy: self.metacopy,
                 userxattr: self.userxattr,
                 volatile: self.volatile,
-                ownership: self.ownership.clone(),
+                ownership,
                 splices: Vec::new(),
                 override_stat: self.override_stat.clone(),
             },
             mountpoint,
             flags: self.flags.clone(),
             read_only,
+            make_work,
         })
+    }
+
+    /// The id mappings and squashing asked for, parsed.
+    fn ownership(&self) -> Result<Ownership, SetupError> {
+        let map = |ranges: &Option<String>, squash: Option<u32>, what: &str| {
+            let mut m = IdMap {
+                squash,
+                ..IdMap::default()
+            };
+            if let Some(r) = ranges {
+                m.ranges = IdMap::parse_ranges(r)
+                    .map_err(|e| SetupError::invalid(format!("{what}: {e}")))?;
+            }
+            Ok::<_, SetupError>(m)
+        };
+        Ok(Ownership {
+            uids: map(&self.uid_mapping, self.squash_uid, "uid mapping")?,
+            gids: map(&self.gid_mapping, self.squash_gid, "gid mapping")?,
+        })
+    }
+}
+
+/// The work dir of our own for `upper` (given as `given`, resolved to `canon`): its
+/// parent must be the upper's filesystem.
+fn own_work_dir(given: &Path, canon: &Path) -> Result<PathBuf, SetupError> {
+    let cant = |why: String| {
+        SetupError::invalid(format!(
+            "{}: cannot keep a work dir beside it ({why}); give --work DIR on the upper's filesystem",
+            given.display()
+        ))
+    };
+    let work = default_work_dir(canon).ok_or_else(|| cant("it has no parent".into()))?;
+    let parent = canon.parent().unwrap_or(Path::new("/"));
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
+    let (pd, ud) = match (dev(parent), dev(canon)) {
+        (Ok(p), Ok(u)) => (p, u),
+        (Err(e), _) | (_, Err(e)) => return Err(SetupError::io(parent, "", &e)),
+    };
+    if pd != ud {
+        return Err(cant(format!("{} is another filesystem", parent.display())));
+    }
+    match std::fs::symlink_metadata(&work) {
+        Ok(md) if md.is_dir() => Ok(work),
+        Ok(_) => Err(cant(format!("{} is not a directory", work.display()))),
+        // Made at mount (the session), where a parent that is not writable shows.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(work),
+        Err(e) => Err(SetupError::io(&work, "", &e)),
     }
 }
 
@@ -428,14 +484,23 @@ mod tests {
     }
 
     #[test]
-    fn upper_without_work_is_refused() {
+    fn work_without_upper_is_refused() {
         let r = MountRequest {
             lowers: vec![PathBuf::from("/")],
-            upper: Some(PathBuf::from("/tmp")),
+            work: Some(PathBuf::from("/tmp")),
             mountpoint: PathBuf::from("/tmp"),
             ..Default::default()
         };
-        assert_eq!(r.validate().unwrap_err(), ConfigError::UpperWithoutWork);
+        assert_eq!(r.validate().unwrap_err().kind(), SetupErrorKind::Invalid);
+    }
+
+    #[test]
+    fn own_work_dir_sits_beside_the_upper() {
+        assert_eq!(
+            default_work_dir(Path::new("/c/rw")),
+            Some(PathBuf::from("/c/rw.layerfuse-work"))
+        );
+        assert_eq!(default_work_dir(Path::new("/")), None);
     }
 
     #[test]

@@ -1,23 +1,22 @@
-//! The `layerfuse` command: parse argv into checked settings, then mount (as a
-//! background daemon unless `-f`) or unmount. Errors end as one line on stderr and a
-//! non-zero exit code.
+//! The `layerfuse` command: argv becomes one library call (a mount session, an
+//! unmount, a volume command) and its outcome an exit code; errors end as one line on
+//! stderr. `mount` without `-f` starts this same command again as the background
+//! daemon and returns once that daemon says its mount is live.
+
+mod cli;
 
 use clap::Parser;
-use layerfuse::cli::{self, Cli, Command};
-use layerfuse::cli::{Format, VolumeArgs, VolumeCommand};
-use layerfuse::config::SpliceSource;
-use layerfuse::config::{self, MountConfig, MountRequest};
-use layerfuse::fuse::{self, MountOptions};
-use layerfuse::overlay::{Overlay, SpliceConfig};
-use layerfuse::volumes::{Claim, VolumeStore};
+use cli::{Cli, Command, Format, VolumeArgs, VolumeCommand};
+use layerfuse::SetupError;
+use layerfuse::session::{self, MountRequest, Session};
+use layerfuse::volumes::VolumeStore;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{ExitCode, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Set in the daemon child that its parent waits on: print `ready` once mounted.
+/// Set in the daemon child that its parent waits on: print `READY_LINE` once mounted.
 const READY_ENV: &str = "LAYERFUSE_NOTIFY_READY";
 /// What the daemon prints on stdout once the mount is live.
 const READY_LINE: &str = "layerfuse-ready";
@@ -25,40 +24,53 @@ const READY_LINE: &str = "layerfuse-ready";
 /// Once the daemon is detached, stderr is a pipe nobody reads: logs stop there.
 static DETACHED: AtomicBool = AtomicBool::new(false);
 
+/// A failure already told on stderr (by the daemon): exit non-zero, say nothing more.
+struct Told;
+
+enum Failure {
+    Setup(SetupError),
+    Told(Told),
+}
+
+impl From<SetupError> for Failure {
+    fn from(e: SetupError) -> Failure {
+        Failure::Setup(e)
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     let result = if cli::is_compat(&args) {
         run_compat(&args)
     } else {
-        let cli = Cli::parse_from(&args);
-        match cli.command {
+        match Cli::parse_from(&args).command {
             Command::Mount(m) => {
                 init_logging(&m.log_level);
                 m.request()
-                    .and_then(|req| mount_or_spawn(req, m.foreground))
+                    .map_err(Failure::from)
+                    .and_then(|req| mount(req, m.foreground))
             }
-            Command::Umount(u) => umount(&u.mountpoint, u.lazy),
-            Command::Volume(v) => volume_command(v),
+            Command::Umount(u) => session::unmount_path(&u.mountpoint, u.lazy).map_err(Into::into),
+            Command::Volume(v) => volume_command(v).map_err(Into::into),
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            if !msg.is_empty() {
-                eprintln!("layerfuse: {msg}");
-            }
+        Err(Failure::Setup(e)) => {
+            eprintln!("layerfuse: {e}");
             ExitCode::FAILURE
         }
+        Err(Failure::Told(Told)) => ExitCode::FAILURE,
     }
 }
 
-fn run_compat(args: &[OsString]) -> Result<(), String> {
+fn run_compat(args: &[OsString]) -> Result<(), Failure> {
     let c = cli::parse_compat(args)?;
     init_logging(if c.debug { "debug" } else { "warn" });
     for u in &c.unknown {
         tracing::warn!(option = %u, "unknown mount option ignored");
     }
-    mount_or_spawn(c.request, c.foreground)
+    mount(c.request, c.foreground)
 }
 
 fn init_logging(level: &str) {
@@ -79,22 +91,46 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
-/// Validate, then either mount here (foreground, or the daemon child) or start the
-/// daemon and wait until its mount is live.
-fn mount_or_spawn(req: MountRequest, foreground: bool) -> Result<(), String> {
-    let cfg = req.validate().map_err(|e| e.to_string())?;
+/// Validate, then either serve here (foreground, or as the daemon child) or start the
+/// daemon and return once its mount is live.
+fn mount(req: MountRequest, foreground: bool) -> Result<(), Failure> {
+    let cfg = req.validate()?;
     let notify = std::env::var_os(READY_ENV).is_some();
-    if foreground || notify {
-        serve(&cfg, notify)
-    } else {
-        spawn_daemon()
+    if !foreground && !notify {
+        return spawn_daemon();
     }
+    // Taken over before the mount is live: a signal right after must unmount, not kill.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| SetupError::new(layerfuse::SetupErrorKind::Io, format!("signals: {e}")))?;
+    let session = Session::start(cfg)?;
+    let unmounter = session.unmounter();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(signal = sig, "unmounting");
+            if let Err(e) = unmounter.unmount(false) {
+                tracing::warn!(error = %e, "unmount failed, detaching lazily");
+                let _ = unmounter.unmount(true);
+            }
+        }
+    });
+    if notify {
+        println!("{READY_LINE}");
+        let _ = std::io::stdout().flush();
+        DETACHED.store(true, Ordering::Relaxed);
+    }
+    session.wait()?;
+    Ok(())
 }
 
-/// Start this same command again as the daemon, relay its errors, and return once it
-/// says the mount is live (or fail with its message).
-fn spawn_daemon() -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+/// Start this same command again as the daemon, relay what it says on stderr, and
+/// return once it prints the ready line (or fail when it exits without).
+fn spawn_daemon() -> Result<(), Failure> {
+    let daemon_error =
+        |e: std::io::Error| SetupError::new(layerfuse::SetupErrorKind::Io, format!("daemon: {e}"));
+    let exe = std::env::current_exe().map_err(daemon_error)?;
     let mut child = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
         .env(READY_ENV, "1")
@@ -104,180 +140,48 @@ fn spawn_daemon() -> Result<(), String> {
         // Its own process group: a terminal's ^C does not reach the daemon.
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start daemon: {e}"))?;
+        .map_err(daemon_error)?;
     let stderr = child.stderr.take();
     let relay = std::thread::spawn(move || {
         let mut said = false;
-        if let Some(s) = stderr {
-            for line in BufReader::new(s).lines().map_while(Result::ok) {
-                eprintln!("{line}");
-                said = true;
-            }
+        for line in stderr
+            .into_iter()
+            .flat_map(|s| BufReader::new(s).lines().map_while(Result::ok))
+        {
+            eprintln!("{line}");
+            said = true;
         }
         said
     });
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if line == READY_LINE {
-                return Ok(());
-            }
-        }
-    }
-    let status = child.wait().map_err(|e| e.to_string())?;
-    let said = relay.join().unwrap_or(false);
-    if said {
-        // The daemon's own line (already relayed) says what went wrong.
-        Err(String::new())
-    } else {
-        Err(format!(
-            "daemon exited before the mount was live ({status})"
-        ))
-    }
-}
-
-/// The volumes and binds of a mount, ready for the union.
-#[derive(Default)]
-struct Attached {
-    splices: Vec<SpliceConfig>,
-    /// Per splice: fill it from the layers first (a new, empty volume).
-    populate: Vec<bool>,
-    /// Held while mounted: marks the volumes as in use.
-    _claims: Vec<Claim>,
-    /// Volumes made by this mount, removed again if the mount is refused.
-    made: Vec<String>,
-}
-
-/// Make (or find) the volumes a mount asks for, claim them for this process, and
-/// turn every volume and bind into a splice of the union.
-fn attach_splices(cfg: &MountConfig) -> Result<Attached, String> {
-    let store = VolumeStore::new(cfg.store_root.clone());
-    let (mut splices, mut populate, mut claims) = (Vec::new(), Vec::new(), Vec::new());
-    let mut made = Vec::new();
-    for s in &cfg.splices {
-        let target = s.target.as_os_str().as_encoded_bytes().to_vec();
-        match &s.source {
-            SpliceSource::Volume(name) => {
-                let (v, new) = match name {
-                    Some(n) => store.get_or_create(n)?,
-                    None => (store.create(None)?, true),
-                };
-                if new {
-                    made.push(v.name.clone());
-                }
-                claims.push(store.claim(&v.name, &cfg.mountpoint)?);
-                let empty = std::fs::read_dir(&v.path)
-                    .map(|mut d| d.next().is_none())
-                    .unwrap_or(false);
-                populate.push(empty && !s.nocopy);
-                splices.push(SpliceConfig {
-                    target,
-                    source: v.path,
-                    read_only: s.read_only,
-                });
-            }
-            SpliceSource::Bind(src) => {
-                populate.push(false);
-                splices.push(SpliceConfig {
-                    target,
-                    source: src.clone(),
-                    read_only: s.read_only,
-                });
-            }
-        }
-    }
-    Ok(Attached {
-        splices,
-        populate,
-        _claims: claims,
-        made,
-    })
-}
-
-/// Open the layers, mount, and serve until unmounted.
-fn serve(cfg: &MountConfig, notify: bool) -> Result<(), String> {
-    let attached = attach_splices(cfg)?;
-    // A refused mount leaves no volume it made behind.
-    let refused = |attached: Attached, msg: String| {
-        let store = VolumeStore::new(cfg.store_root.clone());
-        let made = attached.made.clone();
-        drop(attached);
-        for name in made {
-            let _ = store.remove(&name, true);
-        }
-        msg
-    };
-    let mut ocfg = cfg.overlay.clone();
-    ocfg.splices = attached.splices.clone();
-    let overlay = match Overlay::new(&ocfg) {
-        Ok(o) => o,
-        Err(e) => return Err(refused(attached, e.to_string())),
-    };
-    if let Err(e) = overlay.prepare_splices(&attached.populate) {
-        return Err(refused(attached, e));
-    }
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8);
-    let opts = MountOptions {
-        read_only: cfg.read_only,
-        threads: if cfg!(target_os = "linux") {
-            threads
-        } else {
-            1
-        },
-        flags: cfg.flags.clone(),
-    };
-    // Taken over before the mount is live: a signal right after must unmount, not kill.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .map_err(|e| format!("cannot handle signals: {e}"))?;
-    let mut mounted = match fuse::mount(Arc::new(overlay), &cfg.mountpoint, &opts) {
-        Ok(m) => m,
-        // Unmounted (umount2, fusermount -u) between the kernel's mount and the first
-        // request: nothing is left mounted, as after any unmount.
-        Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {
-            tracing::info!(error = %e, "unmounted before serving, exiting");
-            return Ok(());
-        }
-        Err(e) => return Err(format!("{}: cannot mount: {e}", cfg.mountpoint.display())),
-    };
-    tracing::info!(mountpoint = %cfg.mountpoint.display(), "mounted");
-    let mut unmounter = mounted.unmounter();
-    let mountpoint = cfg.mountpoint.clone();
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            tracing::info!(signal = sig, "unmounting");
-            if let Err(e) = unmounter.unmount() {
-                tracing::warn!(error = %e, "unmount failed, detaching lazily");
-                let _ = layerfuse::sys::unmount(&mountpoint, true);
-            }
-        }
+    let ready = child.stdout.take().is_some_and(|out| {
+        BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l == READY_LINE)
     });
-    if notify {
-        println!("{READY_LINE}");
-        let _ = std::io::stdout().flush();
-        DETACHED.store(true, Ordering::Relaxed);
+    if ready {
+        return Ok(());
     }
-    mounted
-        .run()
-        .map_err(|e| format!("{}: session ended: {e}", cfg.mountpoint.display()))?;
-    tracing::info!("unmounted, exiting");
-    Ok(())
+    let status = child.wait().map_err(daemon_error)?;
+    if relay.join().unwrap_or(false) {
+        // The daemon's own line (already relayed) says what went wrong.
+        return Err(Failure::Told(Told));
+    }
+    Err(SetupError::new(
+        layerfuse::SetupErrorKind::Io,
+        format!("daemon exited before the mount was live ({status})"),
+    )
+    .into())
 }
 
-fn umount(mountpoint: &std::path::Path, lazy: bool) -> Result<(), String> {
-    if !config::is_layerfuse_mount(
-        &std::fs::canonicalize(mountpoint).map_err(|e| format!("{}: {e}", mountpoint.display()))?,
-    ) {
-        return Err(format!("{}: not a layerfuse mount", mountpoint.display()));
+fn print_json(v: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("layerfuse: {e}"),
     }
-    layerfuse::sys::unmount(mountpoint, lazy).map_err(|e| format!("{}: {e}", mountpoint.display()))
 }
 
-fn volume_command(args: VolumeArgs) -> Result<(), String> {
+fn volume_command(args: VolumeArgs) -> Result<(), SetupError> {
     let store = VolumeStore::new(args.root);
     match args.command {
         VolumeCommand::Create { name } => {
@@ -287,10 +191,7 @@ fn volume_command(args: VolumeArgs) -> Result<(), String> {
         VolumeCommand::Ls { format } => {
             let vols = store.list();
             match format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&vols).map_err(|e| e.to_string())?
-                ),
+                Format::Json => print_json(&vols),
                 Format::Text => {
                     println!("NAME");
                     for v in vols {
@@ -303,19 +204,15 @@ fn volume_command(args: VolumeArgs) -> Result<(), String> {
             let v = store.get(&name)?;
             let users = store.users(&name);
             let size = store.size(&v);
-            let info = serde_json::json!({
-                "name": v.name,
-                "created": v.created,
-                "anonymous": v.anonymous,
-                "path": v.path,
-                "size": size,
-                "mounts": users,
-            });
             match format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&info).map_err(|e| e.to_string())?
-                ),
+                Format::Json => print_json(&serde_json::json!({
+                    "name": v.name,
+                    "created": v.created,
+                    "anonymous": v.anonymous,
+                    "path": v.path,
+                    "size": size,
+                    "mounts": users,
+                })),
                 Format::Text => {
                     println!("name:    {}", v.name);
                     println!("created: {}", v.created);

@@ -5,6 +5,7 @@
 //! for as long as it lives; a lock file nobody holds is a stale record. That is how
 //! `rm` knows a volume is in use, and `prune` which volumes no mount uses.
 
+use crate::error::{SetupError, SetupErrorKind, kind_of};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::Read;
@@ -49,7 +50,7 @@ impl Drop for Claim {
 }
 
 /// Docker's rule for volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, at most 255 bytes.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), SetupError> {
     let ok = name.len() >= 2
         && name.len() <= 255
         && name.as_bytes()[0].is_ascii_alphanumeric()
@@ -59,9 +60,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(SetupError::invalid(format!(
             "invalid volume name {name:?}: use 2-255 characters [a-zA-Z0-9_.-], starting with a letter or digit"
-        ))
+        )))
     }
 }
 
@@ -85,11 +86,11 @@ fn now() -> u64 {
 }
 
 /// A random 64-hex-digit id, as Docker names anonymous volumes.
-fn random_id() -> Result<String, String> {
+fn random_id() -> Result<String, SetupError> {
     let mut b = [0u8; 32];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
+        .map_err(|e| SetupError::io(Path::new("/dev/urandom"), "", &e))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
@@ -105,7 +106,7 @@ impl VolumeStore {
     }
 
     /// Make a volume (a random anonymous one without a name).
-    pub fn create(&self, name: Option<&str>) -> Result<Volume, String> {
+    pub fn create(&self, name: Option<&str>) -> Result<Volume, SetupError> {
         let (name, anonymous) = match name {
             Some(n) => {
                 check_name(n)?;
@@ -115,35 +116,48 @@ impl VolumeStore {
         };
         let dir = self.dir(&name);
         if dir.exists() {
-            return Err(format!("volume {name} already exists"));
+            return Err(SetupError::new(
+                SetupErrorKind::AlreadyExists,
+                format!("volume {name} already exists"),
+            ));
         }
         let data = dir.join("_data");
         fs::create_dir_all(dir.join("users"))
             .and_then(|_| fs::create_dir(&data))
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
+            .map_err(|e| SetupError::io(&dir, "", &e))?;
         let v = Volume {
             name,
             created: now(),
             anonymous,
             path: data,
         };
-        let meta = serde_json::to_vec_pretty(&v).map_err(|e| e.to_string())?;
-        fs::write(dir.join("meta.json"), meta).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let meta = serde_json::to_vec_pretty(&v)
+            .map_err(|e| SetupError::new(SetupErrorKind::Io, e.to_string()))?;
+        fs::write(dir.join("meta.json"), meta).map_err(|e| SetupError::io(&dir, "", &e))?;
         Ok(v)
     }
 
-    pub fn get(&self, name: &str) -> Result<Volume, String> {
+    pub fn get(&self, name: &str) -> Result<Volume, SetupError> {
         check_name(name)?;
         let meta = self.dir(name).join("meta.json");
-        let bytes = fs::read(&meta).map_err(|_| format!("no such volume: {name}"))?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", meta.display()))
+        let bytes = fs::read(&meta).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                SetupError::new(SetupErrorKind::NotFound, format!("no such volume: {name}"))
+            }
+            _ => SetupError::io(&meta, "", &e),
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| SetupError::new(SetupErrorKind::Io, format!("{}: {e}", meta.display())))
     }
 
     /// The named volume, made if it does not exist yet; `true` if it was made now.
-    pub fn get_or_create(&self, name: &str) -> Result<(Volume, bool), String> {
+    pub fn get_or_create(&self, name: &str) -> Result<(Volume, bool), SetupError> {
         match self.get(name) {
             Ok(v) => Ok((v, false)),
-            Err(_) => self.create(Some(name)).map(|v| (v, true)),
+            Err(e) if e.kind() == SetupErrorKind::NotFound => {
+                self.create(Some(name)).map(|v| (v, true))
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -181,23 +195,23 @@ impl VolumeStore {
     }
 
     /// Mark a volume as used by this process until the claim is dropped.
-    pub fn claim(&self, name: &str, mountpoint: &Path) -> Result<Claim, String> {
+    pub fn claim(&self, name: &str, mountpoint: &Path) -> Result<Claim, SetupError> {
         let path = self
             .dir(name)
             .join("users")
             .join(crate::sys::getpid().to_string());
         fs::write(&path, mountpoint.as_os_str().as_encoded_bytes())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| SetupError::io(&path, "", &e))?;
         let f = File::options()
             .read(true)
             .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        f.lock().map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| SetupError::io(&path, "", &e))?;
+        f.lock().map_err(|e| SetupError::io(&path, "", &e))?;
         Ok(Claim { _lock: f, path })
     }
 
     /// Remove a volume and its data; refused while a mount uses it unless `force`.
-    pub fn remove(&self, name: &str, force: bool) -> Result<(), String> {
+    pub fn remove(&self, name: &str, force: bool) -> Result<(), SetupError> {
         self.get(name)?;
         let users = self.users(name);
         if !users.is_empty() && !force {
@@ -205,16 +219,20 @@ impl VolumeStore {
                 .iter()
                 .map(|u| format!("{} (pid {})", u.mountpoint, u.pid))
                 .collect();
-            return Err(format!(
-                "volume {name} is in use by {}; unmount first or use --force",
-                who.join(", ")
+            return Err(SetupError::new(
+                SetupErrorKind::Busy,
+                format!(
+                    "volume {name} is in use by {}; unmount first or use --force",
+                    who.join(", ")
+                ),
             ));
         }
-        fs::remove_dir_all(self.dir(name)).map_err(|e| format!("volume {name}: {e}"))
+        fs::remove_dir_all(self.dir(name))
+            .map_err(|e| SetupError::new(kind_of(&e), format!("volume {name}: {e}")))
     }
 
     /// Remove every volume no live mount uses; returns their names.
-    pub fn prune(&self) -> Result<Vec<String>, String> {
+    pub fn prune(&self) -> Result<Vec<String>, SetupError> {
         let mut removed = Vec::new();
         for v in self.list() {
             if self.users(&v.name).is_empty() {

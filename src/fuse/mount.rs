@@ -17,7 +17,7 @@ pub struct MountOptions {
     pub flags: Vec<String>,
 }
 
-/// A mounted union: run it with [`Mounted::run`]; `unmounter` ends it from elsewhere.
+/// A mounted union: run it with [`Mounted::run`]; unmounting it (from anywhere) ends it.
 pub struct Mounted {
     session: Session<LayerFs>,
 }
@@ -26,11 +26,6 @@ impl Mounted {
     /// Serve requests until the filesystem is unmounted.
     pub fn run(self) -> io::Result<()> {
         self.session.run()
-    }
-
-    /// A handle that unmounts the filesystem (for signal handlers).
-    pub fn unmounter(&mut self) -> fuser::SessionUnmounter {
-        self.session.unmount_callable()
     }
 }
 

@@ -76,6 +76,7 @@ pub fn rename_at(
     Ok(())
 }
 
+#[allow(dead_code)] // the whole set, used piecemeal
 pub mod xattr_flag {
     pub const CREATE: i32 = 1;
     pub const REPLACE: i32 = 2;

@@ -161,7 +161,8 @@ pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<Vec<u8>>> {
         .collect())
 }
 
-/// Flags for [`set_xattr`].
+/// Flags for [`set_xattr`] (the whole set, used piecemeal).
+#[allow(dead_code)]
 pub mod xattr_flag {
     pub const CREATE: i32 = libc::XATTR_CREATE;
     pub const REPLACE: i32 = libc::XATTR_REPLACE;

@@ -7,7 +7,7 @@
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString, OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
@@ -274,7 +274,8 @@ pub struct RawDirEntry {
     pub kind: Option<FileKind>,
 }
 
-/// Open flags the upper layers may ask for.
+/// Open flags the upper layers may ask for (the whole set, used piecemeal).
+#[allow(dead_code)]
 pub mod oflag {
     pub const RDONLY: i32 = libc::O_RDONLY;
     pub const WRONLY: i32 = libc::O_WRONLY;
@@ -529,14 +530,6 @@ pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> SysResult<usize> {
     })
 }
 
-/// `write` at the file's own offset (for O_APPEND files, the end).
-pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> SysResult<usize> {
-    retry(|| {
-        // SAFETY: `buf` is readable for `buf.len()` bytes.
-        check_size(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
-    })
-}
-
 pub fn fsync(fd: BorrowedFd<'_>) -> SysResult<()> {
     // SAFETY: plain syscall on a valid fd.
     retry(|| check(unsafe { libc::fsync(fd.as_raw_fd()) }))?;
@@ -560,6 +553,7 @@ pub fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: i32) -> SysResult<i64> {
     }
 }
 
+#[allow(dead_code)] // the whole set, used piecemeal
 pub mod seek {
     pub const SET: i32 = libc::SEEK_SET;
     pub const END: i32 = libc::SEEK_END;
@@ -670,77 +664,6 @@ pub fn getegid() -> u32 {
 pub fn getpid() -> u32 {
     // SAFETY: getpid cannot fail.
     unsafe { libc::getpid() as u32 }
-}
-
-/// A pipe whose ends are closed on exec.
-pub fn pipe() -> SysResult<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` has room for two descriptors.
-    check(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
-    // SAFETY: pipe returned two fresh descriptors.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((r, w))
-}
-
-/// What `fork` returned to this process.
-pub enum Forked {
-    Parent { child: u32 },
-    Child,
-}
-
-/// Fork the process. Call only while the process has a single thread.
-pub fn fork() -> SysResult<Forked> {
-    // SAFETY: the caller guarantees the process is single-threaded, so the child
-    // does not inherit locks held by other threads.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => Err(Errno::last()),
-        0 => Ok(Forked::Child),
-        p => Ok(Forked::Parent { child: p as u32 }),
-    }
-}
-
-/// Start a new session, so the daemon outlives its terminal.
-pub fn setsid() -> SysResult<()> {
-    // SAFETY: setsid has no memory-safety preconditions.
-    check(unsafe { libc::setsid() })?;
-    Ok(())
-}
-
-/// Point stdin, stdout and stderr at /dev/null (the daemon's logs go elsewhere).
-pub fn detach_stdio() -> SysResult<()> {
-    let null = open_dir_path_flags(Path::new("/dev/null"), libc::O_RDWR)?;
-    for target in 0..3 {
-        // SAFETY: dup2 onto the standard descriptors, which this process owns.
-        check(unsafe { libc::dup2(null.as_raw_fd(), target) })?;
-    }
-    Ok(())
-}
-
-fn open_dir_path_flags(path: &Path, flags: i32) -> SysResult<OwnedFd> {
-    let c = cstr(path.as_os_str().as_bytes())?;
-    // SAFETY: `c` is a valid C string.
-    let fd = check(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) })?;
-    // SAFETY: fresh descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Wait for a child process; returns its exit code (128+signal if killed).
-pub fn wait_child(pid: u32) -> SysResult<i32> {
-    let mut status = 0;
-    // SAFETY: `status` is a valid out-pointer.
-    retry(|| check(unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) }))?;
-    if libc::WIFEXITED(status) {
-        Ok(libc::WEXITSTATUS(status))
-    } else {
-        Ok(128 + libc::WTERMSIG(status))
-    }
-}
-
-/// Whether a process still exists.
-pub fn process_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
 }
 
 /// Duplicate a descriptor (close-on-exec).

@@ -1,0 +1,268 @@
+//! One mount's life as a library call. [`Session::start`] attaches the volumes and
+//! binds, opens the layers, mounts and serves on threads of this process, and returns
+//! once the mount is live; [`Session::unmount`] ends it, [`Session::wait`] serves until
+//! someone else unmounts it. The `layerfuse` binary and the storage driver both mount
+//! this way; everything that can go wrong before serving is one [`SetupError`].
+
+use crate::fuse::{self, MountOptions};
+use crate::overlay::{Overlay, SpliceConfig};
+use crate::volumes::{Claim, VolumeStore};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+pub use crate::config::{
+    MountConfig, MountRequest, SpliceSource, SpliceSpec, default_work_dir, is_layerfuse_mount,
+    parse_splice, split_lowers,
+};
+pub use crate::error::{SetupError, SetupErrorKind};
+
+/// One mount served by this process.
+#[derive(Debug)]
+pub struct Session {
+    mountpoint: PathBuf,
+    /// The thread that serves requests until the mount goes; `None` once joined (or
+    /// when the mount was gone before it served).
+    serving: Option<JoinHandle<io::Result<()>>>,
+}
+
+/// Ends a session's mount from elsewhere (a signal handler's thread).
+#[derive(Clone, Debug)]
+pub struct Unmounter {
+    mountpoint: PathBuf,
+}
+
+impl Unmounter {
+    /// Unmount; `lazy` detaches a busy mount (it goes when its last user leaves).
+    pub fn unmount(&self, lazy: bool) -> Result<(), SetupError> {
+        crate::sys::unmount(&self.mountpoint, lazy)
+            .map_err(|e| SetupError::errno(&self.mountpoint, "cannot unmount", e.0))
+    }
+}
+
+/// The volumes and binds of a mount, ready for the union.
+#[derive(Debug, Default)]
+struct Attached {
+    splices: Vec<SpliceConfig>,
+    /// Per splice: fill it from the layers first (a new, empty volume).
+    populate: Vec<bool>,
+    /// Held while mounted: marks the volumes as in use.
+    claims: Vec<Claim>,
+    /// Volumes made by this mount, removed again if the mount is refused.
+    made: Vec<String>,
+}
+
+/// Make (or find) the volumes a mount asks for, claim them for this process, and
+/// turn every volume and bind into a splice of the union.
+fn attach(cfg: &MountConfig, store: &VolumeStore, out: &mut Attached) -> Result<(), SetupError> {
+    for s in &cfg.splices {
+        let target = s.target.as_os_str().as_encoded_bytes().to_vec();
+        match &s.source {
+            SpliceSource::Volume(name) => {
+                let (v, new) = match name {
+                    Some(n) => store.get_or_create(n)?,
+                    None => (store.create(None)?, true),
+                };
+                if new {
+                    out.made.push(v.name.clone());
+                }
+                out.claims.push(store.claim(&v.name, &cfg.mountpoint)?);
+                let empty = std::fs::read_dir(&v.path)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false);
+                out.populate.push(empty && !s.nocopy);
+                out.splices.push(SpliceConfig {
+                    target,
+                    source: v.path,
+                    read_only: s.read_only,
+                });
+            }
+            SpliceSource::Bind(src) => {
+                out.populate.push(false);
+                out.splices.push(SpliceConfig {
+                    target,
+                    source: src.clone(),
+                    read_only: s.read_only,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Request-serving threads: one per core, at least 2 (a slow request must not stall
+/// the rest), at most 8. Other systems' fuser serves on one.
+fn serving_threads() -> usize {
+    if !cfg!(target_os = "linux") {
+        return 1;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+impl Session {
+    /// Attach volumes, open layers, mount, start serving; returns once the mount is
+    /// live. A refused mount leaves nothing behind: no mount, no volume or work dir it
+    /// made.
+    pub fn start(cfg: MountConfig) -> Result<Session, SetupError> {
+        let made_work = match &cfg.make_work {
+            Some(w) => {
+                make_work_dir(w)?;
+                Some(w.clone())
+            }
+            None => None,
+        };
+        let store = VolumeStore::new(cfg.store_root.clone());
+        let mut attached = Attached::default();
+        let started = attach(&cfg, &store, &mut attached)
+            .and_then(|()| open_union(&cfg, &attached))
+            .and_then(|overlay| {
+                let opts = MountOptions {
+                    read_only: cfg.read_only,
+                    threads: serving_threads(),
+                    flags: cfg.flags.clone(),
+                };
+                match fuse::mount(Arc::new(overlay), &cfg.mountpoint, &opts) {
+                    Ok(m) => Ok(Some(m)),
+                    // Unmounted (umount2, fusermount -u) between the kernel's mount and
+                    // the first request: nothing is left mounted, as after any unmount.
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(None),
+                    Err(e) => Err(SetupError::io(&cfg.mountpoint, "cannot mount", &e)),
+                }
+            });
+        let mounted = match started {
+            Ok(m) => m,
+            Err(e) => {
+                let made = std::mem::take(&mut attached.made);
+                drop(attached);
+                for name in made {
+                    let _ = store.remove(&name, true);
+                }
+                if let Some(w) = made_work {
+                    let _ = std::fs::remove_dir_all(w);
+                }
+                return Err(e);
+            }
+        };
+        let Some(mounted) = mounted else {
+            tracing::info!("unmounted before serving");
+            return Ok(Session {
+                mountpoint: cfg.mountpoint,
+                serving: None,
+            });
+        };
+        tracing::info!(mountpoint = %cfg.mountpoint.display(), "mounted");
+        let serving = std::thread::Builder::new()
+            .name("layerfuse-session".into())
+            .spawn(move || {
+                // The claims live exactly as long as the mount is served.
+                let _claims = attached.claims;
+                mounted.run()
+            })
+            .map_err(|e| SetupError::io(&cfg.mountpoint, "cannot start serving", &e))?;
+        Ok(Session {
+            mountpoint: cfg.mountpoint,
+            serving: Some(serving),
+        })
+    }
+
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// A handle that unmounts this session's mount from another thread.
+    pub fn unmounter(&self) -> Unmounter {
+        Unmounter {
+            mountpoint: self.mountpoint.clone(),
+        }
+    }
+
+    /// Unmount and wait for the serving threads to end (the daemon's work is
+    /// flushed). A busy mount is refused ([`SetupErrorKind::Busy`]) and stays served.
+    pub fn unmount(mut self) -> Result<(), SetupError> {
+        if self.serving.is_some()
+            && let Err(e) = self.unmounter().unmount(false)
+        {
+            // Still mounted: the serving thread goes on (detached) for whoever uses it.
+            self.serving = None;
+            return Err(e);
+        }
+        self.join()
+    }
+
+    /// Serve until the mount is unmounted from outside (umount, fusermount3 -u).
+    pub fn wait(mut self) -> Result<(), SetupError> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), SetupError> {
+        let Some(t) = self.serving.take() else {
+            return Ok(());
+        };
+        let ended = match t.join() {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::other("the serving thread panicked")),
+        };
+        tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
+        ended.map_err(|e| SetupError::io(&self.mountpoint, "session ended", &e))
+    }
+}
+
+impl Drop for Session {
+    /// A session dropped while mounted is unmounted (detached if busy), never left
+    /// served by nobody's threads.
+    fn drop(&mut self) {
+        if self.serving.is_none() {
+            return;
+        }
+        let u = self.unmounter();
+        if u.unmount(false).is_ok() {
+            let _ = self.join();
+        } else {
+            let _ = u.unmount(true);
+        }
+    }
+}
+
+/// Open the layers with the volumes and binds grafted in, and fill new volumes.
+fn open_union(cfg: &MountConfig, attached: &Attached) -> Result<Overlay, SetupError> {
+    let mut ocfg = cfg.overlay.clone();
+    ocfg.splices = attached.splices.clone();
+    let overlay = Overlay::new(&ocfg).map_err(|e| {
+        let kind = crate::error::kind_of(&io::Error::from_raw_os_error(e.errno.0));
+        SetupError::new(kind, e.to_string())
+    })?;
+    overlay
+        .prepare_splices(&attached.populate)
+        .map_err(|e| SetupError::new(SetupErrorKind::Io, e))?;
+    Ok(overlay)
+}
+
+/// Make the work dir of our own (`--work` not given), root's or the owner's only.
+fn make_work_dir(w: &Path) -> Result<(), SetupError> {
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(w)
+        .map_err(|e| SetupError::io(w, "cannot make the work dir beside the upper", &e))
+}
+
+/// `layerfuse umount`: unmount a layerfuse mount (only one: any other filesystem at
+/// that path is refused); its daemon then exits.
+pub fn unmount_path(mountpoint: &Path, lazy: bool) -> Result<(), SetupError> {
+    let canon =
+        std::fs::canonicalize(mountpoint).map_err(|e| SetupError::io(mountpoint, "", &e))?;
+    if !is_layerfuse_mount(&canon) {
+        return Err(SetupError::new(
+            SetupErrorKind::NotFound,
+            format!("{}: not a layerfuse mount", mountpoint.display()),
+        ));
+    }
+    Unmounter {
+        mountpoint: mountpoint.to_path_buf(),
+    }
+    .unmount(lazy)
+}
