@@ -2,3 +2,5 @@
 //! front ends runtimes talk to (Docker's graphdriver plugin, containerd's snapshotter).
 //! Unions are mounted through `layerfuse`'s session API, never by running its CLI.
 #![deny(unsafe_code)]
+
+pub mod store;

@@ -66,6 +66,13 @@ impl TreeDir {
         })
     }
 
+    /// A second handle on the same directory.
+    pub fn try_clone(&self) -> SysResult<TreeDir> {
+        Ok(TreeDir {
+            fd: sys::dup(self.fd())?,
+        })
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         sys::borrow(&self.fd)
     }
