@@ -7,6 +7,20 @@
 //! are single components: `/`, `.`, `..` and empty names are refused (`EINVAL`).
 
 use crate::sys::{self, Errno, RawDirEntry, Stat, SysResult, TimeSet};
+
+pub use crate::sys::{Errno as OsError, Stat as EntryStat};
+/// What a tree's user needs of the OS types (the `sys` module itself stays inside).
+pub use crate::sys::{FileKind, Timespec};
+
+/// The effective user and group ids (what `chown` and device nodes depend on).
+pub fn effective_ids() -> (u32, u32) {
+    (sys::geteuid(), sys::getegid())
+}
+
+/// Whether an error means the filesystem lacks the feature (xattrs, a flag).
+pub fn is_unsupported(e: Errno) -> bool {
+    sys::is_unsupported(e)
+}
 use std::ffi::OsStr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;

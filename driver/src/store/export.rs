@@ -11,12 +11,13 @@ use super::skeleton;
 use super::{ErrorKind, LayerId, LayerKind, LayerMeta, Store, StoreError, StoreResult};
 use layerfuse::layer::storemeta::{self, StoredFile};
 use layerfuse::layer::writer::Tree;
+use layerfuse::layer::writer::{EntryStat as Stat, FileKind};
 use layerfuse::layer::{DirMarkers, Found, Layer, MarkerNames, join, split_last};
-use layerfuse::sys::{FileKind, Stat};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -51,7 +52,7 @@ impl Level {
 
     fn markers(&self, rel: &[u8]) -> Option<DirMarkers> {
         let d = self.layer.open_dir(rel).ok()?;
-        Some(self.layer.dir_markers(layerfuse::sys::borrow(&d)))
+        Some(self.layer.dir_markers(d.as_fd()))
     }
 
     /// What this layer holds at `rel` (its directory must exist here).
@@ -65,9 +66,9 @@ impl Level {
         let Ok(d) = self.layer.open_dir(dir) else {
             return Found::Missing;
         };
-        let m = self.layer.dir_markers(layerfuse::sys::borrow(&d));
+        let m = self.layer.dir_markers(d.as_fd());
         self.layer
-            .find(layerfuse::sys::borrow(&d), name, &m)
+            .find(d.as_fd(), name, &m)
             .unwrap_or(Found::Missing)
     }
 }
@@ -135,7 +136,7 @@ impl Lowers {
             let Ok(d) = l.layer.open_dir(rel) else {
                 continue;
             };
-            let d = layerfuse::sys::borrow(&d);
+            let d = d.as_fd();
             let m = l.layer.dir_markers(d);
             for e in l.layer.list(d, &m).unwrap_or_default() {
                 if seen.contains_key(&e.name) || hidden.contains(&e.name) {
@@ -223,7 +224,7 @@ impl Walk {
                 .layer
                 .open_dir(u)
                 .map_err(|e| StoreError::io("reading the container layer", e))?;
-            let d = layerfuse::sys::borrow(&d);
+            let d = d.as_fd();
             let m = self.upper.layer.dir_markers(d);
             if m.opaque {
                 merge = None;

@@ -5,8 +5,10 @@
 use super::skeleton::SkeletonWriter;
 use super::{ErrorKind, LayerId, LayerKind, Store, StoreError, StoreResult, hex, write_meta};
 use layerfuse::layer::storemeta::{self, StoredFile};
+use layerfuse::layer::writer::{
+    FileKind, OsError as Errno, Timespec, effective_ids, is_unsupported,
+};
 use layerfuse::layer::writer::{Tree, TreeDir};
-use layerfuse::sys::{self, Errno, FileKind, Timespec};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -264,7 +266,7 @@ impl Importer<'_> {
         for (k, v) in &a.xattrs {
             match dir.set_xattr(name, OsStr::from_bytes(k), v) {
                 Ok(()) => {}
-                Err(e) if sys::is_unsupported(e) || e == Errno::EPERM => {
+                Err(e) if is_unsupported(e) || e == Errno::EPERM => {
                     tracing::warn!(path = %String::from_utf8_lossy(path), "xattr {} not kept: {e}", String::from_utf8_lossy(k));
                 }
                 Err(e) => return Err(io(e)),
@@ -482,7 +484,7 @@ impl Importer<'_> {
         let (uid, gid) = if self.root {
             (a.uid, a.gid)
         } else {
-            (sys::geteuid(), sys::getegid())
+            effective_ids()
         };
         let mut xattrs = a.xattrs.clone();
         xattrs.sort();
@@ -613,7 +615,7 @@ impl Store {
             tree,
             blobs: stage.dir.child(OsStr::new("blobs")).map_err(io)?,
             blob_seq: 0,
-            root: sys::geteuid() == 0,
+            root: effective_ids().0 == 0,
             seq: meta.seq,
             next_file: 0,
             new_objects: HashMap::new(),

@@ -25,8 +25,8 @@ mod skeleton;
 pub use export::{Change, ChangeKind};
 pub use import::{ImportSummary, Progress};
 
+use layerfuse::layer::writer::OsError as Errno;
 use layerfuse::layer::writer::TreeDir;
-use layerfuse::sys::Errno;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsStr;
 use std::fs::File;
@@ -237,7 +237,7 @@ impl Store {
         let s = Store {
             root: root.to_path_buf(),
             store,
-            device_nodes: layerfuse::sys::geteuid() == 0,
+            device_nodes: layerfuse::layer::writer::effective_ids().0 == 0,
         };
         s.recover()?;
         Ok(s)
@@ -245,7 +245,7 @@ impl Store {
 
     /// Refuse (or allow, as root) device nodes in imported tars.
     pub fn set_device_nodes(&mut self, allowed: bool) {
-        self.device_nodes = allowed && layerfuse::sys::geteuid() == 0;
+        self.device_nodes = allowed && layerfuse::layer::writer::effective_ids().0 == 0;
     }
 
     pub(crate) fn device_nodes(&self) -> bool {
@@ -566,7 +566,7 @@ impl Store {
 
     fn each_object(
         &self,
-        mut f: impl FnMut(&TreeDir, &OsStr, &layerfuse::sys::Stat) -> StoreResult<()>,
+        mut f: impl FnMut(&TreeDir, &OsStr, &layerfuse::layer::writer::EntryStat) -> StoreResult<()>,
     ) -> StoreResult<()> {
         let objects = self.dir("objects")?;
         for fan in objects
