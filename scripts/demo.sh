@@ -16,7 +16,7 @@ cleanup() {
   rm -rf "$demo"
 }
 trap cleanup EXIT
-mkdir -p "$demo"/{base,app,upper,work,merged}
+mkdir -p "$demo"/{base,app,upper,merged}
 echo "from base"       > "$demo/base/os-release"
 echo "base config"     > "$demo/base/config"
 echo "app config"      > "$demo/app/config"
@@ -27,7 +27,7 @@ show() { printf '\n$ %s\n' "$*"; "$@"; }
 say() { printf '\n# %s\n' "$*"; }
 
 say "two lower layers: app (top) over base; a writable upper"
-show "$bin" mount --lower "$demo/app:$demo/base" --upper "$demo/upper" --work "$demo/work" "$demo/merged"
+show "$bin" mount --lower "$demo/app:$demo/base" --upper "$demo/upper" "$demo/merged"
 say "merging: the top layer wins, directories merge"
 show ls "$demo/merged" "$demo/merged/etc"
 show cat "$demo/merged/config"

@@ -247,7 +247,15 @@ fn make_work_dir(w: &Path) -> Result<(), SetupError> {
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(w)
-        .map_err(|e| SetupError::io(w, "cannot make the work dir beside the upper", &e))
+        .map_err(|e| {
+            SetupError::new(
+                crate::error::kind_of(&e),
+                format!(
+                    "{}: cannot make the work dir beside the upper: {e}; give --work DIR on the upper's filesystem",
+                    w.display()
+                ),
+            )
+        })
 }
 
 /// `layerfuse umount`: unmount a layerfuse mount (only one: any other filesystem at

@@ -463,3 +463,168 @@ fn mount_waits_for_a_departing_holder_of_the_work_dir() {
         fs::read_to_string(l.root.join("waiter.stderr")).unwrap_or_default()
     );
 }
+
+/// Processes whose root directory is `root` (daemons started inside a chroot there).
+fn pids_rooted_at(root: &Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if fs::read_link(e.path().join("root")).is_ok_and(|r| r == root) && !process_gone(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The command line layerfuse is introduced with, exactly as written:
+/// `layerfuse mount --lower a:b:c --upper rw /merged` (relative lowers and upper, no --work,
+/// daemon mode). It runs in a private mount namespace, chrooted into this test's directory, so
+/// `/merged` is the test's own; the script unmounts (lazily, on any failure) before it ends,
+/// so the daemon and the namespace end with it. Mounting twice shows the work dir of our own
+/// is made beside the upper and reused.
+#[test]
+fn the_introductory_command_line_works_as_written() {
+    need_root!();
+    let tmp = TempDir::new();
+    let root = tmp.path.clone();
+    let script = r#"
+set -eu
+R="$1"
+cd "$R"
+mkdir a b c rw merged usr dev proc
+echo top >a/top; echo mid >b/mid; echo base >c/base; echo hidden >c/top
+ln -s usr/bin bin; ln -s usr/lib lib; ln -s usr/lib64 lib64
+mount --rbind /usr usr; mount --rbind /dev dev; mount -t proc proc proc
+cp "$2" layerfuse
+trap 'umount -l "$R/merged" 2>/dev/null || true' EXIT
+for round in 1 2; do
+  chroot "$R" /layerfuse mount --lower a:b:c --upper rw /merged
+  cat merged/top merged/mid merged/base
+  echo "written $round" >merged/new
+  chroot "$R" /layerfuse umount /merged
+done
+"#;
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&root)
+        .arg(layerfuse_bin())
+        .stdin(Stdio::null())
+        .output()
+        .expect("unshare (util-linux)");
+    // Nothing may outlive the script: a daemon still rooted there is a leak.
+    let left = pids_rooted_at(&root);
+    let gone = wait_for(DEADLINE, || pids_rooted_at(&root).is_empty());
+    if !gone {
+        for pid in pids_rooted_at(&root) {
+            // SAFETY: kill on a daemon this test started (rooted in its own directory).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    assert!(
+        out.status.success(),
+        "{}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "top\nmid\nbase\n".repeat(2)
+    );
+    assert!(gone, "daemons left after unmount: {left:?}");
+    assert_eq!(
+        fs::read_to_string(root.join("rw/new")).unwrap(),
+        "written 2\n"
+    );
+    let work = root.join("rw.layerfuse-work");
+    assert!(work.is_dir(), "no work dir beside the upper");
+    assert_eq!(
+        fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("work"))
+            .count(),
+        1,
+        "a second work dir was made instead of reusing the first"
+    );
+}
+
+/// `std_args` without `--work`.
+fn args_without_work(l: &Layers, upper: &Path) -> Vec<OsString> {
+    let mut a = std_args(l);
+    a.truncate(4);
+    a[3] = s(upper);
+    a
+}
+
+#[test]
+fn without_work_an_upper_on_its_own_filesystem_is_refused() {
+    need_root!();
+    let l = base();
+    // The upper is a mount point: its parent, where the work dir would go, is another fs.
+    let tmpfs = TmpfsGuard::new(&l.root.join("up"));
+    let line = expect_refused(
+        "upper is a mount point",
+        &args_without_work(&l, &tmpfs.path),
+        &l.mnt,
+        &l.root,
+    );
+    assert!(
+        line.contains("--work"),
+        "the line must say what to do: {line}"
+    );
+    assert!(!l.root.join("up.layerfuse-work").exists());
+}
+
+/// Unmounts the given mount points (innermost first) even if the test fails.
+struct Unmount(Vec<PathBuf>);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            unmount_all(p);
+        }
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let st = cmd.status().unwrap();
+    assert!(st.success(), "{cmd:?}: {st}");
+}
+
+#[test]
+fn without_work_a_read_only_parent_is_refused() {
+    need_root!();
+    let l = base();
+    // parent: a read-only view of `src`; parent/rw: a writable view of src/rw. Same
+    // filesystem, so only the parent's being read-only is in the way.
+    let (src, parent) = (l.root.join("src"), l.root.join("parent"));
+    fs::create_dir_all(src.join("rw")).unwrap();
+    fs::create_dir(&parent).unwrap();
+    let upper = parent.join("rw");
+    let _guard = Unmount(vec![upper.clone(), parent.clone()]);
+    run(Command::new("mount").arg("--bind").arg(&src).arg(&parent));
+    run(Command::new("mount")
+        .args(["-o", "remount,bind,ro"])
+        .arg(&parent));
+    run(Command::new("mount")
+        .arg("--bind")
+        .arg(src.join("rw"))
+        .arg(&upper));
+    let line = expect_refused(
+        "read-only parent",
+        &args_without_work(&l, &upper),
+        &l.mnt,
+        &l.root,
+    );
+    assert!(line.contains("work dir"), "{line}");
+}
