@@ -123,6 +123,12 @@ pub struct MountArgs {
     /// Mount read-only even with an upper. Example: --read-only
     #[arg(long)]
     pub read_only: bool,
+    /// How requests travel between the kernel and the daemon: uring
+    /// (FUSE-over-io_uring, per-CPU queues; needs root and the kernel's
+    /// enable_uring), dev (/dev/fuse), or auto (uring where the kernel offers it).
+    /// Default: $LAYERFUSE_TRANSPORT, else auto. Example: --transport uring
+    #[arg(long, value_name = "auto|uring|dev")]
+    pub transport: Option<layerfuse::session::Transport>,
     /// Show stored user ids HOST..HOST+COUNT as CONTAINER..CONTAINER+COUNT (and store
     /// the reverse); several triples may follow each other.
     /// Example: --uidmapping 0:100000:65536
@@ -189,6 +195,7 @@ impl MountArgs {
             userxattr: self.userxattr,
             volatile: self.volatile,
             read_only: self.read_only,
+            transport: self.transport,
             flags: self
                 .options
                 .iter()
@@ -293,6 +300,7 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, SetupError> {
             ("squash_to_uid", Some(v)) => req.squash_uid = Some(id(key, v)?),
             ("squash_to_gid", Some(v)) => req.squash_gid = Some(id(key, v)?),
             ("ro", None) => req.read_only = true,
+            ("transport", Some(v)) => req.transport = Some(v.parse().map_err(SetupError::invalid)?),
             ("rw", None) | ("dev", None) | ("suid", None) | ("exec", None) | ("atime", None) => {}
             ("nodev" | "nosuid" | "noexec" | "noatime" | "sync" | "dirsync", None) => {
                 req.flags.push(key.to_owned())

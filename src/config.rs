@@ -105,6 +105,8 @@ pub struct MountConfig {
     /// Kernel mount flags passed through (`nodev`, `noexec`, …).
     pub flags: Vec<String>,
     pub read_only: bool,
+    /// `--transport` / `-o transport=`; None: `$LAYERFUSE_TRANSPORT`, else auto.
+    pub transport: Option<crate::fuse::Transport>,
     /// The work dir of our own, to be made at mount (the first mount without `--work`).
     pub make_work: Option<PathBuf>,
 }
@@ -192,6 +194,9 @@ pub struct MountRequest {
     pub userxattr: bool,
     pub volatile: bool,
     pub read_only: bool,
+    /// How requests travel (`--transport`, `-o transport=`); None: `$LAYERFUSE_TRANSPORT`,
+    /// else auto.
+    pub transport: Option<crate::fuse::Transport>,
     /// Mount options passed through: kernel flags (`nodev`, `noexec`, …) and
     /// `fsname=`/`subtype=`.
     pub flags: Vec<String>,
@@ -332,6 +337,7 @@ impl MountRequest {
             mountpoint,
             flags: self.flags.clone(),
             read_only,
+            transport: self.transport,
             make_work,
         })
     }

@@ -18,6 +18,7 @@ pub use crate::config::{
     parse_splice, split_lowers,
 };
 pub use crate::error::{SetupError, SetupErrorKind};
+pub use crate::fuse::Transport;
 
 /// One mount served by this process.
 #[derive(Debug)]
@@ -125,6 +126,10 @@ impl Session {
                     read_only: cfg.read_only,
                     threads: serving_threads(),
                     flags: cfg.flags.clone(),
+                    transport: match cfg.transport {
+                        Some(t) => t,
+                        None => fuse::Transport::from_env().map_err(SetupError::invalid)?,
+                    },
                 };
                 match fuse::mount(Arc::new(overlay), &cfg.mountpoint, &opts) {
                     Ok(m) => Ok(Some(m)),
@@ -155,7 +160,7 @@ impl Session {
                 serving: None,
             });
         };
-        tracing::info!(mountpoint = %cfg.mountpoint.display(), "mounted");
+        tracing::info!(mountpoint = %cfg.mountpoint.display(), transport = %mounted.transport(), "mounted");
         let serving = std::thread::Builder::new()
             .name("layerfuse-session".into())
             .spawn(move || {

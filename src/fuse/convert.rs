@@ -77,18 +77,6 @@ pub fn negative_attr() -> FileAttr {
     }
 }
 
-/// The attributes sent with `.` and `..` in a listing, which the kernel ignores
-/// (it takes only the number and type of those entries).
-pub fn dot_attr(ino: u64) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(ino),
-        kind: FileType::Directory,
-        perm: 0o755,
-        nlink: 1,
-        ..negative_attr()
-    }
-}
-
 pub fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino.get()),

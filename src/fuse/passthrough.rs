@@ -3,19 +3,28 @@
 //! The kernel allows one backing file per inode, and refuses a passthrough open of an
 //! inode that also has files open through the page cache (and the reverse). So an
 //! inode's opens are tracked here: passthrough only while no cached open exists, one
-//! `BackingId` shared by all passthrough opens of the inode, dropped with the last.
+//! backing file (of the transport's kind `B`) shared by all passthrough opens of the
+//! inode, dropped with the last.
 
 use crate::overlay::{HandleId, NodeId};
-use fuser::BackingId;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-#[derive(Default)]
-struct InodeIo {
+struct InodeIo<B> {
     cached: u32,
     passthrough: u32,
-    backing: Option<Arc<BackingId>>,
+    backing: Option<Arc<B>>,
+}
+
+impl<B> Default for InodeIo<B> {
+    fn default() -> Self {
+        InodeIo {
+            cached: 0,
+            passthrough: 0,
+            backing: None,
+        }
+    }
 }
 
 /// How one open file is served.
@@ -25,13 +34,21 @@ enum Mode {
     Passthrough,
 }
 
-#[derive(Default)]
-pub struct PassthroughTable {
-    inodes: Mutex<HashMap<NodeId, InodeIo>>,
+pub struct PassthroughTable<B> {
+    inodes: Mutex<HashMap<NodeId, InodeIo<B>>>,
     handles: Mutex<HashMap<HandleId, (NodeId, Mode)>>,
 }
 
-impl PassthroughTable {
+impl<B> Default for PassthroughTable<B> {
+    fn default() -> Self {
+        PassthroughTable {
+            inodes: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<B> PassthroughTable<B> {
     /// Decide how handle `fh` of inode `ino` is served. `make` opens a backing id
     /// when one is needed; `None` from it (or a cached open of the inode) means the
     /// daemon serves the file.
@@ -39,8 +56,8 @@ impl PassthroughTable {
         &self,
         ino: NodeId,
         fh: HandleId,
-        make: impl FnOnce() -> Option<BackingId>,
-    ) -> Option<Arc<BackingId>> {
+        make: impl FnOnce() -> Option<B>,
+    ) -> Option<Arc<B>> {
         let mut inodes = self.inodes.lock();
         let io = inodes.entry(ino).or_default();
         let backing = if io.cached == 0 {

@@ -261,6 +261,21 @@ impl Overlay {
         sys::read_exact_at(sys::borrow(&fd), size as usize, offset)
     }
 
+    /// Read at `offset` into `buf` (a transport's reply buffer), up to its length or
+    /// the end of the file; the bytes read.
+    pub fn read_into(&self, fh: HandleId, offset: u64, buf: &mut [u8]) -> SysResult<usize> {
+        let fd = self.file_fd(fh)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let n = sys::pread(sys::borrow(&fd), &mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
     /// Write at `offset`. `from_page_cache`: the kernel is writing back pages (mmap),
     /// which never strips privileges.
     pub fn write(

@@ -15,6 +15,8 @@ use std::path::Path;
 mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::*;
+#[cfg(target_os = "linux")]
+pub mod uring;
 
 #[cfg(not(target_os = "linux"))]
 mod bsd;
@@ -50,6 +52,7 @@ impl Errno {
     pub const EMLINK: Errno = Errno(libc::EMLINK);
     pub const EOVERFLOW: Errno = Errno(libc::EOVERFLOW);
     pub const ENXIO: Errno = Errno(libc::ENXIO);
+    pub const ENOTTY: Errno = Errno(libc::ENOTTY);
     #[cfg(target_os = "linux")]
     pub const ENODATA: Errno = Errno(libc::ENODATA);
     #[cfg(not(target_os = "linux"))]

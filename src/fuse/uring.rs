@@ -1,0 +1,642 @@
+//! The io_uring transport (FUSE-over-io_uring, protocol 7.42): layerfuse opens
+//! `/dev/fuse` and mounts it itself, answers INIT on the device (asking for
+//! `FUSE_OVER_IO_URING`), then registers one queue per possible CPU, as the kernel
+//! requires before it sends any request through a ring. Queue `q` is served by one
+//! thread pinned to CPU `q`: the kernel puts a request on the queue of the CPU its
+//! caller runs on, completes the waiting `COMMIT_AND_FETCH` in that thread's task
+//! context, and the thread answers in place and fetches the next request in the
+//! same `io_uring_enter` — no reader thread woken on another CPU, no hand-off.
+//!
+//! FORGET and INTERRUPT still come over `/dev/fuse` (the kernel sends only those
+//! there once the ring is up), read by one more thread; notifications are written
+//! to the device. Every request goes to the same [`Policy`] as the fuser transport.
+
+use super::policy::{self, DirItem, Entry, Negotiated, Notify, Opened, Policy, Xattr};
+use super::wire::{self, InHeader, Out, Request, init, ring};
+use crate::overlay::{Attr, Caller, Errno, HandleId, NodeId, SetAttr, TimeSet, Timespec};
+use crate::sys::uring::{self as sysuring, BackingFile, QueueRing};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Ring entries per queue: one is being answered while the kernel fills the others.
+const QUEUE_DEPTH: usize = 4;
+
+type UPolicy = Policy<BackingFile>;
+
+/// Why the io_uring transport cannot serve this mount.
+#[derive(Debug)]
+pub enum Unavailable {
+    /// The kernel has no FUSE-over-io_uring, or the administrator has not enabled it.
+    NotOffered(String),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unavailable::NotOffered(s) => f.write_str(s),
+            Unavailable::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<io::Error> for Unavailable {
+    fn from(e: io::Error) -> Self {
+        Unavailable::Io(e)
+    }
+}
+
+impl From<Errno> for Unavailable {
+    fn from(e: Errno) -> Self {
+        Unavailable::Io(io::Error::from_raw_os_error(e.0))
+    }
+}
+
+/// Whether this kernel offers FUSE-over-io_uring now (`enable_uring`).
+pub fn kernel_offers_uring() -> Result<(), String> {
+    match sysuring::fuse_uring_enabled() {
+        Some(true) => Ok(()),
+        Some(false) => Err(
+            "FUSE-over-io_uring is disabled (/sys/module/fuse/parameters/enable_uring is N)".into(),
+        ),
+        None => Err(
+            "this kernel has no FUSE-over-io_uring (no /sys/module/fuse/parameters/enable_uring)"
+                .into(),
+        ),
+    }
+}
+
+/// Writes notifications to the device.
+struct DevNotify(Arc<OwnedFd>);
+
+impl Notify for DevNotify {
+    fn inval_inode(&self, ino: u64, offset: i64, len: i64) -> io::Result<()> {
+        let m = wire::notify_inval_inode(ino, offset, len);
+        sysuring::dev_write(self.0.as_fd(), &[&m])
+            .map_err(|e| io::Error::from_raw_os_error(e.0))?;
+        Ok(())
+    }
+}
+
+/// A mount served through io_uring queues.
+pub struct UringSession {
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl UringSession {
+    /// Serve until the filesystem is unmounted.
+    pub fn run(self) -> io::Result<()> {
+        for t in self.threads {
+            let _ = t.join();
+        }
+        Ok(())
+    }
+}
+
+/// The INIT exchange on the device, before any queue exists.
+fn handshake(dev: &OwnedFd, policy: &UPolicy) -> Result<Negotiated, Unavailable> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = sysuring::dev_read(dev.as_fd(), &mut buf)?;
+        let Some(msg) = buf.get(..n) else {
+            return Err(Unavailable::Io(io::Error::from_raw_os_error(
+                Errno::EINVAL.0,
+            )));
+        };
+        let (h, req) = wire::parse_message(msg)
+            .map_err(|_| Unavailable::NotOffered("malformed INIT".into()))?;
+        let Request::Init {
+            major,
+            minor,
+            flags,
+            ..
+        } = req
+        else {
+            // Nothing else comes before INIT; answer ENOSYS to be safe.
+            reply_dev(dev, h.unique, -Errno::ENOSYS.0, &[]);
+            continue;
+        };
+        if major != wire::KERNEL_VERSION
+            || minor < wire::KERNEL_MINOR_VERSION
+            || flags & init::OVER_IO_URING == 0
+        {
+            // Answer so the mount does not hang, then give up on the ring.
+            reply_dev(dev, h.unique, -Errno::EIO.0, &[]);
+            return Err(Unavailable::NotOffered(format!(
+                "the kernel offers FUSE {major}.{minor} without FUSE-over-io_uring"
+            )));
+        }
+        let n = policy.negotiate(flags, init::OVER_IO_URING | init::INIT_EXT);
+        let out = wire::InitOut {
+            minor: wire::KERNEL_MINOR_VERSION,
+            max_readahead: n.max_readahead,
+            flags: n.flags | init::INIT_EXT,
+            max_background: n.max_background,
+            congestion_threshold: n.max_background * 3 / 4,
+            max_write: n.max_write,
+            max_pages: (n.max_write / 4096) as u16,
+            max_stack_depth: n.max_stack_depth,
+        };
+        let mut b = [0u8; 64];
+        let mut o = Out::new(&mut b);
+        wire::put_init(&mut o, &out);
+        reply_dev(dev, h.unique, 0, &b);
+        return Ok(n);
+    }
+}
+
+fn reply_dev(dev: &OwnedFd, unique: u64, error: i32, body: &[u8]) {
+    let h = wire::out_header((wire::OUT_HEADER_LEN + body.len()) as u32, error, unique);
+    if let Err(e) = sysuring::dev_write(dev.as_fd(), &[&h, body]) {
+        tracing::debug!(unique, error = %e, "reply not delivered");
+    }
+}
+
+/// Answer INIT over the mounted device `dev`, register the queues and start
+/// serving. Returns once every queue is registered (the mount is live).
+pub fn start(dev: OwnedFd, policy: UPolicy) -> Result<UringSession, Unavailable> {
+    let dev = Arc::new(dev);
+    let n = handshake(&dev, &policy)?;
+    let policy = Arc::new(policy);
+    let notify: Arc<dyn Notify> = Arc::new(DevNotify(dev.clone()));
+    policy.set_notifier(Box::new(DevNotify(dev.clone())));
+    policy.forward_attr_changes(notify);
+    // The kernel's payload size for every entry: max(8 KiB, max_write, max_pages pages).
+    let payload = (n.max_write as usize)
+        .max(8192)
+        .max((n.max_write as usize / 4096) * 4096);
+    let cpus = sysuring::possible_cpus();
+    let (tx, rx) = std::sync::mpsc::channel::<Result<(), Errno>>();
+    let mut threads = Vec::with_capacity(cpus + 1);
+    for qid in 0..cpus {
+        let (dev, policy, tx) = (dev.clone(), policy.clone(), tx.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("lf-uring-q{qid}"))
+            .spawn(move || serve_queue(qid, &dev, &policy, payload, tx))?;
+        threads.push(t);
+    }
+    drop(tx);
+    let mut failed = None;
+    for _ in 0..cpus {
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = Some(e),
+            Err(_) => failed = Some(Errno::EIO),
+        }
+    }
+    {
+        let (dev, policy) = (dev.clone(), policy.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("lf-uring-dev".into())
+                .spawn(move || serve_device(&dev, &policy))?,
+        );
+    }
+    if let Some(e) = failed {
+        // Requests then come over the device, which the device thread serves; a
+        // mount that asked for io_uring should know.
+        tracing::warn!(error = %e, "FUSE-over-io_uring queue registration failed; serving over /dev/fuse");
+    }
+    tracing::info!(
+        queues = cpus,
+        depth = QUEUE_DEPTH,
+        payload,
+        "serving over FUSE-over-io_uring"
+    );
+    Ok(UringSession { threads })
+}
+
+/// One queue: pinned to its CPU, registered, then answer and fetch until unmount.
+fn serve_queue(
+    qid: usize,
+    dev: &Arc<OwnedFd>,
+    policy: &UPolicy,
+    payload: usize,
+    ready: std::sync::mpsc::Sender<Result<(), Errno>>,
+) {
+    if let Err(e) = sysuring::pin_to_cpu(qid) {
+        tracing::debug!(qid, error = %e, "queue thread not pinned");
+    }
+    let mut q = match QueueRing::new(dev.as_fd(), QUEUE_DEPTH, ring::REQ_HEADER_SZ, payload) {
+        Ok(q) => q,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let cmd = ring::cmd_req(0, qid as u16);
+    if let Err(e) = q.register_all(ring::CMD_REGISTER, &cmd) {
+        let _ = ready.send(Err(e));
+        return;
+    }
+    let _ = ready.send(Ok(()));
+    let mut done = Vec::with_capacity(q.depth());
+    loop {
+        if let Err(e) = q.wait(&mut done) {
+            tracing::warn!(qid, error = %e, "io_uring wait failed; queue stops");
+            return;
+        }
+        let mut live = false;
+        for &(idx, res) in &done {
+            if res < 0 {
+                // ENOTCONN / ECANCELED: unmounted or aborted; the entry stays with us.
+                tracing::debug!(qid, idx, res, "ring entry ended");
+                continue;
+            }
+            live = true;
+            let Some((header, payload)) = q.buffers(idx) else {
+                continue;
+            };
+            let commit_id = answer_entry(policy, dev, header, payload);
+            let cmd = ring::cmd_req(commit_id, qid as u16);
+            if let Err(e) = q.commit(idx, ring::CMD_COMMIT_AND_FETCH, &cmd) {
+                tracing::warn!(qid, error = %e, "commit failed; queue stops");
+                return;
+            }
+        }
+        if !live && !done.is_empty() {
+            // Every completion was an end: the connection is gone.
+            return;
+        }
+    }
+}
+
+/// Read the request in a ring entry, answer it in place. Returns the commit id.
+fn answer_entry(
+    policy: &UPolicy,
+    dev: &Arc<OwnedFd>,
+    header: &mut [u8],
+    payload: &mut [u8],
+) -> u64 {
+    let Some((commit_id, payload_sz)) = ring::ent_in(header) else {
+        return 0;
+    };
+    let (error, len) = match InHeader::parse(&header[..ring::IN_OUT_HEADER_SZ]) {
+        Ok(h) => {
+            let op_in = &header[ring::IN_OUT_HEADER_SZ..ring::ENT_IN_OUT_OFFSET];
+            let arg = &op_in[..wire::op_in_size(h.opcode).min(op_in.len())];
+            let body = &payload[..(payload_sz as usize).min(payload.len())];
+            let answer = match wire::parse(h.opcode, arg, body) {
+                Ok(req) => handle(policy, dev, &h, req),
+                Err(_) => Answer::Err(Errno::EINVAL),
+            };
+            let mut out = Out::new(payload);
+            let error = encode(policy, &h, answer, &mut out);
+            (error, out.len())
+        }
+        Err(_) => (-Errno::EINVAL.0, 0),
+    };
+    let len = if error != 0 { 0 } else { len };
+    let h = wire::out_header((wire::OUT_HEADER_LEN + len) as u32, error, commit_id);
+    header[..wire::OUT_HEADER_LEN].copy_from_slice(&h);
+    ring::set_payload_sz(header, commit_id, len as u32);
+    commit_id
+}
+
+/// The device thread: FORGET, BATCH_FORGET and INTERRUPT (which never use the ring),
+/// and any request the kernel sends before or instead of the ring.
+fn serve_device(dev: &Arc<OwnedFd>, policy: &UPolicy) {
+    let mut buf = vec![0u8; policy::MAX_WRITE as usize + 64 * 1024];
+    let mut reply = vec![0u8; policy::MAX_WRITE as usize + 4096];
+    loop {
+        let n = match sysuring::dev_read(dev.as_fd(), &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                // ENODEV: unmounted.
+                tracing::debug!(error = %e, "device closed");
+                return;
+            }
+        };
+        let Some(msg) = buf.get(..n) else { continue };
+        let Ok((h, req)) = wire::parse_message(msg) else {
+            if let Ok(h) = InHeader::parse(msg) {
+                reply_dev(dev, h.unique, -Errno::EINVAL.0, &[]);
+            }
+            continue;
+        };
+        if matches!(req, Request::Destroy) {
+            reply_dev(dev, h.unique, 0, &[]);
+            return;
+        }
+        let answer = handle(policy, dev, &h, req);
+        if matches!(answer, Answer::NoReply) {
+            continue;
+        }
+        let mut out = Out::new(&mut reply);
+        let error = encode(policy, &h, answer, &mut out);
+        let len = out.len();
+        reply_dev(
+            dev,
+            h.unique,
+            error,
+            if error != 0 { &[] } else { &reply[..len] },
+        );
+    }
+}
+
+/// An answer, owned (the request's buffer is reused for the reply), or the work to
+/// do straight into the reply buffer (reads and listings).
+enum Answer {
+    NoReply,
+    Err(Errno),
+    Empty,
+    Entry(Entry),
+    Attr(Attr, Duration),
+    Open(Opened<BackingFile>),
+    Create(Entry, Opened<BackingFile>),
+    Written(u32),
+    Data(Vec<u8>),
+    Statfs(crate::overlay::FsStats),
+    XattrSize(u32),
+    Lseek(i64),
+    Read {
+        fh: HandleId,
+        offset: u64,
+        size: u32,
+    },
+    Readdir {
+        fh: HandleId,
+        offset: u64,
+        size: u32,
+        plus: bool,
+    },
+}
+
+fn from<T>(r: Result<T, Errno>, f: impl FnOnce(T) -> Answer) -> Answer {
+    match r {
+        Ok(v) => f(v),
+        Err(e) => Answer::Err(e),
+    }
+}
+
+fn time_set(valid: u32, now_bit: u32, set_bit: u32, sec: u64, nsec: u32) -> Option<TimeSet> {
+    if valid & now_bit != 0 {
+        Some(TimeSet::Now)
+    } else if valid & set_bit != 0 {
+        Some(TimeSet::At(Timespec {
+            sec: sec as i64,
+            nsec: nsec as i64,
+        }))
+    } else {
+        None
+    }
+}
+
+fn handle(policy: &UPolicy, dev: &Arc<OwnedFd>, h: &InHeader, req: Request) -> Answer {
+    let ino = NodeId::new(h.nodeid);
+    let hid = HandleId::new;
+    let caller = |umask: u32| Caller {
+        uid: h.uid,
+        gid: h.gid,
+        umask,
+    };
+    let backing = |fd: &OwnedFd| BackingFile::open(dev, fd.as_fd()).ok();
+    match req {
+        Request::Init { .. } => Answer::Err(Errno::EIO),
+        Request::Destroy => Answer::Empty,
+        Request::Forget { nlookup } => {
+            policy.forget(ino, nlookup);
+            Answer::NoReply
+        }
+        Request::BatchForget { forgets } => {
+            for f in forgets {
+                policy.forget(NodeId::new(f.nodeid), f.nlookup);
+            }
+            Answer::NoReply
+        }
+        // Requests finish quickly or not at all; an interrupt changes nothing.
+        Request::Interrupt { .. } => Answer::NoReply,
+        Request::Lookup { name } => from(policy.lookup(ino, name), Answer::Entry),
+        Request::Getattr { fh } => from(policy.getattr(ino, fh.map(hid)), |(a, t)| {
+            Answer::Attr(a, t)
+        }),
+        Request::Setattr(s) => {
+            let v = s.valid;
+            let set = SetAttr {
+                mode: (v & wire::fattr::MODE != 0).then_some(s.mode),
+                uid: (v & wire::fattr::UID != 0).then_some(s.uid),
+                gid: (v & wire::fattr::GID != 0).then_some(s.gid),
+                size: (v & wire::fattr::SIZE != 0).then_some(s.size),
+                atime: time_set(
+                    v,
+                    wire::fattr::ATIME_NOW,
+                    wire::fattr::ATIME,
+                    s.atime,
+                    s.atimensec,
+                ),
+                mtime: time_set(
+                    v,
+                    wire::fattr::MTIME_NOW,
+                    wire::fattr::MTIME,
+                    s.mtime,
+                    s.mtimensec,
+                ),
+                through_open_file: v & wire::fattr::FH != 0,
+            };
+            from(policy.setattr(ino, set), |(a, t)| Answer::Attr(a, t))
+        }
+        Request::Readlink => from(policy.readlink(ino), |t| {
+            Answer::Data(t.into_encoded_bytes())
+        }),
+        Request::Symlink { name, target } => {
+            from(policy.symlink(caller(0), ino, name, target), Answer::Entry)
+        }
+        Request::Mknod {
+            mode,
+            rdev,
+            umask,
+            name,
+        } => from(
+            policy.mknod(caller(umask), ino, name, mode, rdev),
+            Answer::Entry,
+        ),
+        Request::Mkdir { mode, umask, name } => {
+            from(policy.mkdir(caller(umask), ino, name, mode), Answer::Entry)
+        }
+        Request::Unlink { name } => from(policy.remove(ino, name, false), |_| Answer::Empty),
+        Request::Rmdir { name } => from(policy.remove(ino, name, true), |_| Answer::Empty),
+        Request::Rename {
+            newdir,
+            flags,
+            name,
+            newname,
+        } => from(
+            policy.rename(ino, name, NodeId::new(newdir), newname, flags),
+            |_| Answer::Empty,
+        ),
+        Request::Link { oldnodeid, newname } => from(
+            policy.link(NodeId::new(oldnodeid), ino, newname),
+            Answer::Entry,
+        ),
+        Request::Open { flags, .. } => from(policy.open(ino, flags as i32, backing), Answer::Open),
+        Request::Read { fh, offset, size } => Answer::Read {
+            fh: hid(fh),
+            offset,
+            size,
+        },
+        Request::Write {
+            fh,
+            offset,
+            write_flags,
+            data,
+        } => from(
+            policy.write(hid(fh), offset, data, write_flags & wire::WRITE_CACHE != 0),
+            Answer::Written,
+        ),
+        Request::Statfs => from(policy.statfs(ino), Answer::Statfs),
+        Request::Release { fh } => {
+            policy.release(hid(fh));
+            Answer::Empty
+        }
+        Request::Fsync { fh, datasync } => from(policy.fsync(hid(fh), datasync), |_| Answer::Empty),
+        Request::Setxattr { flags, name, value } => {
+            from(policy.setxattr(ino, name, value, flags as i32), |_| {
+                Answer::Empty
+            })
+        }
+        Request::Getxattr { size, name } => from(policy.getxattr(ino, name, size), xattr),
+        Request::Listxattr { size } => from(policy.listxattr(ino, size), xattr),
+        Request::Removexattr { name } => from(policy.removexattr(ino, name), |_| Answer::Empty),
+        Request::Flush { .. } => from(policy.flush(), |_| Answer::Empty),
+        Request::Opendir { .. } => match policy.opendir(ino) {
+            Ok(Some((fh, flags))) => Answer::Open(Opened {
+                fh,
+                flags,
+                backing: None,
+            }),
+            Ok(None) => Answer::Err(Errno::ENOSYS),
+            Err(e) => Answer::Err(e),
+        },
+        Request::Readdir {
+            fh,
+            offset,
+            size,
+            plus,
+        } => Answer::Readdir {
+            fh: hid(fh),
+            offset,
+            size,
+            plus,
+        },
+        Request::Releasedir { fh } => {
+            policy.releasedir(hid(fh));
+            Answer::Empty
+        }
+        Request::Fsyncdir { fh, datasync } => {
+            from(policy.fsyncdir(ino, hid(fh), datasync), |_| Answer::Empty)
+        }
+        Request::Access { .. } => from(policy.access(), |_| Answer::Empty),
+        Request::Create {
+            flags,
+            mode,
+            umask,
+            name,
+            ..
+        } => from(
+            policy.create(caller(umask), ino, name, mode, flags as i32, backing),
+            |(e, o)| Answer::Create(e, o),
+        ),
+        Request::Ioctl => from(policy.ioctl(), |_| Answer::Empty),
+        Request::Fallocate {
+            fh,
+            offset,
+            length,
+            mode,
+        } => from(
+            policy.fallocate(hid(fh), offset, length, mode as i32),
+            |_| Answer::Empty,
+        ),
+        Request::Lseek { fh, offset, whence } => from(
+            policy.lseek(hid(fh), offset as i64, whence as i32),
+            Answer::Lseek,
+        ),
+        Request::CopyFileRange {
+            fh_in,
+            off_in,
+            fh_out,
+            off_out,
+            len,
+        } => from(
+            policy.copy_file_range(hid(fh_in), off_in, hid(fh_out), off_out, len),
+            Answer::Written,
+        ),
+        Request::Other(op) => {
+            tracing::debug!(opcode = op, "not served: ENOSYS");
+            Answer::Err(Errno::ENOSYS)
+        }
+    }
+}
+
+fn xattr(x: Xattr) -> Answer {
+    match x {
+        Xattr::Size(n) => Answer::XattrSize(n),
+        Xattr::Data(v) => Answer::Data(v),
+    }
+}
+
+fn put_open(out: &mut Out, o: &Opened<BackingFile>) -> bool {
+    match &o.backing {
+        Some(b) => wire::put_open(out, o.fh.get(), o.flags, b.id()),
+        None => wire::put_open(out, o.fh.get(), o.flags & !policy::fopen::PASSTHROUGH, 0),
+    }
+}
+
+/// Write the reply of `answer` into `out`; returns the error (0, or -errno).
+fn encode(policy: &UPolicy, h: &InHeader, answer: Answer, out: &mut Out) -> i32 {
+    let ok = match answer {
+        Answer::NoReply | Answer::Empty => true,
+        Answer::Err(e) => return -e.0,
+        Answer::Entry(e) => wire::put_entry(out, e.attr.as_ref(), e.generation, e.ttl),
+        Answer::Attr(a, t) => wire::put_attr_out(out, &a, t),
+        Answer::Open(o) => put_open(out, &o),
+        Answer::Create(e, o) => {
+            wire::put_entry(out, e.attr.as_ref(), e.generation, e.ttl) && put_open(out, &o)
+        }
+        Answer::Written(n) => wire::put_write(out, n),
+        Answer::Data(v) => out.put(&v),
+        Answer::Statfs(s) => wire::put_statfs(out, &s),
+        Answer::XattrSize(n) => wire::put_xattr_size(out, n),
+        Answer::Lseek(o) => wire::put_lseek(out, o),
+        Answer::Read { fh, offset, size } => {
+            let spare = out.spare();
+            let want = (size as usize).min(spare.len());
+            match policy.read_into(fh, offset, &mut spare[..want]) {
+                Ok(n) => {
+                    out.commit(n);
+                    true
+                }
+                Err(e) => return -e.0,
+            }
+        }
+        Answer::Readdir {
+            fh,
+            offset,
+            size,
+            plus,
+        } => {
+            let cap = (size as usize).min(out.remaining());
+            let spare = out.spare();
+            let mut o = Out::new(&mut spare[..cap]);
+            let r = policy.readdir(
+                NodeId::new(h.nodeid),
+                fh,
+                offset,
+                plus,
+                |e: DirItem| match (&e.attr, plus) {
+                    (Some((a, ttl)), true) => wire::put_direntplus(&mut o, a, e.next, e.name, *ttl),
+                    _ => wire::put_dirent(&mut o, e.ino, e.next, e.kind, e.name),
+                },
+            );
+            if let Err(e) = r {
+                return -e.0;
+            }
+            let n = o.len();
+            out.commit(n);
+            true
+        }
+    };
+    if ok { 0 } else { -Errno::ERANGE.0 }
+}
