@@ -3,4 +3,5 @@
 //! Unions are mounted through `layerfuse`'s session API, never by running its CLI.
 #![deny(unsafe_code)]
 
+pub mod docker;
 pub mod store;
