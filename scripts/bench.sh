@@ -12,6 +12,10 @@
 # ratio to kernel overlayfs; writes results.csv, summary.csv and summary.md to the output directory.
 # --metacopy mounts kernel overlayfs (metacopy=on) and layerfuse (--metacopy on) with metadata-only
 # copy-up; --volatile mounts both without syncs (kernel volatile, layerfuse --volatile). Timing figures are informational: nothing here passes or fails on a threshold.
+# More implementations for --impls: layerfuse-uring / layerfuse-dev (layerfuse on one transport;
+# plain `layerfuse` is --transport auto; uring needs /sys/module/fuse/parameters/enable_uring=Y,
+# which this script never changes) and fuse-overlayfs2 (upstream 2.0: `cargo install
+# fuse-overlayfs --root DIR`, then --fuse-overlayfs2 DIR/bin/fuse-overlayfs or $FUSE_OVERLAYFS2).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,6 +34,7 @@ SETTLE=""
 SAMPLES=""
 REBUILD=0
 NO_BUILD=0
+FO2_BIN=${FUSE_OVERLAYFS2:-/var/tmp/fo2/bin/fuse-overlayfs}
 WORKLOAD=""
 LF_BIN=${LAYERFUSE:-}
 METACOPY=0
@@ -45,6 +50,7 @@ while [[ $# -gt 0 ]]; do
     --impls) IMPLS=$2; shift 2 ;;
     --metrics) METRICS=$2; shift 2 ;;
     --layerfuse) LF_BIN=$2; shift 2 ;;
+    --fuse-overlayfs2) FO2_BIN=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --workdir) WORK=$2; shift 2 ;;
     --settle) SETTLE=$2; shift 2 ;;
@@ -115,7 +121,7 @@ if [[ ! -x $FSOPS || $ROOT/benches/fsops.rs -nt $FSOPS ]]; then
 fi
 if [[ -z $LF_BIN ]]; then
   LF_BIN=$TARGET/release/layerfuse
-  if [[ $NO_BUILD == 0 && ",$IMPLS," == *,layerfuse,* ]]; then
+  if [[ $NO_BUILD == 0 && ",$IMPLS," == *,layerfuse* ]]; then
     log "building layerfuse (cargo build --release)"
     (cd "$ROOT" && cargo build --release --quiet) || log "layerfuse build failed; it will be skipped"
   fi
@@ -382,16 +388,24 @@ mount_union() {
         { log "kernel: mount failed: $(tail -n 3 "$logf")"; return 1; }
       t1=$(now)
       echo "$MNT 0" >>"$STATE/mounts" ;;
-    fuse-overlayfs|layerfuse|unionfs-fuse)
+    fuse-overlayfs|fuse-overlayfs2|layerfuse|layerfuse-uring|layerfuse-dev|unionfs-fuse)
       lowers_abs=$(abs_list "$BASE" "$LOWERS")
       t0=$(now)
       case $impl in
         fuse-overlayfs)
           fuse-overlayfs -f -o "lowerdir=$lowers_abs,upperdir=$upper,workdir=$work" "$MNT" \
             >"$logf" 2>&1 & ;;
-        layerfuse)
-          "$LF_BIN" mount --lower "$lowers_abs" --upper "$upper" --work "$work" "${LF_MC[@]}" -f "$MNT" \
+        fuse-overlayfs2)
+          "$FO2_BIN" -f -o "lowerdir=$lowers_abs,upperdir=$upper,workdir=$work" "$MNT" \
             >"$logf" 2>&1 & ;;
+        layerfuse|layerfuse-uring|layerfuse-dev)
+          # layerfuse: --transport auto (io_uring where the kernel enables it);
+          # layerfuse-uring / layerfuse-dev: one transport, whatever the kernel offers.
+          local transport=auto
+          [[ $impl == layerfuse-uring ]] && transport=uring
+          [[ $impl == layerfuse-dev ]] && transport=dev
+          "$LF_BIN" mount --lower "$lowers_abs" --upper "$upper" --work "$work" "${LF_MC[@]}" \
+            --transport "$transport" -f "$MNT" >"$logf" 2>&1 & ;;
         unionfs-fuse)
           branches="$upper=RW"
           IFS=: read -ra b <<<"$lowers_abs"
@@ -743,8 +757,12 @@ report() {
 probe() {
   local impl ok=() out
   for impl in "${IMPL_ARR[@]}"; do
-    if [[ $impl == layerfuse && ! -x $LF_BIN ]]; then
-      log "skipping layerfuse: no binary at $LF_BIN (use --layerfuse PATH or \$LAYERFUSE)"
+    if [[ $impl == layerfuse* && ! -x $LF_BIN ]]; then
+      log "skipping $impl: no binary at $LF_BIN (use --layerfuse PATH or \$LAYERFUSE)"
+      continue
+    fi
+    if [[ $impl == fuse-overlayfs2 && ! -x $FO2_BIN ]]; then
+      log "skipping fuse-overlayfs2: no binary at $FO2_BIN (cargo install fuse-overlayfs --root DIR; --fuse-overlayfs2 DIR/bin/fuse-overlayfs)"
       continue
     fi
     IMPL=$impl
@@ -776,6 +794,8 @@ write_env() {
     echo "unionfs-fuse: $(dpkg-query -W -f '${Version}' unionfs-fuse 2>/dev/null || echo '?')"
     echo "fio: $(fio --version)"
     echo "layerfuse: $LF_BIN $(git -C "$ROOT" describe --always --dirty 2>/dev/null || true)"
+    echo "fuse-overlayfs2: $FO2_BIN $("$FO2_BIN" --version 2>&1 | head -n 1 || true)"
+    echo "enable_uring: $(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null || echo absent)"
     echo "fixture: v$FIXTURE_VERSION $SCALE; reps: $REPS; samples: $SAMPLES; settle: ${SETTLE}s; metacopy: $METACOPY; volatile: $VOLATILE"
   } >"$OUTDIR/env.txt"
 }
