@@ -122,7 +122,8 @@ impl fuser::Filesystem for DevFs {
             mtime: time_set(mtime),
             through_open_file: fh.is_some(),
         };
-        reply_attr(reply, self.policy.setattr(node(ino), set))
+        // fuser never negotiates FUSE_HANDLE_KILLPRIV_V2: the kernel clears set-id bits itself.
+        reply_attr(reply, self.policy.setattr(node(ino), set, false))
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -215,10 +216,15 @@ impl fuser::Filesystem for DevFs {
         reply_entry(reply, self.policy.link(node(ino), node(newparent), newname))
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        // With FUSE_ATOMIC_O_TRUNC the kernel leaves an open's truncation to the daemon
+        // and, without FUSE_HANDLE_KILLPRIV_V2 (which fuser cannot negotiate), never says
+        // whether the caller may keep set-id bits: a caller other than root is taken to
+        // lack CAP_FSETID, as nearly every one does (the kernel overlayfs clears them).
+        let kill = flags.0 & crate::sys::oflag::TRUNC != 0 && req.uid() != 0;
         let r = self
             .policy
-            .open(node(ino), flags.0, |fd| reply.open_backing(fd).ok());
+            .open(node(ino), flags.0, kill, |fd| reply.open_backing(fd).ok());
         match r {
             Ok(Opened {
                 fh,
@@ -264,7 +270,10 @@ impl fuser::Filesystem for DevFs {
         reply: ReplyWrite,
     ) {
         let from_page_cache = write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
-        match self.policy.write(handle(fh), offset, data, from_page_cache) {
+        match self
+            .policy
+            .write(handle(fh), offset, data, from_page_cache, None)
+        {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }

@@ -127,13 +127,16 @@ pub fn mount(overlay: Arc<Overlay>, mountpoint: &Path, opts: &MountOptions) -> i
                 .map_err(|e| io::Error::other(format!("io_uring transport: {e}")));
         }
         Transport::Auto => match super::uring::kernel_offers_uring() {
-            Ok(()) => match mount_uring(overlay.clone(), mountpoint, opts) {
+            Some(Ok(())) => match mount_uring(overlay.clone(), mountpoint, opts) {
                 Ok(m) => return Ok(m),
                 Err(e) => {
                     tracing::warn!(error = %e, "io_uring transport unavailable; using /dev/fuse")
                 }
             },
-            Err(why) => tracing::info!("{why}; using /dev/fuse"),
+            Some(Err(why)) => tracing::info!("{why}; using /dev/fuse"),
+            None => tracing::info!(
+                "FUSE-over-io_uring not known to be enabled (no enable_uring switch visible); using /dev/fuse"
+            ),
         },
     }
     mount_dev(overlay, mountpoint, opts)
@@ -203,7 +206,9 @@ fn mount_uring(
 ) -> Result<Mounted, super::uring::Unavailable> {
     use super::uring::Unavailable;
     use crate::sys::uring::{self as sysuring, mount_flag};
-    super::uring::kernel_offers_uring().map_err(Unavailable::NotOffered)?;
+    if let Some(offered) = super::uring::kernel_offers_uring() {
+        offered.map_err(Unavailable::NotOffered)?;
+    }
     let dev = sysuring::open_fuse_device()?;
     let (devices, suid, _) = flag_options(opts);
     let mut flags = 0;

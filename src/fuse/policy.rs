@@ -13,6 +13,7 @@ use crate::overlay::{
     Attr, Caller, Errno, FileKind, HandleId, NewEntry, NodeId, OpenInfo, Overlay, SetAttr,
     SysResult,
 };
+use crate::sys::oflag;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -179,7 +180,6 @@ impl<B> Policy<B> {
         self.passthrough_on.load(Relaxed)
     }
 
-    #[allow(dead_code)] // KILLPRIV_V2 (next)
     pub fn killpriv(&self) -> bool {
         self.killpriv.load(Relaxed)
     }
@@ -218,9 +218,47 @@ impl<B> Policy<B> {
         Ok((a, ttl(&a)))
     }
 
-    pub fn setattr(&self, ino: NodeId, set: SetAttr) -> SysResult<(Attr, Duration)> {
-        let a = self.overlay.setattr(ino, set)?;
+    /// `kill`: `FATTR_KILL_SUIDGID` (a chown, or a truncate by a caller without
+    /// CAP_FSETID): set-id bits go, as the kernel's VFS drops them.
+    pub fn setattr(&self, ino: NodeId, set: SetAttr, kill: bool) -> SysResult<(Attr, Duration)> {
+        let mut a = self.overlay.setattr(ino, set)?;
+        if kill {
+            a = self.kill_suidgid(a)?;
+        }
         Ok((a, ttl(&a)))
+    }
+
+    /// Clear set-user-id, and set-group-id where the group may execute (without
+    /// group execute it marks mandatory locking and stays), as `setattr_should_drop_suidgid`
+    /// decides for a caller without CAP_FSETID; directories keep theirs. With
+    /// `FUSE_HANDLE_KILLPRIV_V2` the kernel leaves this to the daemon and says when
+    /// (kill flags of WRITE, SETATTR, OPEN). Security capabilities go by the upper
+    /// filesystem's own rule when the daemon writes or chowns the file.
+    fn kill_suidgid(&self, a: Attr) -> SysResult<Attr> {
+        let killed = killed_mode(a.perm);
+        if a.kind == FileKind::Directory || killed == a.perm {
+            return Ok(a);
+        }
+        let set = SetAttr {
+            mode: Some(killed),
+            ..SetAttr::default()
+        };
+        self.overlay.setattr(a.ino, set)
+    }
+
+    /// [`kill_suidgid`](Self::kill_suidgid) for a request that answers without
+    /// attributes (WRITE, OPEN): the kernel's cached mode is dropped too.
+    fn kill_suidgid_of(&self, ino: NodeId, fh: HandleId) -> SysResult<()> {
+        let a = self.overlay.getattr(ino, Some(fh))?;
+        if killed_mode(a.perm) == a.perm {
+            return Ok(());
+        }
+        self.kill_suidgid(a)?;
+        if let Some(n) = self.notifier.get() {
+            // Attributes only (negative offset): safe from inside a handler.
+            let _ = n.inval_inode(ino.get(), -1, 0);
+        }
+        Ok(())
     }
 
     pub fn readlink(&self, ino: NodeId) -> SysResult<OsString> {
@@ -294,14 +332,20 @@ impl<B> Policy<B> {
     /// How handle `fh` of inode `ino` is served: passthrough when negotiated, the
     /// union offers a backing file and no cached open of the inode exists; `make`
     /// registers the backing file with the transport's connection.
+    ///
+    /// With `FUSE_HANDLE_KILLPRIV_V2`, a set-id file opened for writing is served by
+    /// the daemon: a passthrough write would clear nothing (the kernel writes the
+    /// backing file with the daemon's credentials, and its kill reaches the daemon
+    /// as an empty SETATTR that cannot say what to drop).
     fn opened(
         &self,
         ino: NodeId,
         fh: HandleId,
         info: OpenInfo,
+        setid_write: bool,
         make: impl FnOnce(&OwnedFd) -> Option<B>,
     ) -> Opened<B> {
-        let fd = if self.passthrough_on() {
+        let fd = if self.passthrough_on() && !setid_write {
             self.overlay.backing_file(fh)
         } else {
             None
@@ -323,14 +367,26 @@ impl<B> Policy<B> {
         }
     }
 
+    /// `kill`: `FUSE_OPEN_KILL_SUIDGID` (O_TRUNC by a caller without CAP_FSETID).
     pub fn open(
         &self,
         ino: NodeId,
         flags: i32,
+        kill: bool,
         make: impl FnOnce(&OwnedFd) -> Option<B>,
     ) -> SysResult<Opened<B>> {
         let (fh, info) = self.overlay.open(ino, flags)?;
-        Ok(self.opened(ino, fh, info, make))
+        if kill && let Err(e) = self.kill_suidgid_of(ino, fh) {
+            self.overlay.release(fh);
+            return Err(e);
+        }
+        let setid_write = self.killpriv()
+            && flags & oflag::ACCMODE != oflag::RDONLY
+            && self
+                .overlay
+                .getattr(ino, Some(fh))
+                .is_ok_and(|a| killed_mode(a.perm) != a.perm);
+        Ok(self.opened(ino, fh, info, setid_write, make))
     }
 
     pub fn create(
@@ -351,7 +407,11 @@ impl<B> Policy<B> {
         let info = OpenInfo {
             keep_cache: !attr.volatile,
         };
-        Ok((Entry::of(attr), self.opened(attr.ino, fh, info, make)))
+        let setid_write = self.killpriv() && killed_mode(attr.perm) != attr.perm;
+        Ok((
+            Entry::of(attr),
+            self.opened(attr.ino, fh, info, setid_write, make),
+        ))
     }
 
     pub fn read(&self, fh: HandleId, offset: u64, size: u32) -> SysResult<Vec<u8>> {
@@ -370,7 +430,12 @@ impl<B> Policy<B> {
         offset: u64,
         data: &[u8],
         from_page_cache: bool,
+        kill: Option<NodeId>,
     ) -> SysResult<u32> {
+        // `kill`: `FUSE_WRITE_KILL_SUIDGID` (a writer without CAP_FSETID), with the node.
+        if let Some(ino) = kill {
+            self.kill_suidgid_of(ino, fh)?;
+        }
         self.overlay.write(fh, offset, data, from_page_cache)
     }
 
@@ -591,6 +656,15 @@ fn open_flags(info: OpenInfo) -> u32 {
     } else {
         fopen::NOFLUSH
     }
+}
+
+/// The permission bits a write, truncate or chown leaves (see `kill_suidgid`).
+fn killed_mode(perm: u32) -> u32 {
+    let mut m = perm & !0o4000;
+    if m & 0o2010 == 0o2010 {
+        m &= !0o2000;
+    }
+    m
 }
 
 fn xattr_answer(value: Vec<u8>, size: u32) -> SysResult<Xattr> {

@@ -55,17 +55,15 @@ impl From<Errno> for Unavailable {
     }
 }
 
-/// Whether this kernel offers FUSE-over-io_uring now (`enable_uring`).
-pub fn kernel_offers_uring() -> Result<(), String> {
+/// Whether this kernel offers FUSE-over-io_uring now (`enable_uring`): None when
+/// it cannot be told (no such switch, or no /sys in a chroot): then only INIT can.
+pub fn kernel_offers_uring() -> Option<Result<(), String>> {
     match sysuring::fuse_uring_enabled() {
-        Some(true) => Ok(()),
-        Some(false) => Err(
+        Some(true) => Some(Ok(())),
+        Some(false) => Some(Err(
             "FUSE-over-io_uring is disabled (/sys/module/fuse/parameters/enable_uring is N)".into(),
-        ),
-        None => Err(
-            "this kernel has no FUSE-over-io_uring (no /sys/module/fuse/parameters/enable_uring)"
-                .into(),
-        ),
+        )),
+        None => None,
     }
 }
 
@@ -129,7 +127,12 @@ fn handshake(dev: &OwnedFd, policy: &UPolicy) -> Result<Negotiated, Unavailable>
                 "the kernel offers FUSE {major}.{minor} without FUSE-over-io_uring"
             )));
         }
-        let n = policy.negotiate(flags, init::OVER_IO_URING | init::INIT_EXT);
+        // Layerfuse parses SETATTR/OPEN/WRITE itself here, so the kill flags reach the
+        // daemon: the kernel drops its GETXATTR per write and GETATTR per chown.
+        let n = policy.negotiate(
+            flags,
+            init::OVER_IO_URING | init::INIT_EXT | init::HANDLE_KILLPRIV_V2,
+        );
         let out = wire::InitOut {
             minor: wire::KERNEL_MINOR_VERSION,
             max_readahead: n.max_readahead,
@@ -436,7 +439,8 @@ fn handle(policy: &UPolicy, dev: &Arc<OwnedFd>, h: &InHeader, req: Request) -> A
                 ),
                 through_open_file: v & wire::fattr::FH != 0,
             };
-            from(policy.setattr(ino, set), |(a, t)| Answer::Attr(a, t))
+            let kill = v & wire::fattr::KILL_SUIDGID != 0;
+            from(policy.setattr(ino, set, kill), |(a, t)| Answer::Attr(a, t))
         }
         Request::Readlink => from(policy.readlink(ino), |t| {
             Answer::Data(t.into_encoded_bytes())
@@ -471,7 +475,10 @@ fn handle(policy: &UPolicy, dev: &Arc<OwnedFd>, h: &InHeader, req: Request) -> A
             policy.link(NodeId::new(oldnodeid), ino, newname),
             Answer::Entry,
         ),
-        Request::Open { flags, .. } => from(policy.open(ino, flags as i32, backing), Answer::Open),
+        Request::Open { flags, open_flags } => {
+            let kill = open_flags & wire::OPEN_KILL_SUIDGID != 0;
+            from(policy.open(ino, flags as i32, kill, backing), Answer::Open)
+        }
         Request::Read { fh, offset, size } => Answer::Read {
             fh: hid(fh),
             offset,
@@ -482,10 +489,14 @@ fn handle(policy: &UPolicy, dev: &Arc<OwnedFd>, h: &InHeader, req: Request) -> A
             offset,
             write_flags,
             data,
-        } => from(
-            policy.write(hid(fh), offset, data, write_flags & wire::WRITE_CACHE != 0),
-            Answer::Written,
-        ),
+        } => {
+            let from_cache = write_flags & wire::WRITE_CACHE != 0;
+            let kill = (write_flags & wire::WRITE_KILL_SUIDGID != 0).then_some(ino);
+            from(
+                policy.write(hid(fh), offset, data, from_cache, kill),
+                Answer::Written,
+            )
+        }
         Request::Statfs => from(policy.statfs(ino), Answer::Statfs),
         Request::Release { fh } => {
             policy.release(hid(fh));

@@ -101,7 +101,6 @@ pub mod fattr {
     pub const FH: u32 = 1 << 6;
     pub const ATIME_NOW: u32 = 1 << 7;
     pub const MTIME_NOW: u32 = 1 << 8;
-    #[allow(dead_code)] // KILLPRIV_V2 (next)
     pub const KILL_SUIDGID: u32 = 1 << 11;
 }
 
@@ -114,11 +113,9 @@ pub mod fopen {
 }
 
 /// `fuse_open_in.open_flags` / `fuse_create_in.open_flags`.
-#[allow(dead_code)] // KILLPRIV_V2 (next)
 pub const OPEN_KILL_SUIDGID: u32 = 1 << 0;
 /// `fuse_write_in.write_flags`.
 pub const WRITE_CACHE: u32 = 1 << 0;
-#[allow(dead_code)] // KILLPRIV_V2 (next)
 pub const WRITE_KILL_SUIDGID: u32 = 1 << 2;
 /// `fuse_getattr_in.getattr_flags`.
 pub const GETATTR_FH: u32 = 1 << 0;

@@ -239,3 +239,59 @@ fn suid_sgid_cleared_on_write_and_chown_by_non_root() {
     });
     p.check_uppers();
 }
+
+/// Set-id bits go on every write, truncate and O_TRUNC open by a caller without
+/// CAP_FSETID, not only the first: with FUSE_HANDLE_KILLPRIV_V2 (the io_uring
+/// transport) the kernel stops checking after a file's first write and leaves the
+/// clearing to the daemon, which must do it exactly as the kernel's VFS does
+/// (set-group-id only where the group may execute).
+#[test]
+fn suid_sgid_cleared_on_every_write_truncate_and_trunc_open() {
+    need_root!();
+    let p = Pair::new(&perm_layers());
+    p.check(|c| {
+        c.as_user(U, U, |c| {
+            let setid = |c: &mut Ctx, mode: u32| {
+                c.ok(
+                    "owner sets set-id bits",
+                    fs::set_permissions(c.p("suid"), fs::Permissions::from_mode(mode)),
+                );
+            };
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .open(c.p("suid"))
+                .unwrap();
+            c.ok("first write", f.write_all(b"1"));
+            c.stat("suid");
+            setid(c, 0o6777);
+            c.ok("second write, same open file", f.write_all(b"2"));
+            c.stat("suid");
+            setid(c, 0o6777);
+            c.ok("truncate", f.set_len(1));
+            c.stat("suid");
+            drop(f);
+            setid(c, 0o6777);
+            c.ok(
+                "open O_TRUNC",
+                fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(c.p("suid"))
+                    .map(drop),
+            );
+            c.stat("suid");
+            // Set-group-id without group execute marks mandatory locking: it stays.
+            setid(c, 0o6745);
+            c.ok(
+                "write without group execute",
+                fs::OpenOptions::new()
+                    .append(true)
+                    .open(c.p("suid"))
+                    .and_then(|mut f| f.write_all(b"3")),
+            );
+            c.stat("suid");
+        });
+        c.read("suid");
+    });
+    p.check_uppers();
+}
