@@ -5,9 +5,11 @@
 #                                         mount_program name; it behaves the same under any name)
 #   $SBINDIR/mount.fuse.layerfuse -> mount.fuse3  (so `mount -t fuse.layerfuse layerfuse MNT -o …`
 #                                         and fstab lines work; mount.fuse3 then runs `layerfuse`)
-# Usage: scripts/install.sh [--bin PATH] [--no-fuse-overlayfs]
+# Usage: scripts/install.sh [--bin PATH] [--no-fuse-overlayfs] [--enable-uring]
 #   --bin PATH   install this binary instead of building one (cargo build --release)
 #   --no-fuse-overlayfs  do not create the fuse-overlayfs name
+#   --enable-uring  turn on the kernel's FUSE-over-io_uring now (fuse.enable_uring=1) and at
+#                boot (/etc/modprobe.d/layerfuse-uring.conf); layerfuse never does it itself
 # Environment: PREFIX (default /usr/local), SBINDIR (default /sbin), DESTDIR (staging root).
 # mount(8) runs helpers with its own PATH, so layerfuse must live in a standard directory
 # (/usr/local/bin, /usr/bin, /sbin): do not point PREFIX at a private dir if you want mount -t.
@@ -18,10 +20,12 @@ SBINDIR=${SBINDIR:-/sbin}
 DESTDIR=${DESTDIR:-}
 bin=""
 fuse_overlayfs=1
+enable_uring=0
 while [ $# -gt 0 ]; do
   case $1 in
     --bin) bin=$2; shift 2 ;;
     --no-fuse-overlayfs) fuse_overlayfs=0; shift ;;
+    --enable-uring) enable_uring=1; shift ;;
     -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -44,3 +48,11 @@ helper=$(command -v mount.fuse3 || echo /sbin/mount.fuse3)
 ln -sfn "$helper" "$DESTDIR$SBINDIR/mount.fuse.layerfuse"
 echo "installed $("$DESTDIR$PREFIX/bin/layerfuse" --version) in $DESTDIR$PREFIX/bin" \
   "(layerfuse$([ "$fuse_overlayfs" = 1 ] && echo ', fuse-overlayfs')) and $DESTDIR$SBINDIR/mount.fuse.layerfuse"
+if [ "$enable_uring" = 1 ]; then
+  install -d "$DESTDIR/etc/modprobe.d"
+  echo "options fuse enable_uring=1" >"$DESTDIR/etc/modprobe.d/layerfuse-uring.conf"
+  if [ -z "$DESTDIR" ] && [ -w /sys/module/fuse/parameters/enable_uring ]; then
+    echo 1 >/sys/module/fuse/parameters/enable_uring
+  fi
+  echo "FUSE-over-io_uring enabled ($DESTDIR/etc/modprobe.d/layerfuse-uring.conf)"
+fi
