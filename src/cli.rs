@@ -151,8 +151,10 @@ pub struct MountArgs {
     /// $XDG_DATA_HOME/layerfuse). Example: --root /srv/layerfuse
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
-    /// Kernel mount flags, comma separated (nodev, nosuid, noexec, noatime).
-    /// Example: -o nodev,noexec
+    /// Mount options, comma separated: kernel flags (nodev, nosuid, noexec, noatime,
+    /// sync, dirsync, ro), and fsname=NAME / subtype=NAME, the source and the type
+    /// (fuse.NAME) the mount shows in /proc/mounts (default layerfuse, fuse.layerfuse).
+    /// Example: -o nodev,noexec,fsname=app1
     #[arg(short = 'o', value_name = "FLAGS")]
     pub options: Vec<String>,
     /// Stay in the foreground and log to stderr (SIGTERM/SIGINT unmount and exit).
@@ -269,6 +271,15 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, SetupError> {
         redirect_dir: true,
         ..Default::default()
     };
+    // mount.fuse3 passes the source it was given: the mount shows it, as mount(8) promised
+    // (an explicit fsname= wins).
+    if let Some(source) = positional.pop()
+        && let Some(source) = source.to_str()
+        && !source.is_empty()
+        && !source.contains([',', ' ', '\t', '\n'])
+    {
+        req.flags.push(format!("fsname={source}"));
+    }
     let mut unknown = Vec::new();
     for item in opts.iter().flat_map(|o| split_options(o)) {
         let (key, value) = match item.split_once('=') {
@@ -299,6 +310,7 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, SetupError> {
             }
             ("squash_to_uid", Some(v)) => req.squash_uid = Some(id(key, v)?),
             ("squash_to_gid", Some(v)) => req.squash_gid = Some(id(key, v)?),
+            ("fsname" | "subtype", Some(_)) => req.flags.push(item.clone()),
             ("ro", None) => req.read_only = true,
             ("transport", Some(v)) => req.transport = Some(v.parse().map_err(SetupError::invalid)?),
             ("rw", None) | ("dev", None) | ("suid", None) | ("exec", None) | ("atime", None) => {}
@@ -394,6 +406,8 @@ mod tests {
         let c = parse_compat(&a).unwrap();
         assert_eq!(c.request.mountpoint, PathBuf::from("/mnt"));
         assert_eq!(c.unknown, vec!["frobnicate".to_string()]);
+        // mount.fuse3's source names the mount; an explicit fsname= comes later and wins.
+        assert_eq!(c.request.flags, vec!["fsname=overlay".to_string()]);
     }
 
     #[test]

@@ -102,8 +102,12 @@ pub struct MountConfig {
     /// The volume store's root (`--root`).
     pub store_root: Option<PathBuf>,
     pub mountpoint: PathBuf,
-    /// Kernel mount flags passed through (`nodev`, `noexec`, …).
+    /// Kernel mount flags passed through (`nodev`, `noexec`, …), checked.
     pub flags: Vec<String>,
+    /// The mount's source and type as `/proc/self/mountinfo` shows them: `FSNAME`
+    /// and `fuse.SUBTYPE` (default `layerfuse`, `fuse.layerfuse`).
+    pub fsname: String,
+    pub subtype: String,
     pub read_only: bool,
     /// `--transport` / `-o transport=`; None: `$LAYERFUSE_TRANSPORT`, else auto.
     pub transport: Option<crate::fuse::Transport>,
@@ -212,6 +216,71 @@ pub struct MountRequest {
     pub override_stat: Option<String>,
 }
 
+/// The `-o` options of a mount, sorted out.
+#[derive(Debug, Default)]
+struct MountFlags {
+    kernel: Vec<String>,
+    fsname: Option<String>,
+    subtype: Option<String>,
+    read_only: bool,
+}
+
+impl MountFlags {
+    fn parse(flags: &[String]) -> Result<MountFlags, SetupError> {
+        let mut out = MountFlags::default();
+        for f in flags {
+            match f.split_once('=') {
+                Some(("fsname", v)) => out.fsname = Some(mount_name(f, v, false)?),
+                Some(("subtype", v)) => out.subtype = Some(mount_name(f, v, true)?),
+                _ => match f.as_str() {
+                    "nodev" | "nosuid" | "noexec" | "noatime" | "sync" | "dirsync" => {
+                        out.kernel.retain(|k| k != f);
+                        out.kernel.push(f.clone())
+                    }
+                    "dev" | "suid" | "exec" | "atime" | "async" => {
+                        out.kernel.retain(|k| k.strip_prefix("no") != Some(f))
+                    }
+                    "ro" => out.read_only = true,
+                    "rw" => out.read_only = false,
+                    _ => {
+                        return Err(SetupError::invalid(format!(
+                            "-o {f}: unknown mount option (known: nodev nosuid noexec noatime sync dirsync ro rw fsname= subtype=)"
+                        )));
+                    }
+                },
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A mount's source or subtype: shown in /proc/mounts and handed to fusermount3 in a
+/// comma-separated list, so no commas, blanks or control characters; a subtype is a
+/// plain name.
+fn mount_name(opt: &str, v: &str, plain: bool) -> Result<String, SetupError> {
+    let ok = !v.is_empty()
+        && v.len() <= 255
+        && v.chars().all(|c| {
+            if plain {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+            } else {
+                !c.is_control() && !c.is_whitespace() && c != ','
+            }
+        });
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err(SetupError::invalid(format!(
+            "-o {opt}: {}",
+            if plain {
+                "use letters, digits, '.', '_' and '-'"
+            } else {
+                "no commas, blanks or control characters"
+            }
+        )))
+    }
+}
+
 /// The work dir layerfuse uses when none is given: `UPPER.layerfuse-work` beside the
 /// upper (the same filesystem as its parent, so normally as the upper; checked).
 pub fn default_work_dir(upper: &Path) -> Option<PathBuf> {
@@ -304,7 +373,8 @@ impl MountRequest {
                 Some((cu, cw))
             }
         };
-        let read_only = self.read_only || upper.is_none();
+        let opts = MountFlags::parse(&self.flags)?;
+        let read_only = self.read_only || opts.read_only || upper.is_none();
         let mut seen = Vec::new();
         for s in &self.splices {
             if seen.contains(&&s.target) {
@@ -325,7 +395,11 @@ impl MountRequest {
             store_root: self.store_root.clone(),
             overlay: OverlayConfig {
                 lowers,
-                upper: if self.read_only { None } else { upper },
+                upper: if self.read_only || opts.read_only {
+                    None
+                } else {
+                    upper
+                },
                 redirect_dir: self.redirect_dir,
                 metacopy: self.metacopy,
                 userxattr: self.userxattr,
@@ -335,7 +409,9 @@ impl MountRequest {
                 override_stat: self.override_stat.clone(),
             },
             mountpoint,
-            flags: self.flags.clone(),
+            flags: opts.kernel,
+            fsname: opts.fsname.unwrap_or_else(|| "layerfuse".into()),
+            subtype: opts.subtype.unwrap_or_else(|| "layerfuse".into()),
             read_only,
             transport: self.transport,
             make_work,
@@ -498,6 +574,34 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(r.validate().unwrap_err().kind(), SetupErrorKind::Invalid);
+    }
+
+    #[test]
+    fn mount_options_are_sorted_out_and_unknown_ones_refused() {
+        let o =
+            |v: &[&str]| MountFlags::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let f = o(&[
+            "nodev",
+            "fsname=img:app",
+            "subtype=lf2",
+            "noexec",
+            "exec",
+            "ro",
+        ])
+        .unwrap();
+        assert_eq!(f.kernel, vec!["nodev".to_string()]);
+        assert_eq!(f.fsname.as_deref(), Some("img:app"));
+        assert_eq!(f.subtype.as_deref(), Some("lf2"));
+        assert!(f.read_only);
+        for bad in [
+            "frob",
+            "fsname=",
+            "fsname=a b",
+            "subtype=a/b",
+            "subtype=a,b",
+        ] {
+            assert!(o(&[bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

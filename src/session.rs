@@ -126,6 +126,8 @@ impl Session {
                     read_only: cfg.read_only,
                     threads: serving_threads(),
                     flags: cfg.flags.clone(),
+                    fsname: cfg.fsname.clone(),
+                    subtype: cfg.subtype.clone(),
                     transport: match cfg.transport {
                         Some(t) => t,
                         None => fuse::Transport::from_env().map_err(SetupError::invalid)?,
@@ -161,12 +163,18 @@ impl Session {
             });
         };
         tracing::info!(mountpoint = %cfg.mountpoint.display(), transport = %mounted.transport(), "mounted");
+        let mountpoint = cfg.mountpoint.clone();
         let serving = std::thread::Builder::new()
             .name("layerfuse-session".into())
             .spawn(move || {
                 // The claims live exactly as long as the mount is served.
                 let _claims = attached.claims;
-                mounted.run()
+                let served = mounted.run();
+                if served.is_err() {
+                    // A connection that failed leaves a dead mount (ENOTCONN): not kept.
+                    let _ = crate::sys::unmount(&mountpoint, true);
+                }
+                served
             })
             .map_err(|e| SetupError::io(&cfg.mountpoint, "cannot start serving", &e))?;
         Ok(Session {

@@ -64,6 +64,9 @@ pub struct MountOptions {
     /// Extra kernel mount flags (`nodev`, `noexec`, …).
     pub flags: Vec<String>,
     pub transport: Transport,
+    /// The source and subtype (type `fuse.SUBTYPE`) the mount shows in /proc/mounts.
+    pub fsname: String,
+    pub subtype: String,
 }
 
 enum Serving {
@@ -142,12 +145,51 @@ pub fn mount(overlay: Arc<Overlay>, mountpoint: &Path, opts: &MountOptions) -> i
     mount_dev(overlay, mountpoint, opts)
 }
 
-/// The classic transport, through fuser.
+/// The classic transport. As root, on a mount of our own (so it shows the fsname
+/// and the type `fuse.SUBTYPE` asked for; fuser's own mount(2) always says `fuse`);
+/// otherwise (EPERM) through fuser's mount, i.e. fusermount3, which honours both.
 fn mount_dev(overlay: Arc<Overlay>, mountpoint: &Path, opts: &MountOptions) -> io::Result<Mounted> {
+    let mut config = Config::default();
+    config.acl = SessionACL::All;
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = cfg!(target_os = "linux") && opts.threads > 1;
+    let policy = Arc::new(Policy::new(overlay));
+    let fs = DevFs {
+        policy: policy.clone(),
+    };
+    #[cfg(target_os = "linux")]
+    let own = match kernel_mount(mountpoint, opts) {
+        Ok(dev) => Some(dev),
+        Err(e) if e == crate::sys::Errno::EPERM => None,
+        Err(e) => return Err(io::Error::from_raw_os_error(e.0)),
+    };
+    #[cfg(not(target_os = "linux"))]
+    let own: Option<std::os::fd::OwnedFd> = None;
+    let session = match own {
+        Some(dev) => Session::from_fd(fs, dev, SessionACL::All, config).inspect_err(|_| {
+            // Mounted but not served: nothing may stay mounted.
+            let _ = crate::sys::unmount(mountpoint, true);
+        })?,
+        None => {
+            config.mount_options = fuser_options(opts);
+            Session::new(fs, mountpoint, &config)?
+        }
+    };
+    let notifier: Arc<dyn Notify> = Arc::new(FuserNotify(session.notifier()));
+    policy.set_notifier(Box::new(FuserNotify(session.notifier())));
+    policy.forward_attr_changes(notifier);
+    tracing::info!(transport = "dev", "serving over /dev/fuse");
+    Ok(Mounted {
+        serving: Serving::Dev(session),
+    })
+}
+
+/// The mount options fuser (and so fusermount3) is given.
+fn fuser_options(opts: &MountOptions) -> Vec<MountOption> {
     let (dev, suid, mut flags) = flag_options(opts);
     let mut options = vec![
-        MountOption::FSName("layerfuse".into()),
-        MountOption::Subtype("layerfuse".into()),
+        MountOption::FSName(opts.fsname.clone()),
+        MountOption::Subtype(opts.subtype.clone()),
         MountOption::DefaultPermissions,
     ];
     options.append(&mut flags);
@@ -167,48 +209,18 @@ fn mount_dev(overlay: Arc<Overlay>, mountpoint: &Path, opts: &MountOptions) -> i
     } else {
         MountOption::RW
     });
-    let mut config = Config::default();
-    config.mount_options = options;
-    config.acl = SessionACL::All;
-    config.n_threads = Some(opts.threads.max(1));
-    config.clone_fd = cfg!(target_os = "linux") && opts.threads > 1;
-    let policy = Arc::new(Policy::new(overlay));
-    let session = Session::new(
-        DevFs {
-            policy: policy.clone(),
-        },
-        mountpoint,
-        &config,
-    )?;
-    let notifier: Arc<dyn Notify> = Arc::new(FuserNotify(session.notifier()));
-    policy.set_notifier(Box::new(FuserNotify(session.notifier())));
-    policy.forward_attr_changes(notifier);
-    tracing::info!(transport = "dev", "serving over /dev/fuse");
-    Ok(Mounted {
-        serving: Serving::Dev(session),
-    })
+    options
 }
 
-struct FuserNotify(fuser::Notifier);
-
-impl Notify for FuserNotify {
-    fn inval_inode(&self, ino: u64, offset: i64, len: i64) -> io::Result<()> {
-        self.0.inval_inode(fuser::INodeNo(ino), offset, len)
-    }
-}
-
-/// The io_uring transport: our own device, mount(2) and handshake.
+/// mount(2) a FUSE filesystem of our own at `mountpoint` and return its device: the
+/// fsname as source, `fuse.SUBTYPE` as type, the kernel flags asked for. Root only
+/// (others get EPERM).
 #[cfg(target_os = "linux")]
-fn mount_uring(
-    overlay: Arc<Overlay>,
+fn kernel_mount(
     mountpoint: &Path,
     opts: &MountOptions,
-) -> Result<Mounted, super::uring::Unavailable> {
-    use super::uring::Unavailable;
+) -> crate::sys::SysResult<std::os::fd::OwnedFd> {
     use crate::sys::uring::{self as sysuring, mount_flag};
-    if let Some(offered) = super::uring::kernel_offers_uring() {
-        offered.map_err(Unavailable::NotOffered)?;
-    }
     let dev = sysuring::open_fuse_device()?;
     let (devices, suid, _) = flag_options(opts);
     let mut flags = 0;
@@ -237,7 +249,31 @@ fn mount_uring(
         crate::sys::geteuid(),
         crate::sys::getegid()
     );
-    sysuring::mount_fuse("layerfuse", mountpoint, "fuse.layerfuse", flags, &data)?;
+    let fstype = format!("fuse.{}", opts.subtype);
+    sysuring::mount_fuse(&opts.fsname, mountpoint, &fstype, flags, &data)?;
+    Ok(dev)
+}
+
+struct FuserNotify(fuser::Notifier);
+
+impl Notify for FuserNotify {
+    fn inval_inode(&self, ino: u64, offset: i64, len: i64) -> io::Result<()> {
+        self.0.inval_inode(fuser::INodeNo(ino), offset, len)
+    }
+}
+
+/// The io_uring transport: our own device, mount(2) and handshake.
+#[cfg(target_os = "linux")]
+fn mount_uring(
+    overlay: Arc<Overlay>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<Mounted, super::uring::Unavailable> {
+    use super::uring::Unavailable;
+    if let Some(offered) = super::uring::kernel_offers_uring() {
+        offered.map_err(Unavailable::NotOffered)?;
+    }
+    let dev = kernel_mount(mountpoint, opts)?;
     match super::uring::start(dev, Policy::new(overlay)) {
         Ok(s) => Ok(Mounted {
             serving: Serving::Uring(s),

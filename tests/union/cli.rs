@@ -228,14 +228,14 @@ fn refuses_mountpoint_already_a_layerfuse_mount() {
     assert!(first.is_mounted(), "the first mount must survive");
 }
 
-/// The live mount as the kernel lists it: fuse, source `layerfuse`, allow_other,
+/// The live mount as the kernel lists it: type fuse.layerfuse, source `layerfuse`, allow_other,
 /// default_permissions, and neither nodev nor nosuid.
 fn assert_mount_shape(mnt: &Path) {
     let m = mounts_at(mnt);
     let m = m
         .last()
         .unwrap_or_else(|| panic!("{} not mounted", mnt.display()));
-    assert!(m.fstype.starts_with("fuse"), "fstype {m:?}");
+    assert_eq!(m.fstype, "fuse.layerfuse", "fstype {m:?}");
     assert_eq!(m.source, "layerfuse", "source {m:?}");
     assert!(
         m.options.contains("allow_other"),
@@ -627,4 +627,67 @@ fn without_work_a_read_only_parent_is_refused() {
         &l.root,
     );
     assert!(line.contains("work dir"), "{line}");
+}
+
+/// The mount as /proc/self/mountinfo lists it: (source, type).
+fn source_and_type(mnt: &Path) -> (String, String) {
+    let m = mounts_at(mnt);
+    let m = m
+        .last()
+        .unwrap_or_else(|| panic!("{} not mounted", mnt.display()));
+    (m.source.clone(), m.fstype.clone())
+}
+
+#[test]
+fn fsname_and_subtype_name_the_mount() {
+    need_root!();
+    let opts = Opts {
+        extra_args: vec!["-o".into(), "nodev,fsname=app-1:rootfs,subtype=lfx".into()],
+        ..Default::default()
+    };
+    let m = TestMount::layerfuse(base(), &opts);
+    assert_eq!(
+        source_and_type(&m.mnt),
+        ("app-1:rootfs".to_string(), "fuse.lfx".to_string())
+    );
+    let shown = mounts_at(&m.mnt);
+    assert!(
+        shown
+            .last()
+            .is_some_and(|i| i.mount_options.contains("nodev")),
+        "{shown:?}"
+    );
+    assert_eq!(fs::read_to_string(m.path("a")).unwrap(), "a");
+}
+
+/// mount.fuse3 runs `layerfuse SOURCE MOUNTPOINT -o OPTIONS`: the source it was given is the
+/// mount's source, the type is fuse.layerfuse.
+#[test]
+fn the_source_mount_fuse3_passes_names_the_mount() {
+    need_root!();
+    let l = base();
+    let o = format!(
+        "lowerdir={}:{},upperdir={},workdir={},dev,suid",
+        l.lowers[0].display(),
+        l.lowers[1].display(),
+        l.upper.as_ref().unwrap().display(),
+        l.work.as_ref().unwrap().display()
+    );
+    let mut cmd = Command::new(layerfuse_bin());
+    cmd.arg("img-42").arg(&l.mnt).arg("-o").arg(o).arg("-f");
+    let m = TestMount::spawn_fuse(Impl::Layerfuse, cmd, l);
+    assert_eq!(
+        source_and_type(&m.mnt),
+        ("img-42".to_string(), "fuse.layerfuse".to_string())
+    );
+}
+
+#[test]
+fn refuses_unknown_mount_option() {
+    need_root!();
+    let l = base();
+    let mut a = std_args(&l);
+    a.extend(["-o".into(), "nodev,frobnicate".into()]);
+    let line = expect_refused("unknown -o", &a, &l.mnt, &l.root);
+    assert!(line.contains("frobnicate"), "{line}");
 }
