@@ -63,6 +63,7 @@ pub struct MountOptions {
     pub threads: usize,
     /// Extra kernel mount flags (`nodev`, `noexec`, …).
     pub flags: Vec<String>,
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub transport: Transport,
     /// The source and subtype (type `fuse.SUBTYPE`) the mount shows in /proc/mounts.
     pub fsname: String,

@@ -418,6 +418,7 @@ impl<B> Policy<B> {
         self.overlay.read(fh, offset, size)
     }
 
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     /// A read straight into the reply buffer `buf` (no copy); the bytes read.
     pub fn read_into(&self, fh: HandleId, offset: u64, buf: &mut [u8]) -> SysResult<usize> {
         self.overlay.read_into(fh, offset, buf)
@@ -594,6 +595,12 @@ impl<B> Policy<B> {
 
     pub fn removexattr(&self, ino: NodeId, name: &OsStr) -> SysResult<()> {
         self.overlay.removexattr(ino, name)
+    }
+
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    /// syncfs(2) on the mount: the upper filesystem's (the lowers never change).
+    pub fn syncfs(&self) -> SysResult<()> {
+        self.overlay.syncfs()
     }
 
     /// The kernel checks permissions itself (`default_permissions`).

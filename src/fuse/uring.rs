@@ -551,6 +551,7 @@ fn handle(policy: &UPolicy, dev: &Arc<OwnedFd>, h: &InHeader, req: Request) -> A
             |(e, o)| Answer::Create(e, o),
         ),
         Request::Ioctl => from(policy.ioctl(), |_| Answer::Empty),
+        Request::Syncfs => from(policy.syncfs(), |_| Answer::Empty),
         Request::Fallocate {
             fh,
             offset,

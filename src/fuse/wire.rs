@@ -246,7 +246,7 @@ pub fn op_in_size(opcode: u32) -> usize {
     use opcode::*;
     match opcode {
         FORGET | INTERRUPT | MKDIR | RENAME | LINK | OPEN | OPENDIR | SETXATTR | GETXATTR
-        | LISTXATTR | ACCESS | BATCH_FORGET => 8,
+        | LISTXATTR | ACCESS | BATCH_FORGET | SYNCFS => 8,
         GETATTR | MKNOD | FSYNC | FSYNCDIR | CREATE | RENAME2 | BMAP => 16,
         RELEASE | RELEASEDIR | FLUSH | LSEEK | POLL | STATX => 24,
         IOCTL | FALLOCATE => 32,
@@ -407,6 +407,7 @@ pub enum Request<'a> {
         name: &'a OsStr,
     },
     Ioctl,
+    Syncfs,
     Fallocate {
         fh: u64,
         offset: u64,
@@ -635,6 +636,7 @@ pub fn parse<'a>(code: u32, arg: &'a [u8], payload: &'a [u8]) -> Result<Request<
             }
         }
         op::IOCTL => Request::Ioctl,
+        op::SYNCFS => Request::Syncfs,
         op::FALLOCATE => {
             let fh = a.u64()?;
             let offset = a.u64()?;

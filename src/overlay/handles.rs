@@ -35,9 +35,20 @@ pub(super) struct FileHandle {
     /// writes from the page cache (mmap) must not strip it, but the upper
     /// filesystem strips it on every write the daemon makes.
     capability: Option<Vec<u8>>,
+    /// Sequential reads: where the last read ended, and how far the file is already
+    /// being read ahead (see `read_ahead`).
+    next_read: AtomicU64,
+    ahead: AtomicU64,
 }
 
 const CAPABILITY: &str = "security.capability";
+
+/// How far ahead of a sequential reader the daemon asks the disk to read. The kernel
+/// reads a FUSE file ahead in windows of its default 128 KiB (a FUSE mount's bdi
+/// never gets a bigger one), so without this each READ was one 128 KiB read from a
+/// cold disk, waited for in turn: the disk idled during every round trip. Kernel
+/// overlayfs reads the real file with the lower filesystem's window instead.
+const READ_AHEAD: u64 = 8 << 20;
 
 /// One open directory: a snapshot of its merged listing, taken when reading starts
 /// at offset 0, so offsets stay valid while the directory changes.
@@ -187,6 +198,8 @@ impl Overlay {
             on_lower: on_lower.into(),
             meta,
             capability,
+            next_read: AtomicU64::new(0),
+            ahead: AtomicU64::new(0),
         }));
         Ok((fh, OpenInfo { keep_cache: true }))
     }
@@ -229,6 +242,8 @@ impl Overlay {
             on_lower: false.into(),
             meta: None,
             capability: None,
+            next_read: AtomicU64::new(0),
+            ahead: AtomicU64::new(0),
         }))
     }
 
@@ -258,7 +273,30 @@ impl Overlay {
 
     pub fn read(&self, fh: HandleId, offset: u64, size: u32) -> SysResult<Vec<u8>> {
         let fd = self.file_fd(fh)?;
-        sys::read_exact_at(sys::borrow(&fd), size as usize, offset)
+        let data = sys::read_exact_at(sys::borrow(&fd), size as usize, offset)?;
+        self.read_ahead(fh, &fd, offset, data.len() as u64);
+        Ok(data)
+    }
+
+    /// A read of `len` bytes at `offset` was served: if it continues the previous one,
+    /// keep the disk reading up to [`READ_AHEAD`] beyond it (refilled when half of it
+    /// was consumed), so the next READs find the pages in memory. Only a hint: pages
+    /// the file no longer needs are the page cache's to drop.
+    fn read_ahead(&self, fh: HandleId, fd: &OwnedFd, offset: u64, len: u64) {
+        let Ok(h) = self.file(fh) else { return };
+        let Handle::File(f) = &*h else { return };
+        let end = offset + len;
+        let sequential = f.next_read.swap(end, Ordering::Relaxed) == offset && len > 0;
+        if !sequential {
+            return;
+        }
+        let ahead = f.ahead.load(Ordering::Relaxed).max(end);
+        if ahead >= end + READ_AHEAD / 2 {
+            return;
+        }
+        let until = end + READ_AHEAD;
+        f.ahead.store(until, Ordering::Relaxed);
+        sys::will_need(sys::borrow(fd), ahead, until - ahead);
     }
 
     /// Read at `offset` into `buf` (a transport's reply buffer), up to its length or
@@ -273,6 +311,7 @@ impl Overlay {
             }
             done += n;
         }
+        self.read_ahead(fh, &fd, offset, done as u64);
         Ok(done)
     }
 

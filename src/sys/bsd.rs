@@ -168,3 +168,6 @@ pub fn open_by_handle(_mount_fd: BorrowedFd<'_>, _ty: i32, _handle: &[u8]) -> Sy
 
 /// The system allocators of FreeBSD and macOS return freed memory themselves.
 pub fn release_free_memory() {}
+
+/// Read-ahead hint: not offered here (macOS has no posix_fadvise); reads still work.
+pub fn will_need(_fd: BorrowedFd<'_>, _offset: u64, _len: u64) {}

@@ -405,3 +405,17 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// Ask the kernel to start reading `[offset, offset+len)` of `fd` into the page cache
+/// now (POSIX_FADV_WILLNEED: asynchronous, a hint; errors are of no consequence).
+pub fn will_need(fd: BorrowedFd<'_>, offset: u64, len: u64) {
+    // SAFETY: plain syscall on a valid fd; no memory is passed.
+    let _ = unsafe {
+        libc::posix_fadvise(
+            fd.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_WILLNEED,
+        )
+    };
+}
