@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 mod config;
+pub mod counters;
 mod error;
 mod fuse;
 pub mod layer;

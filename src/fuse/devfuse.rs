@@ -29,38 +29,50 @@ fn caller(req: &Request, umask: u32) -> Caller {
     }
 }
 
-fn reply_entry(reply: ReplyEntry, r: SysResult<Entry>) {
-    match r {
-        Ok(e) => match &e.attr {
-            Some(a) => {
-                reply.entry_with_ttls(&e.ttl, &e.ttl, &file_attr(a), Generation(e.generation))
-            }
-            None => reply.entry_with_ttls(&e.ttl, &e.ttl, &negative_attr(), Generation(0)),
-        },
-        Err(e) => reply.error(errno(e)),
+impl DevFs {
+    /// The errno a request is answered with, counted.
+    fn err(&self, e: crate::overlay::Errno) -> fuser::Errno {
+        self.policy.counters().error(e.0);
+        errno(e)
     }
-}
 
-fn reply_attr(reply: ReplyAttr, r: SysResult<(crate::overlay::Attr, std::time::Duration)>) {
-    match r {
-        Ok((a, ttl)) => reply.attr(&ttl, &file_attr(&a)),
-        Err(e) => reply.error(errno(e)),
+    fn reply_entry(&self, reply: ReplyEntry, r: SysResult<Entry>) {
+        match r {
+            Ok(e) => match &e.attr {
+                Some(a) => {
+                    reply.entry_with_ttls(&e.ttl, &e.ttl, &file_attr(a), Generation(e.generation))
+                }
+                None => reply.entry_with_ttls(&e.ttl, &e.ttl, &negative_attr(), Generation(0)),
+            },
+            Err(e) => reply.error(self.err(e)),
+        }
     }
-}
 
-/// Answer a request that returns nothing but success or an errno.
-fn reply_empty(reply: ReplyEmpty, result: SysResult<()>) {
-    match result {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(errno(e)),
+    fn reply_attr(
+        &self,
+        reply: ReplyAttr,
+        r: SysResult<(crate::overlay::Attr, std::time::Duration)>,
+    ) {
+        match r {
+            Ok((a, ttl)) => reply.attr(&ttl, &file_attr(&a)),
+            Err(e) => reply.error(self.err(e)),
+        }
     }
-}
 
-fn reply_xattr(reply: ReplyXattr, r: SysResult<Xattr>) {
-    match r {
-        Ok(Xattr::Size(n)) => reply.size(n),
-        Ok(Xattr::Data(v)) => reply.data(&v),
-        Err(e) => reply.error(errno(e)),
+    /// Answer a request that returns nothing but success or an errno.
+    fn reply_empty(&self, reply: ReplyEmpty, result: SysResult<()>) {
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.err(e)),
+        }
+    }
+
+    fn reply_xattr(&self, reply: ReplyXattr, r: SysResult<Xattr>) {
+        match r {
+            Ok(Xattr::Size(n)) => reply.size(n),
+            Ok(Xattr::Data(v)) => reply.data(&v),
+            Err(e) => reply.error(self.err(e)),
+        }
     }
 }
 
@@ -84,7 +96,7 @@ impl fuser::Filesystem for DevFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(reply, self.policy.lookup(node(parent), name))
+        self.reply_entry(reply, self.policy.lookup(node(parent), name))
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -92,7 +104,7 @@ impl fuser::Filesystem for DevFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        reply_attr(reply, self.policy.getattr(node(ino), fh.map(handle)))
+        self.reply_attr(reply, self.policy.getattr(node(ino), fh.map(handle)))
     }
 
     fn setattr(
@@ -123,13 +135,13 @@ impl fuser::Filesystem for DevFs {
             through_open_file: fh.is_some(),
         };
         // fuser never negotiates FUSE_HANDLE_KILLPRIV_V2: the kernel clears set-id bits itself.
-        reply_attr(reply, self.policy.setattr(node(ino), set, false))
+        self.reply_attr(reply, self.policy.setattr(node(ino), set, false))
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.policy.readlink(node(ino)) {
             Ok(t) => reply.data(t.as_encoded_bytes()),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.err(e)),
         }
     }
 
@@ -143,7 +155,7 @@ impl fuser::Filesystem for DevFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply_entry(
+        self.reply_entry(
             reply,
             self.policy
                 .mknod(caller(req, umask), node(parent), name, mode, rdev),
@@ -159,7 +171,7 @@ impl fuser::Filesystem for DevFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        reply_entry(
+        self.reply_entry(
             reply,
             self.policy
                 .mkdir(caller(req, umask), node(parent), name, mode),
@@ -167,11 +179,11 @@ impl fuser::Filesystem for DevFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.policy.remove(node(parent), name, false))
+        self.reply_empty(reply, self.policy.remove(node(parent), name, false))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.policy.remove(node(parent), name, true))
+        self.reply_empty(reply, self.policy.remove(node(parent), name, true))
     }
 
     fn symlink(
@@ -182,7 +194,7 @@ impl fuser::Filesystem for DevFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        reply_entry(
+        self.reply_entry(
             reply,
             self.policy
                 .symlink(caller(req, 0), node(parent), link_name, target.as_os_str()),
@@ -202,7 +214,7 @@ impl fuser::Filesystem for DevFs {
         let r = self
             .policy
             .rename(node(parent), name, node(newparent), newname, flags.bits());
-        reply_empty(reply, r)
+        self.reply_empty(reply, r)
     }
 
     fn link(
@@ -213,7 +225,7 @@ impl fuser::Filesystem for DevFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, self.policy.link(node(ino), node(newparent), newname))
+        self.reply_entry(reply, self.policy.link(node(ino), node(newparent), newname))
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -236,7 +248,7 @@ impl fuser::Filesystem for DevFs {
                 &b,
             ),
             Ok(o) => reply.opened(FileHandle(o.fh.get()), fopen(o.flags)),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.err(e)),
         }
     }
 
@@ -253,7 +265,7 @@ impl fuser::Filesystem for DevFs {
     ) {
         match self.policy.read(handle(fh), offset, size) {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.err(e)),
         }
     }
 
@@ -275,7 +287,7 @@ impl fuser::Filesystem for DevFs {
             .write(handle(fh), offset, data, from_page_cache, None)
         {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.err(e)),
         }
     }
 
@@ -287,7 +299,7 @@ impl fuser::Filesystem for DevFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.policy.flush())
+        self.reply_empty(reply, self.policy.flush())
     }
 
     fn release(
@@ -312,14 +324,14 @@ impl fuser::Filesystem for DevFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.policy.fsync(handle(fh), datasync))
+        self.reply_empty(reply, self.policy.fsync(handle(fh), datasync))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.policy.opendir(node(ino)) {
             Ok(Some((fh, flags))) => reply.opened(FileHandle(fh.get()), fopen(flags)),
             Ok(None) => reply.error(fuser::Errno::ENOSYS),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.err(e)),
         }
     }
 
@@ -338,7 +350,7 @@ impl fuser::Filesystem for DevFs {
             });
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.err(e)),
         }
     }
 
@@ -365,7 +377,7 @@ impl fuser::Filesystem for DevFs {
             });
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.err(e)),
         }
     }
 
@@ -389,7 +401,7 @@ impl fuser::Filesystem for DevFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.policy.fsyncdir(node(ino), handle(fh), datasync))
+        self.reply_empty(reply, self.policy.fsyncdir(node(ino), handle(fh), datasync))
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
@@ -397,7 +409,7 @@ impl fuser::Filesystem for DevFs {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
             ),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.err(e)),
         }
     }
 
@@ -411,23 +423,23 @@ impl fuser::Filesystem for DevFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.policy.setxattr(node(ino), name, value, flags))
+        self.reply_empty(reply, self.policy.setxattr(node(ino), name, value, flags))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        reply_xattr(reply, self.policy.getxattr(node(ino), name, size))
+        self.reply_xattr(reply, self.policy.getxattr(node(ino), name, size))
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply_xattr(reply, self.policy.listxattr(node(ino), size))
+        self.reply_xattr(reply, self.policy.listxattr(node(ino), size))
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.policy.removexattr(node(ino), name))
+        self.reply_empty(reply, self.policy.removexattr(node(ino), name))
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        reply_empty(reply, self.policy.access())
+        self.reply_empty(reply, self.policy.access())
     }
 
     fn create(
@@ -453,7 +465,7 @@ impl fuser::Filesystem for DevFs {
                 o,
             )) => ((a, ttl), o),
             Ok(_) => return reply.error(fuser::Errno::EIO),
-            Err(e) => return reply.error(errno(e)),
+            Err(e) => return reply.error(self.err(e)),
         };
         let ((a, ttl), fh) = (e, FileHandle(o.fh.get()));
         match &o.backing {
@@ -481,7 +493,7 @@ impl fuser::Filesystem for DevFs {
         reply: ReplyIoctl,
     ) {
         if let Err(e) = self.policy.ioctl() {
-            reply.error(errno(e));
+            reply.error(self.err(e));
         }
     }
 
@@ -495,7 +507,7 @@ impl fuser::Filesystem for DevFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(
+        self.reply_empty(
             reply,
             self.policy.fallocate(handle(fh), offset, length, mode),
         )
@@ -512,7 +524,7 @@ impl fuser::Filesystem for DevFs {
     ) {
         match self.policy.lseek(handle(fh), offset, whence) {
             Ok(o) => reply.offset(o),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.err(e)),
         }
     }
 
@@ -534,7 +546,7 @@ impl fuser::Filesystem for DevFs {
             .copy_file_range(handle(fh_in), offset_in, handle(fh_out), offset_out, len)
         {
             Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.err(e)),
         }
     }
 }

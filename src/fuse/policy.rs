@@ -9,6 +9,7 @@
 use super::dirstream;
 use super::passthrough::PassthroughTable;
 use super::wire::init;
+use crate::counters::Op;
 use crate::overlay::{
     Attr, Caller, Errno, FileKind, HandleId, NewEntry, NodeId, OpenInfo, Overlay, SetAttr,
     SysResult,
@@ -120,6 +121,11 @@ pub struct Policy<B> {
 }
 
 impl<B> Policy<B> {
+    /// The mount's counters (`layerfuse status`).
+    pub fn counters(&self) -> &crate::counters::Counters {
+        self.overlay.counters()
+    }
+
     pub fn new(overlay: Arc<Overlay>) -> Policy<B> {
         Policy {
             overlay,
@@ -191,6 +197,7 @@ impl<B> Policy<B> {
     /// A lookup; a miss is a negative entry the kernel may remember (node id 0):
     /// every create goes through this mount, which replaces the negative entry.
     pub fn lookup(&self, parent: NodeId, name: &OsStr) -> SysResult<Entry> {
+        self.overlay.counters().request(Op::Lookup);
         match self.overlay.lookup(parent, name) {
             Ok((attr, generation)) => Ok(Entry {
                 generation,
@@ -210,10 +217,12 @@ impl<B> Policy<B> {
     }
 
     pub fn forget(&self, ino: NodeId, nlookup: u64) {
+        self.overlay.counters().request(Op::Forget);
         self.overlay.forget(ino, nlookup);
     }
 
     pub fn getattr(&self, ino: NodeId, fh: Option<HandleId>) -> SysResult<(Attr, Duration)> {
+        self.overlay.counters().request(Op::Getattr);
         let a = self.overlay.getattr(ino, fh)?;
         Ok((a, ttl(&a)))
     }
@@ -221,6 +230,7 @@ impl<B> Policy<B> {
     /// `kill`: `FATTR_KILL_SUIDGID` (a chown, or a truncate by a caller without
     /// CAP_FSETID): set-id bits go, as the kernel's VFS drops them.
     pub fn setattr(&self, ino: NodeId, set: SetAttr, kill: bool) -> SysResult<(Attr, Duration)> {
+        self.overlay.counters().request(Op::Setattr);
         let mut a = self.overlay.setattr(ino, set)?;
         if kill {
             a = self.kill_suidgid(a)?;
@@ -262,6 +272,7 @@ impl<B> Policy<B> {
     }
 
     pub fn readlink(&self, ino: NodeId) -> SysResult<OsString> {
+        self.overlay.counters().request(Op::Readlink);
         self.overlay.readlink(ino)
     }
 
@@ -273,6 +284,7 @@ impl<B> Policy<B> {
         mode: u32,
         rdev: u32,
     ) -> SysResult<Entry> {
+        self.overlay.counters().request(Op::Mknod);
         let what = if FileKind::from_mode(mode) == FileKind::Regular {
             NewEntry::File { flags: 0 }
         } else {
@@ -292,6 +304,7 @@ impl<B> Policy<B> {
         name: &OsStr,
         mode: u32,
     ) -> SysResult<Entry> {
+        self.overlay.counters().request(Op::Mkdir);
         let (attr, _) = self
             .overlay
             .create(parent, name, mode, NewEntry::Dir, caller)?;
@@ -305,16 +318,19 @@ impl<B> Policy<B> {
         name: &OsStr,
         target: &OsStr,
     ) -> SysResult<Entry> {
+        self.overlay.counters().request(Op::Symlink);
         let what = NewEntry::Symlink { target };
         let (attr, _) = self.overlay.create(parent, name, 0o777, what, caller)?;
         Ok(Entry::of(attr))
     }
 
     pub fn link(&self, ino: NodeId, newparent: NodeId, newname: &OsStr) -> SysResult<Entry> {
+        self.overlay.counters().request(Op::Link);
         Ok(Entry::of(self.overlay.link(ino, newparent, newname)?))
     }
 
     pub fn remove(&self, parent: NodeId, name: &OsStr, dir: bool) -> SysResult<()> {
+        self.overlay.counters().request(Op::Remove);
         self.overlay.remove(parent, name, dir)
     }
 
@@ -326,6 +342,7 @@ impl<B> Policy<B> {
         newname: &OsStr,
         flags: u32,
     ) -> SysResult<()> {
+        self.overlay.counters().request(Op::Rename);
         self.overlay.rename(parent, name, newparent, newname, flags)
     }
 
@@ -375,6 +392,7 @@ impl<B> Policy<B> {
         kill: bool,
         make: impl FnOnce(&OwnedFd) -> Option<B>,
     ) -> SysResult<Opened<B>> {
+        self.overlay.counters().request(Op::Open);
         let (fh, info) = self.overlay.open(ino, flags)?;
         if kill && let Err(e) = self.kill_suidgid_of(ino, fh) {
             self.overlay.release(fh);
@@ -398,6 +416,7 @@ impl<B> Policy<B> {
         flags: i32,
         make: impl FnOnce(&OwnedFd) -> Option<B>,
     ) -> SysResult<(Entry, Opened<B>)> {
+        self.overlay.counters().request(Op::Create);
         let (attr, fh) =
             self.overlay
                 .create(parent, name, mode, NewEntry::File { flags }, caller)?;
@@ -415,12 +434,14 @@ impl<B> Policy<B> {
     }
 
     pub fn read(&self, fh: HandleId, offset: u64, size: u32) -> SysResult<Vec<u8>> {
+        self.overlay.counters().request(Op::Read);
         self.overlay.read(fh, offset, size)
     }
 
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     /// A read straight into the reply buffer `buf` (no copy); the bytes read.
     pub fn read_into(&self, fh: HandleId, offset: u64, buf: &mut [u8]) -> SysResult<usize> {
+        self.overlay.counters().request(Op::Read);
         self.overlay.read_into(fh, offset, buf)
     }
 
@@ -433,6 +454,7 @@ impl<B> Policy<B> {
         from_page_cache: bool,
         kill: Option<NodeId>,
     ) -> SysResult<u32> {
+        self.overlay.counters().request(Op::Write);
         // `kill`: `FUSE_WRITE_KILL_SUIDGID` (a writer without CAP_FSETID), with the node.
         if let Some(ino) = kill {
             self.kill_suidgid_of(ino, fh)?;
@@ -441,11 +463,13 @@ impl<B> Policy<B> {
     }
 
     pub fn release(&self, fh: HandleId) {
+        self.overlay.counters().request(Op::Release);
         self.passthrough.release(fh);
         self.overlay.release(fh);
     }
 
     pub fn fsync(&self, fh: HandleId, datasync: bool) -> SysResult<()> {
+        self.overlay.counters().request(Op::Fsync);
         self.overlay.fsync(fh, datasync)
     }
 
@@ -453,6 +477,7 @@ impl<B> Policy<B> {
     /// directories without asking" (and with `FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR`)
     /// for the rest of the mount.
     pub fn opendir(&self, ino: NodeId) -> SysResult<Option<(HandleId, u32)>> {
+        self.overlay.counters().request(Op::Opendir);
         if self.no_opendir() {
             return Ok(None);
         }
@@ -510,6 +535,7 @@ impl<B> Policy<B> {
         plus: bool,
         mut add: impl FnMut(DirItem) -> bool,
     ) -> SysResult<()> {
+        self.overlay.counters().request(Op::Readdir);
         let stream = self.dir_stream(ino, fh, offset)?;
         let entries = self.overlay.readdir(stream.fh, stream.index)?;
         for (i, e) in entries.iter().enumerate().skip(stream.index as usize) {
@@ -562,10 +588,12 @@ impl<B> Policy<B> {
     }
 
     pub fn releasedir(&self, fh: HandleId) {
+        self.overlay.counters().request(Op::Releasedir);
         self.overlay.releasedir(fh);
     }
 
     pub fn fsyncdir(&self, ino: NodeId, fh: HandleId, datasync: bool) -> SysResult<()> {
+        self.overlay.counters().request(Op::Fsync);
         if !self.no_opendir() {
             return self.overlay.fsync(fh, datasync);
         }
@@ -578,22 +606,27 @@ impl<B> Policy<B> {
     }
 
     pub fn statfs(&self, ino: NodeId) -> SysResult<crate::overlay::FsStats> {
+        self.overlay.counters().request(Op::Statfs);
         self.overlay.statfs(ino)
     }
 
     pub fn setxattr(&self, ino: NodeId, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
+        self.overlay.counters().request(Op::Xattr);
         self.overlay.setxattr(ino, name, value, flags)
     }
 
     pub fn getxattr(&self, ino: NodeId, name: &OsStr, size: u32) -> SysResult<Xattr> {
+        self.overlay.counters().request(Op::Xattr);
         xattr_answer(self.overlay.getxattr(ino, name)?, size)
     }
 
     pub fn listxattr(&self, ino: NodeId, size: u32) -> SysResult<Xattr> {
+        self.overlay.counters().request(Op::Xattr);
         xattr_answer(self.overlay.listxattr(ino)?, size)
     }
 
     pub fn removexattr(&self, ino: NodeId, name: &OsStr) -> SysResult<()> {
+        self.overlay.counters().request(Op::Xattr);
         self.overlay.removexattr(ino, name)
     }
 
@@ -605,11 +638,13 @@ impl<B> Policy<B> {
 
     /// The kernel checks permissions itself (`default_permissions`).
     pub fn access(&self) -> SysResult<()> {
+        self.overlay.counters().request(Op::Other);
         Ok(())
     }
 
     /// Nothing is held back at close: writes go to the upper file as they come.
     pub fn flush(&self) -> SysResult<()> {
+        self.overlay.counters().request(Op::Flush);
         Ok(())
     }
 
@@ -619,14 +654,17 @@ impl<B> Policy<B> {
     /// implemented" warning: programs probe with ioctls all the time (dpkg and Python
     /// ~900 times during `apt-get install`).
     pub fn ioctl(&self) -> SysResult<()> {
+        self.overlay.counters().request(Op::Other);
         Err(Errno::ENOTTY)
     }
 
     pub fn fallocate(&self, fh: HandleId, offset: u64, length: u64, mode: i32) -> SysResult<()> {
+        self.overlay.counters().request(Op::Write);
         self.overlay.fallocate(fh, offset, length, mode)
     }
 
     pub fn lseek(&self, fh: HandleId, offset: i64, whence: i32) -> SysResult<i64> {
+        self.overlay.counters().request(Op::Other);
         self.overlay.lseek(fh, offset, whence)
     }
 
@@ -638,6 +676,7 @@ impl<B> Policy<B> {
         off_out: u64,
         len: u64,
     ) -> SysResult<u32> {
+        self.overlay.counters().request(Op::Write);
         self.overlay
             .copy_file_range(fh_in, off_in, fh_out, off_out, len)
     }

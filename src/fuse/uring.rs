@@ -292,6 +292,9 @@ fn answer_entry(
         }
         Err(_) => (-Errno::EINVAL.0, 0),
     };
+    if error != 0 {
+        policy.counters().error(-error);
+    }
     let len = if error != 0 { 0 } else { len };
     let h = wire::out_header((wire::OUT_HEADER_LEN + len) as u32, error, commit_id);
     header[..wire::OUT_HEADER_LEN].copy_from_slice(&h);

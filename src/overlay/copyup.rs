@@ -353,6 +353,7 @@ impl Overlay {
             self.copy_up_one(upper, dir, Data::Full)?;
         }
         self.copy_up_one(upper, node, data)?;
+        self.counters.copied_up(chain.len() as u64 + 1);
         self.follow_copy_up(node);
         Ok(())
     }
@@ -545,6 +546,7 @@ impl Overlay {
         } else if st.size > 0 {
             let src = self.lowers[lower.layer].open_file(&lower.path, sys::oflag::RDONLY)?;
             copy_data(sys::borrow(&src), sys::borrow(&dst), st.size)?;
+            self.counters.bytes_copied(st.size);
         }
         // The copy's writes set its mtime, as the kernel's data copy-up does.
         if !self.volatile {
@@ -650,6 +652,7 @@ impl Overlay {
         if data != Data::Empty && st.size > 0 {
             let src = sys::open_at(src_dir, src_name, sys::oflag::RDONLY, 0)?;
             copy_data(sys::borrow(&src), dst, st.size)?;
+            self.counters.bytes_copied(st.size);
         }
         if !self.volatile {
             sys::fsync(dst)?;

@@ -71,6 +71,10 @@ pub(super) struct HandleTable {
 }
 
 impl HandleTable {
+    pub(super) fn len(&self) -> usize {
+        self.handles.len()
+    }
+
     fn insert(&self, h: Handle) -> HandleId {
         let fh = HandleId::new(self.next.fetch_add(1, Ordering::Relaxed) + 1);
         self.handles.insert(fh, Arc::new(h));

@@ -161,6 +161,8 @@ pub struct Overlay {
     /// Listings of lower directories, read once (see `lowerindex`).
     lower_index: lowerindex::LowerIndex,
     splices: Vec<splice::Splice>,
+    /// What `layerfuse status` shows of this union's work.
+    counters: crate::counters::Counters,
 }
 
 /// See [`Overlay::on_attr_change`].
@@ -192,6 +194,21 @@ impl std::fmt::Display for SetupError {
 impl std::error::Error for SetupError {}
 
 impl Overlay {
+    /// This union's live counters (see `layerfuse status`).
+    pub fn counters(&self) -> &crate::counters::Counters {
+        &self.counters
+    }
+
+    /// Nodes the kernel holds (looked up and not forgotten), and open files and
+    /// directories.
+    pub fn nodes_held(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn open_handles(&self) -> usize {
+        self.handles.len()
+    }
+
     /// Open every layer, claim and clean the work dir. The caller validated paths.
     pub fn new(cfg: &OverlayConfig) -> Result<Overlay, SetupError> {
         // Entries are made with the modes callers ask for (their umask already applied by
@@ -290,6 +307,7 @@ impl Overlay {
             dirs: DirCache::new(256),
             lower_index: lowerindex::LowerIndex::new(100_000),
             splices,
+            counters: Default::default(),
         })
     }
 

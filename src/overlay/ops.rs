@@ -349,7 +349,7 @@ impl Overlay {
         let tmp = self.temp_name();
         let flags = if whiteout { rename_flag::WHITEOUT } else { 0 };
         match sys::rename_at(pdir, name, work, &tmp, flags) {
-            Ok(()) => {}
+            Ok(()) => self.counters.whiteouts(whiteout as u64),
             Err(e) if whiteout && (e == Errno::EINVAL || e == Errno::EPERM) => {
                 sys::rename_at(pdir, name, work, &tmp, 0)?;
                 self.make_whiteout(pdir, name)?;
@@ -369,7 +369,9 @@ impl Overlay {
     }
 
     fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
-        sys::mknod_at(dir, name, FileKind::CharDevice.mode_bits(), 0)
+        sys::mknod_at(dir, name, FileKind::CharDevice.mode_bits(), 0)?;
+        self.counters.whiteouts(1);
+        Ok(())
     }
 
     /// Hard-link `ino` as `name` in `newparent`.
@@ -711,7 +713,7 @@ impl Overlay {
             } else {
                 let wflag = if whiteout { rename_flag::WHITEOUT } else { 0 };
                 match sys::rename_at(pdir, name, qdir, newname, wflag) {
-                    Ok(()) => {}
+                    Ok(()) => self.counters.whiteouts(whiteout as u64),
                     Err(e) if whiteout && (e == Errno::EINVAL || e == Errno::EPERM) => {
                         sys::rename_at(pdir, name, qdir, newname, 0)?;
                         self.make_whiteout(pdir, name)?;
