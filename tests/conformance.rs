@@ -56,11 +56,22 @@ fn run_seeds(
     other: Impl,
     stop_on_first: bool,
 ) -> (usize, Vec<String>) {
+    run_generated(seeds, n_ops, other, stop_on_first, Case::generate)
+}
+
+/// `run_seeds` with another case generator (`Case::generate_chained`).
+fn run_generated(
+    seeds: &[u64],
+    n_ops: usize,
+    other: Impl,
+    stop_on_first: bool,
+    generate: fn(u64, usize) -> Case,
+) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
     let mut ops = 0;
     let mut shrunk = HashSet::new();
     for &seed in seeds {
-        let case = Case::generate(seed, n_ops);
+        let case = generate(seed, n_ops);
         ops += case.ops.len();
         match run_and_report(&case, other, &mut shrunk) {
             Ok(()) => eprintln!(
@@ -107,6 +118,38 @@ fn fixed_seeds() {
     assert!(
         failures.is_empty(),
         "{} of {} seeds mismatch:\n\n{}",
+        failures.len(),
+        seeds.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// Directories renamed across commits, N levels (`Case::generate_chained`):
+/// `LAYERFUSE_FUZZ_CHAIN_SEEDS` seeds (default 100, ~10 s); `LAYERFUSE_FUZZ_SEED=S` replays seed S.
+#[test]
+fn chained_commits() {
+    let other = Impl::from_env();
+    if !environment_ok() {
+        return;
+    }
+    let _g = serial();
+    setup();
+    let n_ops = env_u64("LAYERFUSE_FUZZ_OPS", 60) as usize;
+    let seeds: Vec<u64> = match std::env::var("LAYERFUSE_FUZZ_SEED") {
+        Ok(s) => vec![s.parse().expect("LAYERFUSE_FUZZ_SEED must be a number")],
+        Err(_) => (0..env_u64("LAYERFUSE_FUZZ_CHAIN_SEEDS", 100))
+            .map(|i| seed_for(4000, i))
+            .collect(),
+    };
+    let (ops, failures) = run_generated(&seeds, n_ops, other, false, Case::generate_chained);
+    eprintln!(
+        "{} chained sequences, {ops} ops, {} mismatching",
+        seeds.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} chained seeds mismatch:\n\n{}",
         failures.len(),
         seeds.len(),
         failures.join("\n\n")
@@ -167,7 +210,13 @@ fn fuzz_long() {
     while Instant::now() < deadline {
         let seed = seed_for(base, i);
         i += 1;
-        let (n, failures) = run_seeds(&[seed], n_ops, other, true);
+        // Every other sequence renames directories across commits.
+        let generate = if i % 2 == 0 {
+            Case::generate_chained
+        } else {
+            Case::generate
+        };
+        let (n, failures) = run_generated(&[seed], n_ops, other, true, generate);
         sequences += 1;
         ops += n;
         if !failures.is_empty() {

@@ -220,33 +220,73 @@ impl Overlay {
         node
     }
 
-    /// Whether a component on the way to `path` in lower layer `li` is opaque, a
-    /// whiteout or not a directory: a search by absolute redirect then ends with this
-    /// layer, as the kernel's does.
-    fn path_blocked_in(&self, li: LayerIndex, path: &[u8]) -> SysResult<bool> {
-        let Some((dir, _)) = layer::split_last(path) else {
-            return Ok(false);
+    /// Walk the directories on the way to `path` in lower layer `li`, as the kernel's
+    /// absolute lookup does. `blocked`: one of them is opaque, a whiteout or not a
+    /// directory, so the search ends with this layer. `onward`: the path to search in
+    /// the layers below, with the redirects of those directories applied (a directory
+    /// renamed in an earlier commit has its content below under its old name).
+    fn walk_absolute(&self, li: LayerIndex, path: &[u8]) -> SysResult<AbsoluteWalk> {
+        let mut walk = AbsoluteWalk {
+            blocked: false,
+            onward: path.to_vec(),
         };
+        let Some((dir, leaf)) = layer::split_last(path) else {
+            return Ok(walk);
+        };
+        let comps: Vec<&[u8]> = dir
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
+        // The path below, rebuilt component by component as redirects rewrite it.
+        let mut onward = RelPath::new();
         let mut prefix = RelPath::new();
-        for comp in dir.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        let mut reached = 0;
+        for comp in &comps {
             let Some(idx) = self.lower_dir_index(li, &prefix, false)? else {
-                return Ok(false);
+                break;
             };
             match idx.get(OsStr::from_bytes(comp)) {
-                None => return Ok(false),
-                Some(e) if e.whiteout || e.kind != FileKind::Directory => return Ok(true),
+                None => break,
+                Some(e) if e.whiteout || e.kind != FileKind::Directory => {
+                    walk.blocked = true;
+                    break;
+                }
                 Some(_) => {}
             }
             prefix = layer::join(&prefix, OsStr::from_bytes(comp));
+            reached += 1;
             let fd = match self.dir_fd(LayerId::Lower(li), &prefix) {
                 Ok(fd) => fd,
-                Err(_) => return Ok(true),
+                Err(_) => {
+                    walk.blocked = true;
+                    onward = layer::join(&onward, OsStr::from_bytes(comp));
+                    break;
+                }
             };
-            if self.lowers[li].dir_markers(sys::borrow(&fd)).opaque {
-                return Ok(true);
+            let m = self.lowers[li].dir_markers(sys::borrow(&fd));
+            if m.opaque {
+                walk.blocked = true;
+                onward = layer::join(&onward, OsStr::from_bytes(comp));
+                continue;
             }
+            onward = match m.redirect {
+                Some(r) => match r.strip_prefix(b"/") {
+                    // An absolute redirect below an opaque directory lets the search
+                    // go on (the kernel resets its stop there too).
+                    Some(abs) => {
+                        walk.blocked = false;
+                        abs.to_vec()
+                    }
+                    None => layer::join(&onward, OsStr::from_bytes(&r)),
+                },
+                None => layer::join(&onward, OsStr::from_bytes(comp)),
+            };
         }
-        Ok(false)
+        for comp in &comps[reached..] {
+            onward = layer::join(&onward, OsStr::from_bytes(comp));
+        }
+        walk.onward = layer::join(&onward, leaf);
+        Ok(walk)
     }
 
     /// Position in `stack` of the first layer holding `name` (an entry or a whiteout);
@@ -358,8 +398,11 @@ impl Overlay {
                 if stop_after {
                     break;
                 }
+                let mut onward = None;
                 if let Search::Absolute(p) = &search {
-                    stop_after = self.path_blocked_in(li, p)?;
+                    let walk = self.walk_absolute(li, p)?;
+                    stop_after = walk.blocked;
+                    onward = Some(walk.onward);
                 }
                 let (path, xwh) = match &search {
                     Search::Name(n) => {
@@ -377,6 +420,10 @@ impl Overlay {
                     }
                     Search::Absolute(p) => (p.clone(), false),
                 };
+                // The layers below this one search where this layer's directories point.
+                if let Some(o) = onward {
+                    search = Search::Absolute(o);
+                }
                 let Some((dpath, leaf)) = layer::split_last(&path) else {
                     continue;
                 };
@@ -460,7 +507,7 @@ impl Overlay {
                     break;
                 }
                 if let Some(r) = m.redirect {
-                    search = redirect_search(r);
+                    search = search.redirected(r);
                 }
             }
         }
@@ -525,6 +572,27 @@ impl Overlay {
             }
         }
         Ok(false)
+    }
+}
+
+/// What walking an absolute redirect's path through one lower layer found.
+struct AbsoluteWalk {
+    blocked: bool,
+    onward: RelPath,
+}
+
+impl Search {
+    /// The search after a lower directory found by this one carries redirect `r`: an
+    /// absolute one starts from the root; a relative one replaces the last name, also
+    /// of an absolute path (a directory moved across commits, then renamed in place).
+    fn redirected(self, r: Vec<u8>) -> Search {
+        match (self, r.starts_with(b"/")) {
+            (Search::Absolute(p), false) => {
+                let dir = layer::split_last(&p).map_or(&[][..], |(d, _)| d);
+                Search::Absolute(layer::join(dir, OsStr::from_bytes(&r)))
+            }
+            _ => redirect_search(r),
+        }
     }
 }
 

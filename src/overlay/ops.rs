@@ -821,9 +821,8 @@ impl Overlay {
             .any(|l| l.layer == first.layer && l.path == lparent);
         let fd = sys::open_path_at(at, name)?;
         // A path from the root stays true wherever the entry moves (the kernel keeps it).
-        if sys::get_xattr(sys::borrow(&fd), self.markers.redirect())
-            .is_ok_and(|r| r.starts_with(b"/"))
-        {
+        let own = sys::get_xattr(sys::borrow(&fd), self.markers.redirect()).ok();
+        if own.as_ref().is_some_and(|r| r.starts_with(b"/")) {
             return Ok(());
         }
         // A file whose lower inode has several names may get upper names in other
@@ -837,10 +836,52 @@ impl Overlay {
             lname.as_bytes().to_vec()
         } else {
             let mut v = b"/".to_vec();
-            v.extend_from_slice(&first.path);
+            v.extend_from_slice(&self.top_lower_path(dir, own)?);
             v
         };
         sys::set_xattr(sys::borrow(&fd), self.markers.redirect(), &value, 0)
+    }
+
+    /// Where a lookup of `node` searches the topmost lower layer: its entry there if it
+    /// has one, else its parent's such path with its name (or the redirect its upper entry
+    /// records, `own` for the node itself). An absolute redirect must hold this path, as
+    /// the kernel's does (it builds it from the union's names and redirects the same way):
+    /// the path of the entry in a deeper layer can be hidden by a whiteout or a rename in
+    /// a layer above, which a lookup walks first.
+    fn top_lower_path(&self, node: &Node, own: Option<Vec<u8>>) -> SysResult<layer::RelPath> {
+        let mut tail: Vec<Vec<u8>> = Vec::new();
+        let mut redirect = own;
+        let mut cur: Option<Arc<Node>> = None;
+        let prefix = loop {
+            let n = cur.as_deref().unwrap_or(node);
+            if let Some(l) = self.first_lower(n).filter(|l| l.layer.get() == 0) {
+                break l.path;
+            }
+            let (parent, name) = {
+                let s = n.state.read();
+                (s.parent.clone(), s.name.as_bytes().to_vec())
+            };
+            let Some(parent) = parent else {
+                break layer::RelPath::new();
+            };
+            match redirect.take() {
+                Some(r) => match r.strip_prefix(b"/") {
+                    Some(abs) => break abs.to_vec(),
+                    None => tail.push(r),
+                },
+                None => tail.push(name),
+            }
+            if parent.state.read().upper && parent.parent().is_some() {
+                let path = self.upper_path(&parent);
+                let fd = self.dir_fd(LayerId::Upper, &path)?;
+                redirect = self.upper()?.layer.redirect_of(sys::borrow(&fd));
+            }
+            cur = Some(parent);
+        };
+        Ok(tail
+            .iter()
+            .rev()
+            .fold(prefix, |p, c| layer::join(&p, OsStr::from_bytes(c))))
     }
 }
 

@@ -185,6 +185,16 @@ impl Mounted {
         }
     }
 
+    /// A guard of nothing (already unmounted): holds a place while a side is remounted.
+    pub fn none() -> Mounted {
+        Mounted {
+            mnt: PathBuf::new(),
+            child: None,
+            log: PathBuf::new(),
+            unmounted: true,
+        }
+    }
+
     /// The daemon's PID (None for the kernel).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())

@@ -140,6 +140,9 @@ pub enum Op {
     FdClose {
         slot: usize,
     },
+    /// Unmount; the upper becomes the topmost lower and a fresh upper and work dir are
+    /// mounted over it, as a runtime does when it commits a container (run by the runner).
+    Commit,
 }
 
 const OPEN_FLAG_NAMES: &[(i32, &str)] = &[
@@ -252,6 +255,7 @@ impl Op {
             Op::Readdir { path } => format!("Op::Readdir {{ path: {path:?}.into() }}"),
             Op::Stat { path } => format!("Op::Stat {{ path: {path:?}.into() }}"),
             Op::Statfs => "Op::Statfs".to_string(),
+            Op::Commit => "Op::Commit".to_string(),
             Op::FdOpen { slot, path, flags } => format!(
                 "Op::FdOpen {{ slot: {slot}, path: {path:?}.into(), flags: {} }}",
                 render_open_flags(*flags)
@@ -849,6 +853,8 @@ pub fn exec(op: &Op, s: &mut Side) -> String {
             Ok(st) => format!("ok {}", fmt_stat(&st, s)),
             Err(e) => err("err", e),
         },
+        // The runner remounts between the ops around it; nothing to do on the mount.
+        Op::Commit => "commit".to_string(),
         Op::Statfs => match sys::statfs(&s.root) {
             Ok(st) => format!(
                 "ok bsize={} namelen={} blocks={} files={}",

@@ -760,3 +760,92 @@ fn case_seed_124272687_fdstat_of_removed_dir_after_clearing_whiteouts() {
     };
     check_case(&case);
 }
+
+/// Issue 17: a directory renamed in one commit (relative redirect `dir102` in the first upper),
+/// moved into another directory in the next (absolute redirect `/a/dir102x` in the second):
+/// after the second commit the redirect found in the first upper must be followed on to the
+/// lower layer, relative to where the absolute one led (`/a/dir102`), as the kernel does.
+#[test]
+fn redirect_chain_across_commits_keeps_lower_content() {
+    let case = Case {
+        seed: 0,
+        redirect_dir: true,
+        metacopy: false,
+        lowers: vec![Layer::kernel(vec![
+            E::dir("a"),
+            E::dir("a/dir102"),
+            E::file("a/dir102/file", "data"),
+            E::dir("a/empty102"),
+        ])],
+        upper: Layer::kernel(vec![]),
+        ops: vec![
+            Op::Rename {
+                from: "a/dir102".into(),
+                to: "a/dir102x".into(),
+                flags: 0,
+            },
+            Op::Commit,
+            Op::Rename {
+                from: "a/dir102x".into(),
+                to: "a/empty102/dir102".into(),
+                flags: 0,
+            },
+            Op::Readdir {
+                path: "a/empty102/dir102".into(),
+            },
+            Op::Commit,
+            Op::Readdir {
+                path: "a/empty102/dir102".into(),
+            },
+            Op::Stat {
+                path: "a/empty102/dir102/file".into(),
+            },
+        ],
+    };
+    check_case(&case);
+}
+
+/// A redirect on a directory on the way, not on the entry itself: `b` renamed from `x` in one
+/// commit, `b/c` moved out in the next; below the first upper, `b/c` is `x/c`.
+#[test]
+fn redirect_of_an_ancestor_is_followed_across_commits() {
+    let case = Case {
+        seed: 0,
+        redirect_dir: true,
+        metacopy: false,
+        lowers: vec![Layer::kernel(vec![
+            E::dir("x"),
+            E::dir("x/c"),
+            E::file("x/c/f", "data"),
+            E::dir("d"),
+        ])],
+        upper: Layer::kernel(vec![]),
+        ops: vec![
+            Op::Rename {
+                from: "x".into(),
+                to: "b".into(),
+                flags: 0,
+            },
+            Op::Commit,
+            Op::Rename {
+                from: "b/c".into(),
+                to: "d/c".into(),
+                flags: 0,
+            },
+            Op::Commit,
+            Op::Rename {
+                from: "d/c".into(),
+                to: "d/c2".into(),
+                flags: 0,
+            },
+            Op::Commit,
+            Op::Readdir {
+                path: "d/c2".into(),
+            },
+            Op::Stat {
+                path: "d/c2/f".into(),
+            },
+        ],
+    };
+    check_case(&case);
+}
