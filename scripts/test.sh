@@ -18,8 +18,9 @@ fi
 #   podman docker.io containerd runc crun conmon catatonit uidmap busybox-static
 #                the runtimes the integration tests start (private roots; busybox: test image)
 #   ca-certificates  cargo fetches crates over https
+#   protobuf-compiler  protoc, run by the containerd snapshotter's gRPC crate at build time
 packages=(
-  fuse3 attr acl util-linux kmod procps ca-certificates
+  fuse3 attr acl util-linux kmod procps ca-certificates protobuf-compiler
   podman docker.io containerd runc crun conmon catatonit uidmap busybox-static
 )
 missing=()
