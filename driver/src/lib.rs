@@ -5,3 +5,4 @@
 
 pub mod docker;
 pub mod store;
+pub mod containerd;

@@ -48,6 +48,8 @@ enum Command {
         #[command(subcommand)]
         action: LayerAction,
     },
+    /// Serve containerd's snapshotter API (a proxy plugin) on a unix socket.
+    Containerd(layerfuse_driver::containerd::ContainerdArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -94,6 +96,7 @@ fn main() -> ExitCode {
             format,
             action,
         } => layer(&root, format, action),
+        Command::Containerd(args) => layerfuse_driver::containerd::run(args),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
