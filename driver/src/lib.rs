@@ -3,6 +3,6 @@
 //! Unions are mounted through `layerfuse`'s session API, never by running its CLI.
 #![deny(unsafe_code)]
 
+pub mod containerd;
 pub mod docker;
 pub mod store;
-pub mod containerd;
