@@ -3,6 +3,8 @@
 #   $PREFIX/bin/layerfuse                 the release binary
 #   $PREFIX/bin/fuse-overlayfs -> layerfuse  (Docker's fuse-overlayfs driver, Podman's default
 #                                         mount_program name; it behaves the same under any name)
+#   $PREFIX/bin/layerfuse-driver          the storage driver (containerd snapshotter, Docker plugin)
+#   $UNITDIR/layerfuse-snapshotter.service  its containerd snapshotter as a systemd service
 #   $SBINDIR/mount.fuse.layerfuse -> mount.fuse3  (so `mount -t fuse.layerfuse layerfuse MNT -o …`
 #                                         and fstab lines work; mount.fuse3 then runs `layerfuse`)
 # Usage: scripts/install.sh [--bin PATH] [--no-fuse-overlayfs] [--enable-uring]
@@ -10,7 +12,8 @@
 #   --no-fuse-overlayfs  do not create the fuse-overlayfs name
 #   --enable-uring  turn on the kernel's FUSE-over-io_uring now (fuse.enable_uring=1) and at
 #                boot (/etc/modprobe.d/layerfuse-uring.conf); layerfuse never does it itself
-# Environment: PREFIX (default /usr/local), SBINDIR (default /sbin), DESTDIR (staging root).
+# Environment: PREFIX (default /usr/local), SBINDIR (default /sbin), DESTDIR (staging root),
+# UNITDIR (default /etc/systemd/system).
 # mount(8) runs helpers with its own PATH, so layerfuse must live in a standard directory
 # (/usr/local/bin, /usr/bin, /sbin): do not point PREFIX at a private dir if you want mount -t.
 set -euo pipefail
@@ -46,6 +49,18 @@ fi
 helper=$(command -v mount.fuse3 || echo /sbin/mount.fuse3)
 [ -e "$helper" ] || echo "install.sh: warning: mount.fuse3 not found (apt-get install fuse3)" >&2
 ln -sfn "$helper" "$DESTDIR$SBINDIR/mount.fuse.layerfuse"
+# The storage driver, when built (cargo build --release builds the whole workspace).
+driver=$(dirname "$bin")/layerfuse-driver
+if [ -x "$driver" ]; then
+  install -m 0755 "$driver" "$DESTDIR$PREFIX/bin/.layerfuse-driver.new"
+  mv -f "$DESTDIR$PREFIX/bin/.layerfuse-driver.new" "$DESTDIR$PREFIX/bin/layerfuse-driver"
+  UNITDIR=${UNITDIR:-/etc/systemd/system}
+  install -d "$DESTDIR$UNITDIR"
+  sed "s#/usr/local/bin/#$PREFIX/bin/#g" driver/deploy/layerfuse-snapshotter.service \
+    >"$DESTDIR$UNITDIR/layerfuse-snapshotter.service"
+  if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+  echo "installed layerfuse-driver and $DESTDIR$UNITDIR/layerfuse-snapshotter.service"
+fi
 echo "installed $("$DESTDIR$PREFIX/bin/layerfuse" --version) in $DESTDIR$PREFIX/bin" \
   "(layerfuse$([ "$fuse_overlayfs" = 1 ] && echo ', fuse-overlayfs')) and $DESTDIR$SBINDIR/mount.fuse.layerfuse"
 if [ "$enable_uring" = 1 ]; then
