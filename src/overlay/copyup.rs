@@ -7,7 +7,8 @@
 
 use super::dircache::LayerId;
 use super::lookup::Resolved;
-use super::node::{IndexRef, Lowers, Node};
+use super::node::{IndexRef, LowerRef, Lowers, Node};
+use super::tree::{Tree, TreeRead};
 use super::{Overlay, Upper};
 use crate::layer;
 use crate::sys::{self, Errno, FileKind, Stat, SysResult, TimeSet};
@@ -92,6 +93,16 @@ pub(super) fn index_slot<'a>(upper: &'a Upper, origin: Option<&[u8]>, st: &Stat)
     }
 }
 
+/// The lower entry a copy is made from: its directory, name, attributes and origin
+/// record, and the node's lower stack (kept once the node is in the upper layer).
+struct CopySource {
+    lowers: Arc<super::node::LowerStack>,
+    dir: OwnedFd,
+    name: OsString,
+    st: Stat,
+    origin: Option<Vec<u8>>,
+}
+
 /// Remove `name` in `dir` and everything below it.
 pub(super) fn remove_tree(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
     let st = match sys::stat_at(dir, name) {
@@ -138,9 +149,10 @@ impl Overlay {
 
     /// A lower file with several names whose inode was copied up through another
     /// name (found in the index): link this name to that copy too. Returns whether it
-    /// did. Call with the tree lock held.
+    /// did.
     pub(super) fn join_indexed_copy(
         &self,
+        t: &Tree,
         parent: &Arc<Node>,
         name: &OsStr,
         r: &Resolved,
@@ -167,8 +179,8 @@ impl Overlay {
         if sys::stat_at(slot.dir, &slot.key).is_err() {
             return Ok(false);
         }
-        self.copy_up(parent, Data::Full)?;
-        let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(parent))?;
+        self.copy_up_dir(t, parent)?;
+        let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(t, parent))?;
         // Joining a copy is no change of the directory: its times are kept.
         let joined = self.place_keeping_times(sys::borrow(&pdir), || {
             match sys::link_at(slot.dir, &slot.key, sys::borrow(&pdir), name) {
@@ -186,32 +198,51 @@ impl Overlay {
     /// A name of a lower hard link is about to go: copy the inode into the index only
     /// (no name in the upper), so its link count can be kept (the kernel does the
     /// same with `index=on`). The node's data then lives in the index entry.
-    pub(super) fn index_lower_link(&self, node: &Arc<Node>) -> SysResult<()> {
-        let upper = self.upper()?;
-        let _guard = node.copy_up.lock();
+    pub(super) fn index_lower_link(&self, t: &mut TreeRead, node: &Arc<Node>) -> SysResult<()> {
+        self.build_index_copy(t, node)?;
+        self.adopt_index_copy(t, node).map(|_| ())
+    }
+
+    /// The lower file of `node` and its stat, when it is a hard link of a lower layer
+    /// that is not yet in the upper one.
+    fn lower_hard_link(&self, node: &Node) -> SysResult<Option<(LowerRef, Stat)>> {
         {
             let s = node.state.read();
             if s.upper || s.kind == FileKind::Directory {
-                return Ok(());
+                return Ok(None);
             }
         }
         let lower = self.first_lower(node).ok_or(Errno::EIO)?;
+        let st = self.lowers[lower.layer].stat(&lower.path)?;
+        Ok((st.nlink > 1).then_some((lower, st)))
+    }
+
+    /// The first half of [`Overlay::index_lower_link`], the one that copies data:
+    /// make the index entry of `node`'s lower hard link if there is none yet. The
+    /// node is not changed. The tree lock is let go while the copy is built.
+    pub(super) fn build_index_copy(&self, t: &mut TreeRead, node: &Arc<Node>) -> SysResult<()> {
+        let upper = self.upper()?;
+        let _turn = node.copy_up_turn(t);
+        let Some((lower, _)) = self.lower_hard_link(node)? else {
+            return Ok(());
+        };
         let src_layer = &self.lowers[lower.layer];
         let (src_dir_path, src_name) = layer::split_last(&lower.path).ok_or(Errno::EIO)?;
         let src_dir = src_layer.open_dir(src_dir_path)?;
         let src_dir = sys::borrow(&src_dir);
         let st = sys::stat_at(src_dir, src_name)?;
-        if st.nlink <= 1 {
-            return Ok(());
-        }
         let origin = sys::open_path_at(src_dir, src_name)
             .ok()
             .and_then(|fd| src_layer.origin_handle(sys::borrow(&fd)));
         let slot = index_slot(upper, origin.as_deref(), &st);
-        if sys::stat_at(slot.dir, &slot.key).is_err() {
-            let work = sys::borrow(&upper.work);
-            let tmp = self.temp_name();
-            let built = self.build_copy(
+        if sys::stat_at(slot.dir, &slot.key).is_ok() {
+            return Ok(());
+        }
+        let work = sys::borrow(&upper.work);
+        let tmp = self.temp_name();
+        // Neither the lower file nor the index moves with a rename: no lock needed.
+        let built = t.unlocked(|| {
+            self.build_copy(
                 src_dir,
                 src_name,
                 &st,
@@ -219,25 +250,58 @@ impl Overlay {
                 st.kind(),
                 self.meta_or_full(Data::Meta, st.kind()),
                 origin.as_deref().unwrap_or(b""),
-            );
-            let placed = built.and_then(|()| {
-                // One name (the index) stands for the lower's `nlink` names.
-                let fd = sys::open_path_at(work, &tmp)?;
-                let adjust = st.nlink as i64 - 1;
-                sys::set_xattr(
-                    sys::borrow(&fd),
-                    self.markers.nlink(),
-                    format!("U{adjust:+}").as_bytes(),
-                    0,
-                )?;
-                upper.has_index_entries.store(true, Ordering::Release);
-                match sys::link_at(work, &tmp, slot.dir, &slot.key) {
-                    Ok(()) | Err(Errno::EEXIST) => Ok(()),
-                    Err(e) => Err(e),
-                }
-            });
-            let _ = remove_tree(work, &tmp);
-            placed?;
+            )
+        });
+        let placed = built.and_then(|()| {
+            // One name (the index) stands for the lower's `nlink` names.
+            let fd = sys::open_path_at(work, &tmp)?;
+            let adjust = st.nlink as i64 - 1;
+            sys::set_xattr(
+                sys::borrow(&fd),
+                self.markers.nlink(),
+                format!("U{adjust:+}").as_bytes(),
+                0,
+            )?;
+            upper.has_index_entries.store(true, Ordering::Release);
+            match sys::link_at(work, &tmp, slot.dir, &slot.key) {
+                Ok(()) | Err(Errno::EEXIST) => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
+        let _ = remove_tree(work, &tmp);
+        placed
+    }
+
+    /// The second half of [`Overlay::index_lower_link`]: `node` takes the index entry
+    /// made for its lower hard link as its data. Copies nothing: `Ok(false)` when that
+    /// entry is not there (yet).
+    pub(super) fn adopt_index_copy(&self, t: &TreeRead, node: &Arc<Node>) -> SysResult<bool> {
+        let _turn = node.copy_up_turn(t);
+        self.adopt_index_copy_locked(node)
+    }
+
+    /// [`Overlay::adopt_index_copy`] under any tree guard (rename's move): the node's
+    /// `copy_up` mutex is only tried, as a copy-up holding it may be waiting for the
+    /// tree lock. `Ok(false)` when it is taken, or the entry is not there.
+    pub(super) fn try_adopt_index_copy(&self, t: &Tree, node: &Arc<Node>) -> SysResult<bool> {
+        match node.try_copy_up_turn(t) {
+            Some(_turn) => self.adopt_index_copy_locked(node),
+            None => Ok(false),
+        }
+    }
+
+    fn adopt_index_copy_locked(&self, node: &Arc<Node>) -> SysResult<bool> {
+        let upper = self.upper()?;
+        let Some((lower, st)) = self.lower_hard_link(node)? else {
+            return Ok(true);
+        };
+        let origin = self.lowers[lower.layer]
+            .open_any(&lower.path)
+            .ok()
+            .and_then(|fd| self.lowers[lower.layer].origin_handle(sys::borrow(&fd)));
+        let slot = index_slot(upper, origin.as_deref(), &st);
+        if sys::stat_at(slot.dir, &slot.key).is_err() {
+            return Ok(false);
         }
         let adjust = sys::open_path_at(slot.dir, &slot.key)
             .map(|fd| self.read_nlink_adjust(sys::borrow(&fd)))
@@ -255,7 +319,7 @@ impl Overlay {
             kernel: slot.kernel,
             key: slot.key,
         }));
-        Ok(())
+        Ok(true)
     }
 
     /// The index entry of an upper file with several names, found by its origin
@@ -273,7 +337,7 @@ impl Overlay {
 
     /// Where a node's data lives in the upper layer: its directory and name there.
     /// A hard link whose recorded name was removed is reached through its index entry.
-    pub(super) fn upper_object(&self, node: &Node) -> SysResult<(OwnedFd, OsString)> {
+    pub(super) fn upper_object(&self, t: &Tree, node: &Node) -> SysResult<(OwnedFd, OsString)> {
         let upper = self.upper()?;
         let (stale, index, unlinked) = {
             let s = node.state.read();
@@ -291,7 +355,7 @@ impl Overlay {
             // Its last name is gone: that path now leads to something else, or nowhere.
             return Err(Errno::ENOENT);
         }
-        let path = self.upper_path(node);
+        let path = self.upper_path(t, node);
         match layer::split_last(&path) {
             Some((d, n)) => Ok((upper.layer.open_dir(d)?, n.to_owned())),
             None => Ok((upper.layer.open_dir(b"")?, ".".into())),
@@ -324,24 +388,48 @@ impl Overlay {
         adjust
     }
 
-    /// Make sure `node` (and every ancestor) exists in the upper layer.
-    /// Call with the tree lock held for reading.
-    pub(super) fn copy_up(&self, node: &Arc<Node>, data: Data) -> SysResult<()> {
-        let (upper, metacopy) = {
+    /// Make sure `node` (and every ancestor) exists in the upper layer, with the data
+    /// `data` asks for. The tree lock is let go while file data is copied and held
+    /// again to put the copy in place: an upper path computed before is stale after
+    /// (the borrow checker holds callers to that, see `tree`).
+    pub(super) fn copy_up(&self, t: &mut TreeRead, node: &Arc<Node>, data: Data) -> SysResult<()> {
+        let (upper, metacopy, kind) = {
             let s = node.state.read();
-            (s.upper, s.metacopy)
+            (s.upper, s.metacopy, s.kind)
         };
+        if kind == FileKind::Directory {
+            return self.copy_up_dir(t, node);
+        }
         if upper {
             if metacopy && data != Data::Meta {
-                self.copy_up_data(node, data)?;
-                self.follow_copy_up(node);
+                self.copy_up_data(t, node, data)?;
+                self.follow_copy_up(t, node);
             }
-            return self.join_index_by_name(node);
+            return self.join_index_by_name(t, node);
+        }
+        let upper = self.upper()?;
+        if let Some(parent) = node.parent() {
+            self.copy_up_dir(t, &parent)?;
+        }
+        self.copy_up_file(t, upper, node, data)?;
+        self.follow_copy_up(t, node);
+        Ok(())
+    }
+
+    /// Make sure the directory `dir` and every ancestor exist in the upper layer. A
+    /// directory's copy holds no data, so this runs with the lock held either way
+    /// (rename's move may make one).
+    pub(super) fn copy_up_dir(&self, t: &Tree, dir: &Arc<Node>) -> SysResult<()> {
+        if dir.state.read().upper {
+            return Ok(());
+        }
+        if dir.kind() != FileKind::Directory {
+            return Err(Errno::ENOTDIR);
         }
         let upper = self.upper()?;
         // Ancestors first, from the top down.
-        let mut chain = Vec::new();
-        let mut cur = node.parent();
+        let mut chain = vec![dir.clone()];
+        let mut cur = dir.parent();
         while let Some(p) = cur {
             if p.state.read().upper {
                 break;
@@ -349,19 +437,16 @@ impl Overlay {
             cur = p.parent();
             chain.push(p);
         }
-        for dir in chain.iter().rev() {
-            self.copy_up_one(upper, dir, Data::Full)?;
+        for d in chain.iter().rev() {
+            self.copy_up_one_dir(t, upper, d)?;
         }
-        self.copy_up_one(upper, node, data)?;
-        self.counters.copied_up(chain.len() as u64 + 1);
-        self.follow_copy_up(node);
         Ok(())
     }
 
     /// A hard link whose data is in the index (another name was copied up or removed)
     /// reached by a name still only in a lower layer: give that name in the upper,
     /// linked to the index entry, as the kernel's copy-up of that name does.
-    fn join_index_by_name(&self, node: &Arc<Node>) -> SysResult<()> {
+    fn join_index_by_name(&self, t: &TreeRead, node: &Arc<Node>) -> SysResult<()> {
         let (index, parent, name) = {
             let s = node.state.read();
             match (s.index(), &s.parent) {
@@ -371,11 +456,11 @@ impl Overlay {
                 _ => return Ok(()),
             }
         };
-        self.copy_up(&parent, Data::Full)?;
+        self.copy_up_dir(t, &parent)?;
         let upper = self.upper()?;
-        let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(&parent))?;
+        let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(t, &parent))?;
         let pdir = sys::borrow(&pdir);
-        let _guard = node.copy_up.lock();
+        let _turn = node.copy_up_turn(t);
         match sys::stat_at(pdir, &name) {
             Err(Errno::ENOENT) => {}
             _ => return Ok(()),
@@ -405,33 +490,116 @@ impl Overlay {
         Ok(())
     }
 
-    fn copy_up_one(&self, upper: &Upper, node: &Arc<Node>, data: Data) -> SysResult<()> {
-        let _guard = node.copy_up.lock();
-        let (kind, parent, name) = {
+    /// The lower entry a node is copied from.
+    fn copy_source(&self, node: &Node) -> SysResult<CopySource> {
+        // In the upper layer from now on: the lower entry keeps its own path.
+        let lowers = self.node_lowers(node);
+        let lower = lowers.first().cloned().ok_or(Errno::EIO)?;
+        let layer = &self.lowers[lower.layer];
+        let (dir_path, name) = layer::split_last(&lower.path).ok_or(Errno::EIO)?;
+        let dir = layer.open_dir(dir_path)?;
+        let st = sys::stat_at(sys::borrow(&dir), name)?;
+        let origin = sys::open_path_at(sys::borrow(&dir), name)
+            .ok()
+            .and_then(|fd| layer.origin_handle(sys::borrow(&fd)));
+        Ok(CopySource {
+            name: name.to_owned(),
+            lowers,
+            dir,
+            st,
+            origin,
+        })
+    }
+
+    /// Put the copy built at `W/work/tmp` into place as `node`'s name. Its parent's
+    /// upper path is computed now, under the tree lock, so a rename cannot move it
+    /// in between; a copy-up is no change of the parent, whose times are put back.
+    fn place_copy(&self, t: &Tree, node: &Node, upper: &Upper, tmp: &OsStr) -> SysResult<()> {
+        let work = sys::borrow(&upper.work);
+        let placed = (|| {
+            let (parent, name) = {
+                let s = node.state.read();
+                (s.parent.clone().ok_or(Errno::EIO)?, s.name.clone())
+            };
+            let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(t, &parent))?;
+            self.place_keeping_times(sys::borrow(&pdir), || {
+                sys::rename_at(
+                    work,
+                    tmp,
+                    sys::borrow(&pdir),
+                    &name,
+                    sys::rename_flag::NOREPLACE,
+                )
+            })
+        })();
+        if placed.is_err() {
+            let _ = remove_tree(work, tmp);
+        }
+        placed
+    }
+
+    /// Copy one directory whose parent is in the upper layer already.
+    fn copy_up_one_dir(&self, t: &Tree, upper: &Upper, dir: &Arc<Node>) -> SysResult<()> {
+        let _turn = dir.dir_copy_up_turn(t);
+        if dir.state.read().upper {
+            return Ok(());
+        }
+        let src = self.copy_source(dir)?;
+        let work = sys::borrow(&upper.work);
+        let tmp = self.temp_name();
+        let built = self.build_copy(
+            sys::borrow(&src.dir),
+            &src.name,
+            &src.st,
+            (work, &tmp),
+            FileKind::Directory,
+            Data::Full,
+            src.origin.as_deref().unwrap_or(b""),
+        );
+        if let Err(e) = built {
+            let _ = remove_tree(work, &tmp);
+            return Err(e);
+        }
+        self.place_copy(t, dir, upper, &tmp)?;
+        {
+            let mut s = dir.state.write();
+            s.lowers = Lowers::Stack(src.lowers);
+            s.upper = true;
+            s.metacopy = false;
+        }
+        self.counters.copied_up(1);
+        // Now merged: it reports nlink 1 from here on.
+        self.attr_changed(dir.ino);
+        Ok(())
+    }
+
+    /// Copy one file (not a directory) whose parent is in the upper layer already. Its
+    /// data is copied with the tree lock let go; the node's `copy_up` mutex stays held,
+    /// so one copy of it runs at a time.
+    fn copy_up_file(
+        &self,
+        t: &mut TreeRead,
+        upper: &Upper,
+        node: &Arc<Node>,
+        data: Data,
+    ) -> SysResult<()> {
+        let _turn = node.copy_up_turn(t);
+        let (kind, name) = {
             let s = node.state.read();
             if s.upper {
                 return Ok(());
             }
-            (s.kind, s.parent.clone().ok_or(Errno::EIO)?, s.name.clone())
+            (s.kind, s.name.clone())
         };
-        // In the upper layer from now on: the lower entry keeps its own path.
-        let lowers = self.node_lowers(node);
-        let lower = lowers.first().cloned().ok_or(Errno::EIO)?;
-        let src_layer = &self.lowers[lower.layer];
-        let (src_dir_path, src_name) = layer::split_last(&lower.path).ok_or(Errno::EIO)?;
-        let src_dir = src_layer.open_dir(src_dir_path)?;
-        let src_dir = sys::borrow(&src_dir);
-        let st = sys::stat_at(src_dir, src_name)?;
+        let src = self.copy_source(node)?;
+        let st = src.st;
         let work = sys::borrow(&upper.work);
-        let origin = sys::open_path_at(src_dir, src_name)
-            .ok()
-            .and_then(|fd| src_layer.origin_handle(sys::borrow(&fd)));
-        let indexed = kind != FileKind::Directory && st.nlink > 1;
+        let indexed = st.nlink > 1;
         let IndexSlot {
             dir: index,
             key,
             kernel,
-        } = index_slot(upper, origin.as_deref(), &st);
+        } = index_slot(upper, src.origin.as_deref(), &st);
         let index_ref = indexed.then(|| IndexRef {
             kernel,
             key: key.clone(),
@@ -439,30 +607,35 @@ impl Overlay {
         let data = self.meta_or_full(data, kind);
         // Another name of this inode was copied up already: join it.
         if indexed && sys::stat_at(index, &key).is_ok() {
-            let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(&parent))?;
+            let parent = node.parent().ok_or(Errno::EIO)?;
+            let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(t, &parent))?;
             self.link_upper_name(node, (index, &key), sys::borrow(&pdir), &name)?;
             let metacopy = self.is_metacopy_at(index, &key);
             let mut s = node.state.write();
-            s.lowers = Lowers::Stack(lowers);
+            s.lowers = Lowers::Stack(src.lowers);
             s.upper = true;
             s.metacopy = metacopy;
             s.set_index(index_ref);
             drop(s);
             if metacopy && data != Data::Meta {
-                return self.copy_up_data_locked(node, data);
+                return self.copy_up_data_locked(t, node, data);
             }
             return Ok(());
         }
         let tmp = self.temp_name();
-        let built = self.build_copy(
-            src_dir,
-            src_name,
-            &st,
-            (work, &tmp),
-            kind,
-            data,
-            origin.as_deref().unwrap_or(b""),
-        );
+        // The copy is built from the lower entry into the work dir: no upper path is
+        // involved, so the tree lock is let go meanwhile.
+        let built = t.unlocked(|| {
+            self.build_copy(
+                sys::borrow(&src.dir),
+                &src.name,
+                &st,
+                (work, &tmp),
+                kind,
+                data,
+                src.origin.as_deref().unwrap_or(b""),
+            )
+        });
         if let Err(e) = built {
             let _ = remove_tree(work, &tmp);
             return Err(e);
@@ -488,36 +661,14 @@ impl Overlay {
                 }
             }
         }
-        // Into place: the parent's upper path is computed now, under the tree lock
-        // the caller holds, so a concurrent rename cannot move it under us.
-        let ppath = self.upper_path(&parent);
-        let pdir = self.dir_fd(LayerId::Upper, &ppath)?;
-        // A copy-up is not a change of the parent: its times are put back after.
-        let placed = self.place_keeping_times(sys::borrow(&pdir), || {
-            sys::rename_at(
-                work,
-                &tmp,
-                sys::borrow(&pdir),
-                &name,
-                sys::rename_flag::NOREPLACE,
-            )
-        });
-        if let Err(e) = placed {
-            let _ = remove_tree(work, &tmp);
-            return Err(e);
-        }
-        {
-            let mut s = node.state.write();
-            s.lowers = Lowers::Stack(lowers);
-            s.upper = true;
-            s.metacopy = data == Data::Meta;
-            if index_ref.is_some() {
-                s.set_index(index_ref);
-            }
-        }
-        if kind == FileKind::Directory {
-            // Now merged: it reports nlink 1 from here on.
-            self.attr_changed(node.ino);
+        self.place_copy(t, node, upper, &tmp)?;
+        self.counters.copied_up(1);
+        let mut s = node.state.write();
+        s.lowers = Lowers::Stack(src.lowers);
+        s.upper = true;
+        s.metacopy = data == Data::Meta;
+        if index_ref.is_some() {
+            s.set_index(index_ref);
         }
         Ok(())
     }
@@ -526,26 +677,30 @@ impl Overlay {
     /// truncates it to 0): in place, as the kernel does. The marker goes only after
     /// the data is durable, so until then (and after a crash) reads still come from
     /// the lower file, never from a half-filled copy.
-    fn copy_up_data(&self, node: &Arc<Node>, data: Data) -> SysResult<()> {
-        let _guard = node.copy_up.lock();
-        self.copy_up_data_locked(node, data)
+    fn copy_up_data(&self, t: &mut TreeRead, node: &Arc<Node>, data: Data) -> SysResult<()> {
+        let turn = node.copy_up_turn(t);
+        let r = self.copy_up_data_locked(t, node, data);
+        drop(turn);
+        r
     }
 
-    /// [`Overlay::copy_up_data`] with the node's copy-up lock held.
-    fn copy_up_data_locked(&self, node: &Arc<Node>, data: Data) -> SysResult<()> {
+    /// [`Overlay::copy_up_data`] with the node's copy-up lock held. The data is copied
+    /// between two open files with the tree lock let go.
+    fn copy_up_data_locked(&self, t: &mut TreeRead, node: &Arc<Node>, data: Data) -> SysResult<()> {
         if !node.state.read().metacopy {
             return Ok(());
         }
         let lower = self.first_lower(node).ok_or(Errno::EIO)?;
-        let (dir, name) = self.upper_object(node)?;
-        let dir = sys::borrow(&dir);
-        let dst = sys::open_at(dir, &name, sys::oflag::WRONLY, 0)?;
+        let dst = {
+            let (dir, name) = self.upper_object(t, node)?;
+            sys::open_at(sys::borrow(&dir), &name, sys::oflag::WRONLY, 0)?
+        };
         let st = sys::stat_fd(sys::borrow(&dst))?;
         if data == Data::Empty {
             sys::truncate_fd(sys::borrow(&dst), 0)?;
         } else if st.size > 0 {
             let src = self.lowers[lower.layer].open_file(&lower.path, sys::oflag::RDONLY)?;
-            copy_data(sys::borrow(&src), sys::borrow(&dst), st.size)?;
+            t.unlocked(|| copy_data(sys::borrow(&src), sys::borrow(&dst), st.size))?;
             self.counters.bytes_copied(st.size);
         }
         // The copy's writes set its mtime, as the kernel's data copy-up does.

@@ -5,6 +5,7 @@ use super::Overlay;
 use super::dircache::LayerId;
 use super::ids::LayerIndex;
 use super::node::Node;
+use super::tree::Tree;
 use crate::layer::{DirMarkers, Listed};
 use crate::sys::{self, FileKind, SysResult};
 use std::collections::{HashMap, HashSet};
@@ -72,12 +73,11 @@ impl Merge {
 
 impl Overlay {
     /// The visible names of a directory, in listing order, with `.` and `..` first.
-    /// Call with the tree lock held.
-    pub(super) fn list_dir(&self, node: &Node) -> SysResult<Vec<DirEntry>> {
+    pub(super) fn list_dir(&self, t: &Tree, node: &Node) -> SysResult<Vec<DirEntry>> {
         if let Some(at) = node.state.read().splice().cloned() {
-            return self.splice_list(node, &at);
+            return self.splice_list(t, node, &at);
         }
-        let merged = self.merged_names(node)?;
+        let merged = self.merged_names(t, node)?;
         let mut out = Vec::with_capacity(merged.len() + 2);
         let parent_ino = node.parent().map_or(node.ino, |p| p.ino).get();
         out.push(DirEntry {
@@ -97,7 +97,12 @@ impl Overlay {
     /// Whether a directory shows no entries (only whiteouts or nothing).
     /// `covers_lower`: a lower layer has an entry (of any type) at the directory's name,
     /// so removing it leaves a whiteout.
-    pub(super) fn dir_is_empty(&self, node: &Node, covers_lower: bool) -> SysResult<bool> {
+    pub(super) fn dir_is_empty(
+        &self,
+        t: &Tree,
+        node: &Node,
+        covers_lower: bool,
+    ) -> SysResult<bool> {
         let (upper, pure_upper) = {
             let s = node.state.read();
             (s.upper, s.lowers.is_empty())
@@ -107,14 +112,14 @@ impl Overlay {
             // it count (the kernel's rmdir then fails ENOTEMPTY, as the upper's would).
             // Over a lower entry the kernel checks the union instead and clears the
             // whiteouts as it replaces the directory by a whiteout.
-            let fd = self.dir_fd(LayerId::Upper, &self.upper_path(node))?;
+            let fd = self.dir_fd(LayerId::Upper, &self.upper_path(t, node))?;
             return Ok(sys::read_dir(sys::borrow(&fd))?.is_empty()
-                && self.splice_targets_in(node).is_empty());
+                && self.splice_targets_in(t, node).is_empty());
         }
-        Ok(self.merged_names(node)?.is_empty())
+        Ok(self.merged_names(t, node)?.is_empty())
     }
 
-    fn merged_names(&self, node: &Node) -> SysResult<Vec<DirEntry>> {
+    fn merged_names(&self, t: &Tree, node: &Node) -> SysResult<Vec<DirEntry>> {
         let (upper, lowers) = {
             let s = node.state.read();
             (s.upper, s.lowers.dir_stack())
@@ -122,7 +127,7 @@ impl Overlay {
         let mut merge = Merge::default();
         if upper {
             let u = self.upper()?;
-            let fd = self.dir_fd(LayerId::Upper, &self.upper_path(node))?;
+            let fd = self.dir_fd(LayerId::Upper, &self.upper_path(t, node))?;
             let list = u.layer.list(sys::borrow(&fd), &DirMarkers::default())?;
             merge.add(list, None);
         }
@@ -137,7 +142,7 @@ impl Overlay {
         let upper_dev = self.upper.as_ref().map_or(0, |u| u.layer.dev);
         // Splice targets in this directory show the splice, whatever the layers hold
         // at that name (a single-file bind adds its file beside the layers' files).
-        let splices = self.splice_targets_in(node);
+        let splices = self.splice_targets_in(t, node);
         for (name, _) in &splices {
             if !merge.seen.contains_key(name) {
                 merge.order.push(name.clone());
@@ -166,7 +171,7 @@ impl Overlay {
             };
             let ino = match src.lower {
                 Some(li) => self.fold_ino(self.lowers[li].dev, src.ino),
-                None if src.shadows_lower => self.copied_entry_ino(node, &name, src.ino),
+                None if src.shadows_lower => self.copied_entry_ino(t, node, &name, src.ino),
                 None => self.fold_ino(upper_dev, src.ino),
             };
             out.push(DirEntry {
@@ -179,8 +184,14 @@ impl Overlay {
     }
 
     /// The number lookup reports for an upper entry that shadows a lower one.
-    fn copied_entry_ino(&self, dir: &Node, name: &std::ffi::OsStr, upper_ino: u64) -> u64 {
-        match self.resolve(dir, name) {
+    fn copied_entry_ino(
+        &self,
+        t: &Tree,
+        dir: &Node,
+        name: &std::ffi::OsStr,
+        upper_ino: u64,
+    ) -> u64 {
+        match self.resolve(t, dir, name) {
             Ok(Some(r)) if r.ino != 0 => r.ino,
             _ => self.fold_ino(self.upper.as_ref().map_or(0, |u| u.layer.dev), upper_ino),
         }

@@ -4,6 +4,7 @@
 use super::dir::DirEntry;
 use super::ids::{HandleId, NodeId};
 use super::node::Node;
+use super::tree::Tree;
 use super::{Overlay, copyup::Data};
 use crate::sys::{self, Errno, FileKind, Stat, SysResult, oflag};
 use dashmap::DashMap;
@@ -171,22 +172,22 @@ impl Overlay {
         if write && self.upper.is_none() {
             return Err(Errno::EROFS);
         }
-        let _t = self.tree.read_recursive();
+        let mut t = self.tree.read();
         if write {
             let data = if flags & oflag::TRUNC != 0 {
                 Data::Empty
             } else {
                 Data::Full
             };
-            self.copy_up(&node, data)?;
+            self.copy_up(&mut t, &node, data)?;
         }
-        let fd = self.open_backing(&node, backing_flags(flags))?;
+        let fd = self.open_backing(&t, &node, backing_flags(flags))?;
         let (on_lower, metacopy) = {
             let s = node.state.read();
             (!s.data_upper(), s.metacopy)
         };
         let meta = if metacopy {
-            let (dir, name) = self.upper_object(&node)?;
+            let (dir, name) = self.upper_object(&t, &node)?;
             Some(sys::open_path_at(sys::borrow(&dir), &name)?)
         } else {
             None
@@ -209,12 +210,12 @@ impl Overlay {
     }
 
     /// Open the file whose data a node shows now (the lower file of a metadata-only
-    /// copy). Call with the tree lock held.
-    pub(super) fn open_backing(&self, node: &Node, flags: i32) -> SysResult<OwnedFd> {
+    /// copy).
+    pub(super) fn open_backing(&self, t: &Tree, node: &Node, flags: i32) -> SysResult<OwnedFd> {
         let upper = node.state.read().data_upper();
         let lower = if upper { None } else { self.first_lower(node) };
         if upper {
-            let (dir, name) = self.upper_object(node)?;
+            let (dir, name) = self.upper_object(t, node)?;
             sys::open_at(sys::borrow(&dir), &name, flags, 0)
         } else {
             let l = lower.ok_or(Errno::ENOENT)?;
@@ -224,14 +225,14 @@ impl Overlay {
 
     /// `node`'s data was just copied up: its files open on the lower data move to the
     /// copy now, while its name still leads to it (a rename over that name may follow
-    /// before their next read). Call with the tree lock held.
-    pub(super) fn follow_copy_up(&self, node: &Arc<Node>) {
+    /// before their next read).
+    pub(super) fn follow_copy_up(&self, t: &Tree, node: &Arc<Node>) {
         if node.kind() != FileKind::Regular || !node.state.read().data_upper() {
             return;
         }
         for h in self.handles.on_lower_of(node) {
             let Handle::File(f) = &*h else { continue };
-            if let Ok(fd) = self.open_backing(node, oflag::RDONLY) {
+            if let Ok(fd) = self.open_backing(t, node, oflag::RDONLY) {
                 *f.fd.write() = Arc::new(fd);
                 f.on_lower.store(false, Ordering::Release);
             }
@@ -267,8 +268,8 @@ impl Overlay {
             return Err(Errno::EBADF);
         };
         if f.on_lower.load(Ordering::Acquire) && f.node.state.read().data_upper() {
-            let _t = self.tree.read_recursive();
-            let fd = self.open_backing(&f.node, oflag::RDONLY)?;
+            let t = self.tree.read();
+            let fd = self.open_backing(&t, &f.node, oflag::RDONLY)?;
             *f.fd.write() = Arc::new(fd);
             f.on_lower.store(false, Ordering::Release);
         }
@@ -366,14 +367,14 @@ impl Overlay {
                 }
             }
             Handle::Dir(d) => {
-                let _t = self.tree.read_recursive();
+                let t = self.tree.read();
                 if let Some(at) = d.node.state.read().splice().cloned() {
                     let fd = self.splice_open(&at, oflag::RDONLY | oflag::DIRECTORY)?;
                     return sys::fsync(sys::borrow(&fd));
                 }
                 if d.node.state.read().upper {
                     let u = self.upper()?;
-                    let fd = u.layer.open_dir(&self.upper_path(&d.node))?;
+                    let fd = u.layer.open_dir(&self.upper_path(&t, &d.node))?;
                     sys::fsync(sys::borrow(&fd))
                 } else {
                     Ok(())
@@ -459,8 +460,8 @@ impl Overlay {
         };
         let mut snap = d.snapshot.lock();
         if offset == 0 || snap.is_none() {
-            let _t = self.tree.read_recursive();
-            *snap = Some(Arc::new(self.list_dir(&d.node)?));
+            let t = self.tree.read();
+            *snap = Some(Arc::new(self.list_dir(&t, &d.node)?));
         }
         Ok(snap.clone().unwrap_or_default())
     }
@@ -473,9 +474,9 @@ impl Overlay {
         let Handle::Dir(d) = &*h else {
             return Err(Errno::ENOTDIR);
         };
-        let _t = self.tree.read_recursive();
-        let (node, st) = self.lookup_node(&d.node, name, false)?;
-        Ok(self.attr_of(&node, &st))
+        let t = self.tree.read();
+        let (node, st) = self.lookup_node(&t, &d.node, name, false)?;
+        Ok(self.attr_of(&t, &node, &st))
     }
 
     /// Count one kernel reference to a node handed out by [`Overlay::entry_attr`].

@@ -5,6 +5,7 @@ use super::dircache::LayerId;
 use super::ids::{LayerIndex, LowerLayers, NodeId};
 use super::lowerindex::StackNames;
 use super::node::{LowerRef, LowerStack, Lowers, Node, NodeState};
+use super::tree::Tree;
 use super::{Attr, Overlay, check_name};
 use crate::layer::{self, DirMarkers, Found, Layer, RelPath};
 use crate::sys::{self, Errno, FileKind, Stat, SysResult};
@@ -98,25 +99,25 @@ impl Overlay {
     pub fn lookup(&self, parent: NodeId, name: &OsStr) -> SysResult<(Attr, u64)> {
         check_name(name)?;
         let parent = self.node(parent)?;
-        let _t = self.tree.read_recursive();
-        let (node, st) = self.lookup_node(&parent, name, true)?;
-        Ok((self.attr_of(&node, &st), 0))
+        let t = self.tree.read();
+        let (node, st) = self.lookup_node(&t, &parent, name, true)?;
+        Ok((self.attr_of(&t, &node, &st), 0))
     }
 
     /// Find (or make) the node of `name` in `parent`, with the stat of what it shows.
-    /// Call with the tree lock held.
     pub(super) fn lookup_node(
         &self,
+        t: &Tree,
         parent: &Arc<Node>,
         name: &OsStr,
         count: bool,
     ) -> SysResult<(Arc<Node>, Stat)> {
-        if let Some(found) = self.splice_lookup(parent, name, count)? {
+        if let Some(found) = self.splice_lookup(t, parent, name, count)? {
             return Ok(found);
         }
-        let mut r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
-        if !r.upper && self.join_indexed_copy(parent, name, &r)? {
-            r = self.resolve(parent, name)?.ok_or(Errno::ENOENT)?;
+        let mut r = self.resolve(t, parent, name)?.ok_or(Errno::ENOENT)?;
+        if !r.upper && self.join_indexed_copy(t, parent, name, &r)? {
+            r = self.resolve(t, parent, name)?.ok_or(Errno::ENOENT)?;
         }
         let (found_upper, st) = (r.upper, r.stat);
         let node = self.node_for(parent, name, r, count);
@@ -125,7 +126,7 @@ impl Overlay {
         let st = if node.state.read().upper == found_upper {
             st
         } else {
-            self.stat_node(&node)?
+            self.stat_node(t, &node)?
         };
         Ok((node, st))
     }
@@ -314,7 +315,12 @@ impl Overlay {
     }
 
     /// Resolve `name` in `parent` across every layer. `None`: no such name (or whited out).
-    pub(super) fn resolve(&self, parent: &Node, name: &OsStr) -> SysResult<Option<Resolved>> {
+    pub(super) fn resolve(
+        &self,
+        t: &Tree,
+        parent: &Node,
+        name: &OsStr,
+    ) -> SysResult<Option<Resolved>> {
         let (p_upper, p_lowers) = {
             let s = parent.state.read();
             if s.kind != FileKind::Directory {
@@ -330,7 +336,7 @@ impl Overlay {
         let mut index = None;
         let mut metacopy = false;
         if let (true, Some(u)) = (p_upper, &self.upper) {
-            let ppath = self.upper_path(parent);
+            let ppath = self.upper_path(t, parent);
             let dir = self.dir_fd(LayerId::Upper, &ppath)?;
             match u
                 .layer

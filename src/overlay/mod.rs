@@ -18,7 +18,9 @@ mod lowerindex;
 mod node;
 mod ops;
 mod ownership;
+mod rename;
 mod splice;
+mod tree;
 mod xattr;
 
 /// Plain types the union's API speaks in (re-exported so callers need not reach
@@ -37,12 +39,12 @@ use dircache::{DirCache, LayerId};
 use handles::HandleTable;
 use ids::LowerLayers;
 use node::{Node, NodeTable};
-use parking_lot::RwLock;
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
+use tree::{Tree, TreeLock, UpperPath};
 
 /// What the union needs to know to run; built and validated by `crate::config`.
 #[derive(Clone, Debug)]
@@ -147,8 +149,9 @@ pub struct Overlay {
     devices: Vec<u64>,
     nodes: NodeTable,
     handles: HandleTable,
-    /// Read by every operation that maps a node to an upper path; written by rename.
-    tree: RwLock<()>,
+    /// Read by every operation that maps a node to an upper path; written by rename's
+    /// move (see `tree`).
+    tree: TreeLock,
     /// Names of temporary entries in the work dir.
     temp_counter: AtomicU64,
     /// Copy-ups put entries into upper directories in turn (see `copyup`).
@@ -300,7 +303,7 @@ impl Overlay {
             devices,
             nodes: NodeTable::new(Node::new(NodeId::ROOT, root_state)),
             handles: HandleTable::default(),
-            tree: RwLock::new(()),
+            tree: TreeLock::default(),
             temp_counter: AtomicU64::new(0),
             placements: parking_lot::Mutex::new(()),
             attr_changed: OnceLock::new(),
@@ -367,13 +370,13 @@ impl Overlay {
         }
     }
 
-    /// The node's path in the upper layer (valid while the tree lock is held).
-    fn upper_path(&self, node: &Node) -> RelPath {
+    /// The node's path in the upper layer, true while the tree lock is held.
+    fn upper_path<'t>(&self, t: &'t Tree, node: &Node) -> UpperPath<'t> {
         let mut parts: Vec<Box<std::ffi::OsStr>> = Vec::new();
         let mut cur = {
             let s = node.state.read();
             if s.parent.is_none() {
-                return RelPath::new();
+                return UpperPath::new(t, RelPath::new());
             }
             parts.push(s.name.clone());
             s.parent.clone()
@@ -390,7 +393,7 @@ impl Overlay {
         for p in parts.iter().rev() {
             path = crate::layer::join(&path, p);
         }
-        path
+        UpperPath::new(t, path)
     }
 
     /// The directory at `path` of a layer, from the cache when it is there.
@@ -448,7 +451,7 @@ impl Overlay {
     }
 
     /// Stat the object a node shows right now.
-    fn stat_node(&self, node: &Node) -> SysResult<Stat> {
+    fn stat_node(&self, t: &Tree, node: &Node) -> SysResult<Stat> {
         let (upper, spliced) = {
             let s = node.state.read();
             (s.upper, s.splice().cloned())
@@ -463,10 +466,10 @@ impl Overlay {
         }
         if upper {
             if node.state.read().stale_name {
-                let (dir, name) = self.upper_object(node)?;
+                let (dir, name) = self.upper_object(t, node)?;
                 return sys::stat_at(sys::borrow(&dir), &name);
             }
-            return self.stat_in(LayerId::Upper, &self.upper_path(node));
+            return self.stat_in(LayerId::Upper, &self.upper_path(t, node));
         }
         match lower {
             Some(l) => self.stat_in(LayerId::Lower(l.layer), &l.path),
@@ -475,14 +478,14 @@ impl Overlay {
     }
 
     /// Owner and mode recorded in the override xattr, if the mount keeps them there.
-    fn override_of(&self, node: &Node) -> Option<(u32, u32, u32)> {
+    fn override_of(&self, t: &Tree, node: &Node) -> Option<(u32, u32, u32)> {
         let name = self.override_stat.as_ref()?;
-        let fd = self.object_fd(node).ok()?;
+        let fd = self.object_fd(t, node).ok()?;
         let v = sys::get_xattr(sys::borrow(&fd), name).ok()?;
         parse_override(&v)
     }
 
-    fn attr_of(&self, node: &Node, st: &Stat) -> Attr {
+    fn attr_of(&self, t: &Tree, node: &Node, st: &Stat) -> Attr {
         let mut st = *st;
         let metacopy = node.state.read().metacopy;
         let data_lower = if metacopy {
@@ -496,7 +499,7 @@ impl Overlay {
             // A metadata-only copy occupies the blocks of its data (the kernel's figure).
             st.blocks = data.blocks;
         }
-        if let Some((uid, gid, mode)) = self.override_of(node) {
+        if let Some((uid, gid, mode)) = self.override_of(t, node) {
             st.uid = uid;
             st.gid = gid;
             st.mode = (st.mode & !0o7777) | (mode & 0o7777);
@@ -539,17 +542,17 @@ impl Overlay {
 
     pub fn getattr(&self, ino: NodeId, fh: Option<HandleId>) -> SysResult<Attr> {
         let node = self.node(ino)?;
+        let t = self.tree.read();
         if let Some(st) = fh.and_then(|fh| self.handles.fstat(fh)) {
-            return Ok(self.attr_of(&node, &st));
+            return Ok(self.attr_of(&t, &node, &st));
         }
-        let _t = self.tree.read_recursive();
         // A node only in the lower layers still is its lower entry once its name is gone
         // (layers never change); an upper one's path may name something else by now.
         let reliable = |n: &Node| {
             let s = n.state.read();
             !s.unlinked || (!s.upper && s.splice().is_none())
         };
-        let st = match self.stat_node(&node) {
+        let st = match self.stat_node(&t, &node) {
             Ok(st) if reliable(&node) => st,
             other => match self.handles.fstat_any_of(ino) {
                 Some(st) => st,
@@ -562,7 +565,7 @@ impl Overlay {
                 None => other?,
             },
         };
-        Ok(self.attr_of(&node, &st))
+        Ok(self.attr_of(&t, &node, &st))
     }
 
     pub fn forget(&self, ino: NodeId, n: u64) {
@@ -588,7 +591,11 @@ impl Overlay {
 
     pub fn readlink(&self, ino: NodeId) -> SysResult<std::ffi::OsString> {
         let node = self.node(ino)?;
-        let _t = self.tree.read_recursive();
+        let t = self.tree.read();
+        self.readlink_node(&t, &node)
+    }
+
+    fn readlink_node(&self, t: &Tree, node: &Node) -> SysResult<std::ffi::OsString> {
         let (upper, spliced) = {
             let s = node.state.read();
             (s.upper, s.splice().cloned())
@@ -596,13 +603,13 @@ impl Overlay {
         let lower = if upper || spliced.is_some() {
             None
         } else {
-            self.first_lower(&node)
+            self.first_lower(node)
         };
         if let Some(at) = spliced {
             return self.splice_readlink(&at);
         }
         if upper {
-            let (dir, name) = self.upper_object(&node)?;
+            let (dir, name) = self.upper_object(t, node)?;
             return sys::readlink_at(sys::borrow(&dir), &name);
         }
         let (layer, path) = {

@@ -7,10 +7,11 @@
 //! them; the table never grows with entries the kernel has forgotten.
 
 use super::ids::{LayerIndex, NodeId};
+use super::tree::{Tree, TreeRead};
 use crate::layer::RelPath;
 use crate::sys::FileKind;
 use dashmap::DashMap;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -264,9 +265,10 @@ pub struct Node {
     /// References the kernel holds (lookup replies minus forgets).
     lookups: AtomicU64,
     pub state: RwLock<NodeState>,
-    /// Held while this node is copied up, so one copy runs at a time per node and
-    /// nothing else waits on it.
-    pub copy_up: Mutex<()>,
+    /// Held while this node is copied up, so one copy runs at a time per node. A
+    /// file's copy-up holds it while it lets go of the tree lock to copy data, so
+    /// under the write lock it may only be tried: see the methods below.
+    copy_up: Mutex<()>,
 }
 
 impl Node {
@@ -285,6 +287,24 @@ impl Node {
 
     pub fn parent(&self) -> Option<Arc<Node>> {
         self.state.read().parent.clone()
+    }
+
+    /// Wait for this node's turn to be copied up. Only with the tree lock held for
+    /// reading: whoever holds the turn and waits to take the lock again then gets it.
+    pub fn copy_up_turn(&self, _t: &TreeRead) -> MutexGuard<'_, ()> {
+        self.copy_up.lock()
+    }
+
+    /// This node's turn to be copied up if nobody has it (under any tree guard).
+    pub fn try_copy_up_turn(&self, _t: &Tree) -> Option<MutexGuard<'_, ()>> {
+        self.copy_up.try_lock()
+    }
+
+    /// A directory's turn to be copied up, under any tree guard: a directory's copy
+    /// never lets go of the tree lock, so its holder never waits for it.
+    pub fn dir_copy_up_turn(&self, _t: &Tree) -> MutexGuard<'_, ()> {
+        debug_assert_eq!(self.kind(), FileKind::Directory);
+        self.copy_up.lock()
     }
 }
 

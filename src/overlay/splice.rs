@@ -10,6 +10,7 @@
 //! attributes only briefly (see `SPLICE_TTL` in `crate::fuse`).
 
 use super::node::{Node, NodeState};
+use super::tree::Tree;
 use super::{Attr, Caller, Overlay, SetAttr, check_name};
 use crate::layer::{self, RelPath};
 use crate::sys::{self, Errno, FileKind, FsStats, Stat, SysResult, oflag};
@@ -133,37 +134,37 @@ impl Overlay {
     }
 
     /// The splice whose target is `name` in the union directory `parent`, if any.
-    pub(super) fn splice_target(&self, parent: &Node, name: &OsStr) -> Option<usize> {
+    pub(super) fn splice_target(&self, t: &Tree, parent: &Node, name: &OsStr) -> Option<usize> {
         if self.splices.is_empty() {
             return None;
         }
-        let path = layer::join(&self.upper_path(parent), name);
+        let path = layer::join(&self.upper_path(t, parent), name);
         self.splices.iter().position(|s| s.target == path)
     }
 
     /// Whether a splice target lies below `dir` (such a directory cannot move: its
     /// splices are joined at fixed paths).
-    pub(super) fn holds_splice_target(&self, dir: &Node) -> bool {
+    pub(super) fn holds_splice_target(&self, t: &Tree, dir: &Node) -> bool {
         if self.splices.is_empty() || dir.kind() != FileKind::Directory {
             return false;
         }
-        let mut p = self.upper_path(dir);
+        let mut p = self.upper_path(t, dir).to_vec();
         p.push(b'/');
         self.splices.iter().any(|s| s.target.starts_with(&p))
     }
 
     /// Splice targets directly inside the union directory `dir`, with their names.
-    pub(super) fn splice_targets_in(&self, dir: &Node) -> Vec<(OsString, usize)> {
+    pub(super) fn splice_targets_in(&self, t: &Tree, dir: &Node) -> Vec<(OsString, usize)> {
         if self.splices.is_empty() {
             return Vec::new();
         }
-        let dpath = self.upper_path(dir);
+        let dpath = self.upper_path(t, dir);
         self.splices
             .iter()
             .enumerate()
             .filter_map(|(i, s)| {
                 let (p, n) = layer::split_last(&s.target)?;
-                (p == dpath.as_slice()).then(|| (n.to_owned(), i))
+                (p == &*dpath).then(|| (n.to_owned(), i))
             })
             .collect()
     }
@@ -181,12 +182,13 @@ impl Overlay {
     /// splice, or `name` is a splice target. `None`: the union decides.
     pub(super) fn splice_lookup(
         &self,
+        t: &Tree,
         parent: &Arc<Node>,
         name: &OsStr,
         count: bool,
     ) -> SysResult<Option<(Arc<Node>, Stat)>> {
         // A target first: splices may nest (`/data` and `/data/cache`).
-        let at = match self.splice_target(parent, name) {
+        let at = match self.splice_target(t, parent, name) {
             Some(id) => SpliceAt {
                 id,
                 path: RelPath::new(),
@@ -243,6 +245,7 @@ impl Overlay {
     /// Listing of a directory inside a splice: the source's own entries, as they are.
     pub(super) fn splice_list(
         &self,
+        t: &Tree,
         node: &Node,
         at: &SpliceAt,
     ) -> SysResult<Vec<super::DirEntry>> {
@@ -260,7 +263,7 @@ impl Overlay {
                 kind: FileKind::Directory,
             },
         ];
-        let nested = self.splice_targets_in(node);
+        let nested = self.splice_targets_in(t, node);
         for (name, id) in &nested {
             let root = SpliceAt {
                 id: *id,
@@ -312,8 +315,10 @@ impl Overlay {
     }
 
     /// Create an entry inside a spliced directory.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn splice_create(
         &self,
+        t: &Tree,
         parent: &Arc<Node>,
         at: &SpliceAt,
         name: &OsStr,
@@ -363,7 +368,7 @@ impl Overlay {
             path: layer::join(&at.path, name),
         };
         let node = self.splice_node(parent, name, child, &st, true);
-        let attr = self.attr_of(&node, &st);
+        let attr = self.attr_of(t, &node, &st);
         let fh = opened.map(|fd| self.insert_file_handle(node, fd));
         Ok((attr, fh))
     }
@@ -412,17 +417,17 @@ impl Overlay {
             let mut dir = root.clone();
             for comp in parent_path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
                 let name = OsStr::from_bytes(comp);
-                let _t = self.tree.read_recursive();
-                dir = match self.lookup_node(&dir, name, false) {
+                let t = self.tree.read();
+                dir = match self.lookup_node(&t, &dir, name, false) {
                     Ok((n, _)) => n,
                     Err(Errno::ENOENT) => {
-                        drop(_t);
+                        drop(t);
                         self.create(dir.ino, name, 0o755, super::NewEntry::Dir, admin)
                             .map_err(|e| {
                                 format!("{}: cannot make splice target: {e}", show(&sp.target))
                             })?;
-                        let _t = self.tree.read_recursive();
-                        self.lookup_node(&dir, name, false)
+                        let t = self.tree.read();
+                        self.lookup_node(&t, &dir, name, false)
                             .map_err(|e| format!("{}: {e}", show(&sp.target)))?
                             .0
                     }
@@ -433,7 +438,7 @@ impl Overlay {
                 }
             }
             // What the layers (or an outer splice) hold at the target itself.
-            let _t = self.tree.read_recursive();
+            let t = self.tree.read();
             let under = if dir.state.read().splice().is_some() {
                 let at = dir.state.read().splice().cloned().ok_or("splice")?;
                 self.splice(&at)
@@ -441,7 +446,7 @@ impl Overlay {
                     .and_then(|s| s.stat(&layer::join(&at.path, leaf)).ok())
                     .map(|st| (st.kind(), None))
             } else {
-                match self.resolve(&dir, leaf) {
+                match self.resolve(&t, &dir, leaf) {
                     Ok(Some(r)) => {
                         let kind = r.stat.kind();
                         Some((kind, Some(self.node_for(&dir, leaf, r, false))))
@@ -469,7 +474,7 @@ impl Overlay {
                 && let Some((FileKind::Directory, Some(node))) = under
             {
                 let dest = sys::dup(sys::borrow(&sp.root)).map_err(|e| e.to_string())?;
-                self.copy_out(&node, sys::borrow(&dest))
+                self.copy_out(&t, &node, sys::borrow(&dest))
                     .map_err(|e| format!("{}: cannot fill volume: {e}", show(&sp.target)))?;
             }
         }
@@ -477,13 +482,14 @@ impl Overlay {
     }
 
     /// Copy a union directory's visible content into `dest` (owners, modes, times,
-    /// xattrs kept). Call with the tree lock held.
-    fn copy_out(&self, dir: &Arc<Node>, dest: BorrowedFd<'_>) -> SysResult<()> {
-        for e in self.list_dir(dir)? {
+    /// xattrs kept). Runs before the mount serves anything, so nothing waits on the
+    /// tree lock it holds while copying.
+    fn copy_out(&self, t: &Tree, dir: &Arc<Node>, dest: BorrowedFd<'_>) -> SysResult<()> {
+        for e in self.list_dir(t, dir)? {
             if e.name == "." || e.name == ".." {
                 continue;
             }
-            let Some(r) = self.resolve(dir, &e.name)? else {
+            let Some(r) = self.resolve(t, dir, &e.name)? else {
                 continue;
             };
             let st = r.stat;
@@ -492,10 +498,10 @@ impl Overlay {
                 FileKind::Directory => {
                     sys::mkdir_at(dest, &e.name, 0o700)?;
                     let sub = sys::open_at(dest, &e.name, oflag::RDONLY | oflag::DIRECTORY, 0)?;
-                    self.copy_out(&node, sys::borrow(&sub))?;
+                    self.copy_out(t, &node, sys::borrow(&sub))?;
                 }
                 FileKind::Regular => {
-                    let src = self.open_backing(&node, oflag::RDONLY)?;
+                    let src = self.open_backing(t, &node, oflag::RDONLY)?;
                     let dst = sys::open_at(
                         dest,
                         &e.name,
@@ -505,7 +511,7 @@ impl Overlay {
                     super::copyup::copy_data(sys::borrow(&src), sys::borrow(&dst), st.size)?;
                 }
                 FileKind::Symlink => {
-                    let target = self.readlink(node.ino)?;
+                    let target = self.readlink_node(t, &node)?;
                     sys::symlink_at(&target, dest, &e.name)?;
                 }
                 k => sys::mknod_at(dest, &e.name, k.mode_bits() | 0o600, st.rdev)?,

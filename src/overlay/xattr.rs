@@ -4,6 +4,7 @@
 
 use super::copyup::Data;
 use super::node::Node;
+use super::tree::Tree;
 use super::{NodeId, Overlay};
 use crate::sys::{self, Errno, SysResult};
 use std::ffi::OsStr;
@@ -11,8 +12,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 
 impl Overlay {
-    /// An `O_PATH` handle on the object a node shows. Call with the tree lock held.
-    pub(super) fn object_fd(&self, node: &Node) -> SysResult<OwnedFd> {
+    /// An `O_PATH` handle on the object a node shows.
+    pub(super) fn object_fd(&self, t: &Tree, node: &Node) -> SysResult<OwnedFd> {
         let (upper, spliced) = {
             let s = node.state.read();
             (s.upper, s.splice().cloned())
@@ -26,7 +27,7 @@ impl Overlay {
             return self.splice_object(&at);
         }
         if upper {
-            let (dir, name) = self.upper_object(node)?;
+            let (dir, name) = self.upper_object(t, node)?;
             sys::open_path_at(sys::borrow(&dir), &name)
         } else {
             let l = lower.ok_or(Errno::ENOENT)?;
@@ -48,8 +49,8 @@ impl Overlay {
         if name == "security.capability" && node.state.read().no_capability {
             return Err(Errno::ENODATA);
         }
-        let _t = self.tree.read_recursive();
-        let fd = self.object_fd(&node)?;
+        let t = self.tree.read();
+        let fd = self.object_fd(&t, &node)?;
         let stored = self.stored_xattr(&node, name);
         sys::get_xattr(sys::borrow(&fd), OsStr::from_bytes(&stored))
     }
@@ -57,8 +58,8 @@ impl Overlay {
     /// Visible xattr names, each NUL-terminated, as listxattr returns them.
     pub fn listxattr(&self, ino: NodeId) -> SysResult<Vec<u8>> {
         let node = self.node(ino)?;
-        let _t = self.tree.read_recursive();
-        let fd = self.object_fd(&node)?;
+        let t = self.tree.read();
+        let fd = self.object_fd(&t, &node)?;
         let spliced = node.state.read().splice().is_some();
         let mut out = Vec::new();
         for name in sys::list_xattr(sys::borrow(&fd))? {
@@ -85,16 +86,16 @@ impl Overlay {
 
     pub fn setxattr(&self, ino: NodeId, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
         let node = self.node(ino)?;
-        let _t = self.tree.read_recursive();
+        let mut t = self.tree.read();
         let spliced = node.state.read().splice().cloned();
         match &spliced {
             Some(at) => self.splice_writable(at)?,
             None => {
                 self.upper()?;
-                self.copy_up(&node, Data::Meta)?;
+                self.copy_up(&mut t, &node, Data::Meta)?;
             }
         }
-        let fd = self.object_fd(&node)?;
+        let fd = self.object_fd(&t, &node)?;
         let stored = self.stored_xattr(&node, name);
         node.state.write().no_capability = false;
         sys::set_xattr(sys::borrow(&fd), OsStr::from_bytes(&stored), value, flags)
@@ -102,7 +103,7 @@ impl Overlay {
 
     pub fn removexattr(&self, ino: NodeId, name: &OsStr) -> SysResult<()> {
         let node = self.node(ino)?;
-        let _t = self.tree.read_recursive();
+        let mut t = self.tree.read();
         let stored = self.stored_xattr(&node, name);
         let stored = OsStr::from_bytes(&stored);
         let (upper, spliced) = {
@@ -115,13 +116,13 @@ impl Overlay {
                 self.upper()?;
                 if !upper {
                     // Nothing to remove needs no copy.
-                    let fd = self.object_fd(&node)?;
+                    let fd = self.object_fd(&t, &node)?;
                     sys::get_xattr(sys::borrow(&fd), stored)?;
-                    self.copy_up(&node, Data::Meta)?;
+                    self.copy_up(&mut t, &node, Data::Meta)?;
                 }
             }
         }
-        let fd = self.object_fd(&node)?;
+        let fd = self.object_fd(&t, &node)?;
         sys::remove_xattr(sys::borrow(&fd), stored)
     }
 }
