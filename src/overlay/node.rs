@@ -418,8 +418,13 @@ impl NodeTable {
     ) -> Arc<Node> {
         // Announced before the slot is looked at (see `stand_in_busy`).
         self.stand_in_busy.fetch_add(1, Ordering::AcqRel);
-        let node = self.stand_in_locked(ino, same, make);
+        let (node, dropped) = self.stand_in_locked(ino, same, make);
         self.stand_in_busy.fetch_sub(1, Ordering::AcqRel);
+        // A stand-in no longer standing in, kept only for that (the kernel forgot it):
+        // it goes now.
+        if let Some(n) = dropped {
+            self.evict(n);
+        }
         node
     }
 
@@ -428,22 +433,24 @@ impl NodeTable {
         ino: NodeId,
         same: &impl Fn(&Node) -> bool,
         make: impl FnOnce(NodeId) -> Node,
-    ) -> Arc<Node> {
+    ) -> (Arc<Node>, Option<NodeId>) {
         let mut stand_ins = self.stand_ins.lock();
+        let mut dropped = None;
         if let Some(&n) = stand_ins.get(&ino.get()) {
             match self.get(n) {
-                Some(node) if same(&node) => return node,
+                Some(node) if same(&node) => return (node, None),
                 // Forgotten, or no longer this object: the natural slot decides again.
                 _ => {
                     stand_ins.remove(&ino.get());
                     self.stand_in_busy.fetch_sub(1, Ordering::Release);
+                    dropped = Some(n);
                 }
             }
         }
         // The shard lock of `ino` is held while its entry is alive: a synthetic number
         // is inserted only after the entry is dropped (it may hash to the same shard).
         let make = match self.natural_slot(ino, same, make, false) {
-            Ok(node) => return node,
+            Ok(node) => return (node, dropped),
             Err(make) => make,
         };
         let n = self.synthetic();
@@ -451,7 +458,7 @@ impl NodeTable {
         self.nodes.insert(n, node.clone());
         stand_ins.insert(ino.get(), n);
         self.stand_in_busy.fetch_add(1, Ordering::Release);
-        node
+        (node, dropped)
     }
 
     fn synthetic(&self) -> NodeId {
@@ -492,9 +499,19 @@ impl NodeTable {
     /// Remove `ino` if nothing refers to it any more, then consider its parent.
     fn evict(&self, mut ino: NodeId) {
         loop {
+            // A stand-in stays while its object lives, though the kernel forgot it: its
+            // number is the object's `st_ino`, and a new stand-in (or the natural number,
+            // once free) would change it. It goes when its object is removed (a removal
+            // looks the object up, so a forget follows). Asked before the shard lock,
+            // which is taken after `stand_ins`, never before.
+            let standing_in = ino.get() >= SYNTHETIC_BASE
+                && self.stand_in_busy.load(Ordering::Acquire) > 0
+                && self.stand_ins.lock().values().any(|&n| n == ino);
             let removed = self.nodes.remove_if(&ino, |_, node| {
                 // The table's own Arc is the only one left, and the kernel holds none.
-                Arc::strong_count(node) == 1 && node.lookups.load(Ordering::Acquire) == 0
+                Arc::strong_count(node) == 1
+                    && node.lookups.load(Ordering::Acquire) == 0
+                    && (!standing_in || node.state.read().unlinked)
             });
             let Some((_, node)) = removed else { return };
             if ino.get() >= SYNTHETIC_BASE && self.stand_in_busy.load(Ordering::Acquire) > 0 {
@@ -563,10 +580,19 @@ mod tests {
             Arc::ptr_eq(&a, &c),
             "a second node after the old one was forgotten"
         );
-        // Once the stand-in is forgotten too, the natural number serves again.
+        // The kernel forgets the stand-in too: the object keeps its number (issue 17).
         let n = a.ino;
         drop((a, b, c));
         t.forget(n, 2);
+        let again = t.get_or_insert(42, true, live, file);
+        assert_eq!(
+            again.ino, n,
+            "a live object's number changed after a forget"
+        );
+        // Once the object is removed and forgotten, the natural number serves again.
+        again.state.write().unlinked = true;
+        drop(again);
+        t.forget(n, 1);
         assert!(t.get(n).is_none());
         let d = t.get_or_insert(42, false, live, file);
         assert_eq!(d.ino, NodeId::new(42));
@@ -608,5 +634,136 @@ mod tests {
                 b.ino
             );
         }
+    }
+
+    /// Every order of the kernel's lookups and forgets around one reused number, in one
+    /// thread so that each order is replayed exactly (issue 17: a file's `st_ino` changed
+    /// across a rename under load). The number 42 is first held by a removed object the
+    /// kernel has not forgotten yet; file F reuses it, is later removed, and G reuses it
+    /// again. Rules checked after every step: an object keeps the first number it was
+    /// given for as long as it exists, whenever the kernel forgets and looks it up again;
+    /// two live objects never share a number; once the kernel holds nothing, only nodes
+    /// of live objects remain.
+    #[test]
+    fn reused_numbers_survive_every_order_of_lookups_and_forgets() {
+        #[derive(Clone, Copy, Debug)]
+        enum Ev {
+            LookF,
+            ForgetF,
+            ForgetOld,
+            RemoveF,
+            LookG,
+            ForgetG,
+        }
+        const ALL: [Ev; 6] = [
+            Ev::LookF,
+            Ev::ForgetF,
+            Ev::ForgetOld,
+            Ev::RemoveF,
+            Ev::LookG,
+            Ev::ForgetG,
+        ];
+        // A node stands for object `tag`: the table's `same` compares the object an
+        // inode number now names with the node's, as lookup does (unlinked: never again).
+        fn obj(tag: &'static str) -> impl Fn(NodeId) -> Node {
+            move |ino| {
+                Node::new(
+                    ino,
+                    NodeState::new(None, tag.into(), FileKind::Regular, true),
+                )
+            }
+        }
+        fn is(tag: &'static str) -> impl Fn(&Node) -> bool {
+            move |n| live(n) && &*n.state.read().name == std::ffi::OsStr::new(tag)
+        }
+        fn run(seq: &[Ev]) -> Result<(), String> {
+            let t = NodeTable::new(file(NodeId::ROOT));
+            let old = t.get_or_insert(42, true, is("old"), obj("old"));
+            old.state.write().unlinked = true;
+            drop(old);
+            // Kernel references held, and the first number each object was given.
+            let (mut held_old, mut held_f, mut held_g) = (1u64, 0u64, 0u64);
+            let (mut f_ino, mut g_ino): (Option<NodeId>, Option<NodeId>) = (None, None);
+            let mut f_removed = false;
+            let look = |tag, held: &mut u64, first: &mut Option<NodeId>| {
+                let n = t.get_or_insert(42, true, is(tag), obj(tag));
+                *held += 1;
+                match *first {
+                    Some(i) if i != n.ino => {
+                        Err(format!("{tag} was {i}, a lookup now gives {}", n.ino))
+                    }
+                    _ => {
+                        *first = Some(n.ino);
+                        Ok(())
+                    }
+                }
+            };
+            for (step, ev) in seq.iter().enumerate() {
+                let at = |e: String| format!("step {step} ({ev:?}) of {seq:?}: {e}");
+                match ev {
+                    Ev::LookF if !f_removed => look("F", &mut held_f, &mut f_ino).map_err(at)?,
+                    Ev::LookG if f_removed => look("G", &mut held_g, &mut g_ino).map_err(at)?,
+                    Ev::ForgetF if held_f > 0 => {
+                        t.forget(f_ino.unwrap_or(NodeId::ROOT), held_f);
+                        held_f = 0;
+                    }
+                    Ev::ForgetG if held_g > 0 => {
+                        t.forget(g_ino.unwrap_or(NodeId::ROOT), held_g);
+                        held_g = 0;
+                    }
+                    Ev::ForgetOld if held_old > 0 => {
+                        t.forget(NodeId::new(42), held_old);
+                        held_old = 0;
+                    }
+                    // Removing F goes through a lookup of it (the kernel's unlink).
+                    Ev::RemoveF if !f_removed => {
+                        look("F", &mut held_f, &mut f_ino).map_err(at)?;
+                        let n = t.get(f_ino.unwrap_or(NodeId::ROOT)).ok_or("no F")?;
+                        n.state.write().unlinked = true;
+                        f_removed = true;
+                    }
+                    _ => {}
+                }
+                if !f_removed && f_ino.is_some() && f_ino == g_ino {
+                    return Err(at("F and G share a number".into()));
+                }
+            }
+            // The kernel lets go of everything: only live objects may keep a node.
+            for (ino, held) in [
+                (Some(NodeId::new(42)), held_old),
+                (f_ino, held_f),
+                (g_ino, held_g),
+            ] {
+                if let (Some(i), true) = (ino, held > 0) {
+                    t.forget(i, held);
+                }
+            }
+            let mut left = Vec::new();
+            t.for_each(|n| {
+                if n.ino != NodeId::ROOT && !live(n) {
+                    left.push(n.ino);
+                }
+            });
+            if !left.is_empty() {
+                return Err(format!("{seq:?}: nodes of removed objects left: {left:?}"));
+            }
+            Ok(())
+        }
+        let mut seqs: Vec<Vec<Ev>> = vec![vec![Ev::LookF]];
+        let mut runs = 0;
+        for _ in 0..7 {
+            let mut next = Vec::new();
+            for s in &seqs {
+                for e in ALL {
+                    let mut n = s.clone();
+                    n.push(e);
+                    run(&n).unwrap_or_else(|e| panic!("{e}"));
+                    runs += 1;
+                    next.push(n);
+                }
+            }
+            seqs = next;
+        }
+        assert!(runs > 300_000, "only {runs} orders tried");
     }
 }
