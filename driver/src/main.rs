@@ -71,6 +71,8 @@ enum LayerAction {
     },
     /// Remove objects no layer holds and leftovers of interrupted changes.
     Gc,
+    /// Check that every filled image layer (or those named) still gives its diffID.
+    Verify { ids: Vec<String> },
     /// Import a layer from an uncompressed tar (a file, or - for stdin).
     Import {
         id: String,
@@ -239,6 +241,33 @@ fn layer(root: &Path, format: Format, action: LayerAction) -> Result<(), String>
                 );
             }
         }
+        LayerAction::Verify { ids } => {
+            let layers = if ids.is_empty() {
+                store.list().map_err(|e| e.to_string())?
+            } else {
+                ids.iter()
+                    .map(|i| store.get(&id(i)?).map_err(|e| e.to_string()))
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            let mut bad = 0;
+            for m in &layers {
+                let Some(want) = &m.diff_id else { continue };
+                let mut h = HashingWriter(sha2::Sha256::default());
+                let got = match store.diff(&m.id, None, &mut h) {
+                    Ok(_) => format!("sha256:{}", hex(&sha2::Digest::finalize(h.0))),
+                    Err(e) => e.to_string(),
+                };
+                if &got != want {
+                    bad += 1;
+                    println!("{}: BAD: has {want}, gives {got}", m.id);
+                } else if format == Format::Table {
+                    println!("{}: ok", m.id);
+                }
+            }
+            if bad > 0 {
+                return Err(format!("{bad} layers do not give their diffID"));
+            }
+        }
         LayerAction::Import {
             id: i,
             file,
@@ -307,4 +336,21 @@ fn layer(root: &Path, format: Format, action: LayerAction) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+/// A `Write` that only hashes.
+struct HashingWriter(sha2::Sha256);
+
+impl Write for HashingWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(&mut self.0, b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -103,6 +103,15 @@ fn split(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// A numeric header field, an empty one (all NUL or spaces) read as 0 as Go's
+/// archive/tar (Docker's own tar code) reads it.
+fn numeric(field: &[u8], parsed: io::Result<u64>) -> io::Result<u64> {
+    if field.iter().all(|&b| b == 0 || b == b' ') {
+        return Ok(0);
+    }
+    parsed
+}
+
 /// Linux's `makedev`.
 fn makedev(major: u64, minor: u64) -> u64 {
     ((major & 0xffff_f000) << 32)
@@ -292,13 +301,20 @@ impl Importer<'_> {
             return Err(hostile(&raw, "name reserved by the store"));
         }
         let h = e.header();
-        let mtime_s = h.mtime().map_err(|err| hostile(&raw, &err.to_string()))?;
+        let old = h.as_old();
+        let mtime_s =
+            numeric(&old.mtime, h.mtime()).map_err(|err| hostile(&raw, &err.to_string()))?;
         let mut a = Attrs {
-            mode: h.mode().map_err(|err| hostile(&raw, &err.to_string()))?,
-            uid: u32::try_from(h.uid().map_err(|err| hostile(&raw, &err.to_string()))?)
-                .map_err(|_| hostile(&raw, "uid out of range"))?,
-            gid: u32::try_from(h.gid().map_err(|err| hostile(&raw, &err.to_string()))?)
-                .map_err(|_| hostile(&raw, "gid out of range"))?,
+            mode: numeric(&old.mode, h.mode().map(u64::from))
+                .map_err(|err| hostile(&raw, &err.to_string()))? as u32,
+            uid: u32::try_from(
+                numeric(&old.uid, h.uid()).map_err(|err| hostile(&raw, &err.to_string()))?,
+            )
+            .map_err(|_| hostile(&raw, "uid out of range"))?,
+            gid: u32::try_from(
+                numeric(&old.gid, h.gid()).map_err(|err| hostile(&raw, &err.to_string()))?,
+            )
+            .map_err(|_| hostile(&raw, "gid out of range"))?,
             atime: Timespec::default(),
             mtime: Timespec {
                 sec: i64::try_from(mtime_s).unwrap_or(i64::MAX),
@@ -635,9 +651,11 @@ impl Store {
         let mut archive = tar::Archive::new(tee);
         let read_err = |e: io::Error| {
             if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::UnexpectedEof {
+                // The tar crate quotes the bad bytes: keep the message one printable line.
+                let why: String = e.to_string().escape_debug().take(200).collect();
                 StoreError::new(
                     ErrorKind::Hostile,
-                    format!("layer {id}: not a valid tar: {e}"),
+                    format!("layer {id}: not a valid tar: {why}"),
                 )
             } else {
                 StoreError::io(format!("reading the tar of layer {id}"), e)

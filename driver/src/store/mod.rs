@@ -230,6 +230,7 @@ impl Store {
     /// staged changes whose maker is gone, layers half removed.
     pub fn open(root: &Path) -> StoreResult<Store> {
         let store = root.join("store");
+        std::fs::create_dir_all(root).map_err(|e| StoreError::io(root.display(), e))?;
         for d in ["", "objects", "layers", "staging", "trash", "mnt"] {
             let p = store.join(d);
             mkdir_private(&p)?;
