@@ -5,6 +5,7 @@
 #                                         mount_program name; it behaves the same under any name)
 #   $PREFIX/bin/layerfuse-driver          the storage driver (containerd snapshotter, Docker plugin)
 #   $UNITDIR/layerfuse-snapshotter.service  its containerd snapshotter as a systemd service
+#   $UNITDIR/layerfuse-docker.service  its Docker graphdriver plugin as a systemd service
 #   $SBINDIR/mount.fuse.layerfuse -> mount.fuse3  (so `mount -t fuse.layerfuse layerfuse MNT -o …`
 #                                         and fstab lines work; mount.fuse3 then runs `layerfuse`)
 # Usage: scripts/install.sh [--bin PATH] [--no-fuse-overlayfs] [--enable-uring]
@@ -58,8 +59,10 @@ if [ -x "$driver" ]; then
   install -d "$DESTDIR$UNITDIR"
   sed "s#/usr/local/bin/#$PREFIX/bin/#g" driver/deploy/layerfuse-snapshotter.service \
     >"$DESTDIR$UNITDIR/layerfuse-snapshotter.service"
+  sed "s#/usr/local/bin/#$PREFIX/bin/#g" driver/units/layerfuse-docker.service \
+    >"$DESTDIR$UNITDIR/layerfuse-docker.service"
   if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
-  echo "installed layerfuse-driver and $DESTDIR$UNITDIR/layerfuse-snapshotter.service"
+  echo "installed layerfuse-driver, $DESTDIR$UNITDIR/layerfuse-snapshotter.service and layerfuse-docker.service"
 fi
 echo "installed $("$DESTDIR$PREFIX/bin/layerfuse" --version) in $DESTDIR$PREFIX/bin" \
   "(layerfuse$([ "$fuse_overlayfs" = 1 ] && echo ', fuse-overlayfs')) and $DESTDIR$SBINDIR/mount.fuse.layerfuse"

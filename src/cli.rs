@@ -33,6 +33,13 @@ pub enum Command {
     Umount(UmountArgs),
     /// Manage named volumes (they outlive every mount that uses them).
     Volume(VolumeArgs),
+    /// The storage driver's layer store: ls, inspect, rm, gc, verify, import, export.
+    /// Runs `layerfuse-driver layer ARGS…` installed beside this program.
+    #[command(disable_help_flag = true)]
+    Layer {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Args, Debug)]

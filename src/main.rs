@@ -52,6 +52,7 @@ fn main() -> ExitCode {
             }
             Command::Umount(u) => session::unmount_path(&u.mountpoint, u.lazy).map_err(Into::into),
             Command::Volume(v) => volume_command(v).map_err(Into::into),
+            Command::Layer { args } => layer_command(args).map_err(Into::into),
         }
     };
     match result {
@@ -179,6 +180,28 @@ fn print_json(v: &impl serde::Serialize) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("layerfuse: {e}"),
     }
+}
+
+/// `layerfuse layer …`: hand over to `layerfuse-driver layer …` beside this binary (the
+/// driver links this library, so this binary cannot link the driver: docs/design.md).
+fn layer_command(args: Vec<OsString>) -> Result<(), SetupError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| SetupError::io(std::path::Path::new("layerfuse"), "cannot find myself", &e))?;
+    let driver = exe.with_file_name("layerfuse-driver");
+    if !driver.is_file() {
+        return Err(SetupError::new(
+            layerfuse::SetupErrorKind::NotFound,
+            format!(
+                "layerfuse layer needs {} (install the storage driver: scripts/install.sh)",
+                driver.display()
+            ),
+        ));
+    }
+    let e = std::process::Command::new(&driver)
+        .arg("layer")
+        .args(args)
+        .exec();
+    Err(SetupError::io(&driver, "cannot run", &e))
 }
 
 fn volume_command(args: VolumeArgs) -> Result<(), SetupError> {
