@@ -4,7 +4,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use layerfuse::SetupError;
-use layerfuse::session::{MountRequest, parse_splice, split_lowers};
+use layerfuse::session::{MountRequest, MountStatus, parse_splice, split_lowers};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -40,6 +40,20 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Show every live layerfuse mount: layers, transport, daemon, volumes and binds,
+    /// live counters. Example: layerfuse status --format json
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Only this mount. Example: layerfuse status /c/merged
+    pub mountpoint: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Refresh every second on a terminal (with MOUNTPOINT). Example: layerfuse status /c/merged --watch
+    #[arg(long, requires = "mountpoint")]
+    pub watch: bool,
 }
 
 #[derive(Args, Debug)]
@@ -223,6 +237,120 @@ impl MountArgs {
     }
 }
 
+/// One mount's status for a person: a heading line, then a few indented lines.
+pub fn render_status(s: &MountStatus) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{}  ({} from {}, pid {}, up {}, transport {}{})",
+        s.mountpoint.display(),
+        s.fstype,
+        s.fsname,
+        s.pid,
+        duration(s.uptime_secs),
+        s.transport,
+        if s.read_only { ", read-only" } else { "" }
+    );
+    const TOP: usize = 3;
+    let mut lowers: Vec<String> = s
+        .lowers
+        .iter()
+        .take(TOP)
+        .map(|l| l.display().to_string())
+        .collect();
+    if s.lowers.len() > TOP {
+        lowers.push(format!("… {} more", s.lowers.len() - TOP));
+    }
+    let _ = writeln!(o, "  lowers    {}: {}", s.lowers.len(), lowers.join(", "));
+    if let Some(u) = &s.upper {
+        let work = s.work.as_ref().map(|w| w.display().to_string());
+        let _ = writeln!(
+            o,
+            "  upper     {}  (work {})",
+            u.display(),
+            work.unwrap_or_default()
+        );
+    }
+    for g in &s.grafts {
+        let what = if g.kind == "volume" {
+            format!("volume {}", g.name)
+        } else {
+            format!("bind {}", g.source.display())
+        };
+        let _ = writeln!(
+            o,
+            "  {:<9} {what} at {}{}",
+            g.kind,
+            g.target.display(),
+            if g.read_only { " (ro)" } else { "" }
+        );
+    }
+    let c = &s.counters;
+    let mut kinds: Vec<(&String, &u64)> = c.requests.iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(a.1));
+    let kinds: Vec<String> = kinds
+        .iter()
+        .take(6)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let _ = writeln!(o, "  requests  {} ({})", c.requests_total, kinds.join(", "));
+    let errors: Vec<String> = c
+        .errors_by_errno
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let _ = writeln!(
+        o,
+        "  errors    {}{}",
+        c.errors,
+        if errors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", errors.join(", "))
+        }
+    );
+    let _ = writeln!(
+        o,
+        "  copy-ups  {} ({} copied), whiteouts {}",
+        c.copy_ups,
+        bytes(c.bytes_copied),
+        c.whiteouts
+    );
+    let _ = write!(
+        o,
+        "  held      {} open files, {} nodes, daemon RSS {}",
+        s.open_files,
+        s.nodes_held,
+        bytes(s.rss_bytes)
+    );
+    o
+}
+
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 /// A mount asked for in fuse-overlayfs's words.
 #[derive(Debug)]
 pub struct CompatMount {
@@ -236,9 +364,10 @@ pub struct CompatMount {
 /// Whether argv is in fuse-overlayfs form (no subcommand).
 pub fn is_compat(args: &[OsString]) -> bool {
     match args.get(1).and_then(|a| a.to_str()) {
-        Some("mount" | "umount" | "volume" | "help" | "--help" | "-h" | "--version" | "-V") => {
-            false
-        }
+        Some(
+            "mount" | "umount" | "volume" | "layer" | "status" | "help" | "--help" | "-h"
+            | "--version" | "-V",
+        ) => false,
         Some(_) => true,
         None => false,
     }

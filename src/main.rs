@@ -6,7 +6,7 @@
 mod cli;
 
 use clap::Parser;
-use cli::{Cli, Command, Format, VolumeArgs, VolumeCommand};
+use cli::{Cli, Command, Format, StatusArgs, VolumeArgs, VolumeCommand};
 use layerfuse::SetupError;
 use layerfuse::session::{self, MountRequest, Session};
 use layerfuse::volumes::VolumeStore;
@@ -15,6 +15,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A line on stdout; a reader that went away (`| head`) is not an error worth a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 /// Set in the daemon child that its parent waits on: print `READY_LINE` once mounted.
 const READY_ENV: &str = "LAYERFUSE_NOTIFY_READY";
@@ -53,6 +60,7 @@ fn main() -> ExitCode {
             Command::Umount(u) => session::unmount_path(&u.mountpoint, u.lazy).map_err(Into::into),
             Command::Volume(v) => volume_command(v).map_err(Into::into),
             Command::Layer { args } => layer_command(args).map_err(Into::into),
+            Command::Status(s) => status_command(s).map_err(Into::into),
         }
     };
     match result {
@@ -118,7 +126,7 @@ fn mount(req: MountRequest, foreground: bool) -> Result<(), Failure> {
         }
     });
     if notify {
-        println!("{READY_LINE}");
+        let _ = writeln!(std::io::stdout(), "{READY_LINE}");
         let _ = std::io::stdout().flush();
         DETACHED.store(true, Ordering::Relaxed);
     }
@@ -175,9 +183,56 @@ fn spawn_daemon() -> Result<(), Failure> {
     .into())
 }
 
+/// `layerfuse status`: what every live mount's daemon says (or one mount's, refreshed
+/// each second with `--watch` on a terminal).
+fn status_command(args: StatusArgs) -> Result<(), SetupError> {
+    use std::io::IsTerminal;
+    let one = |mnt: &std::path::Path| {
+        session::status_of(mnt).ok_or_else(|| {
+            SetupError::new(
+                layerfuse::SetupErrorKind::NotFound,
+                format!(
+                    "{}: no layerfuse mount here (or not yours to ask about)",
+                    mnt.display()
+                ),
+            )
+        })
+    };
+    let mounts = match &args.mountpoint {
+        Some(m) => vec![one(m)?],
+        None => session::status(),
+    };
+    if args.watch {
+        let Some(mnt) = &args.mountpoint else {
+            return Ok(());
+        };
+        if !std::io::stdout().is_terminal() {
+            return Err(SetupError::invalid(
+                "--watch refreshes a terminal: stdout is not one",
+            ));
+        }
+        loop {
+            let now = one(mnt)?;
+            // Home, clear the screen, draw.
+            out!("\x1b[H\x1b[2J{}", cli::render_status(&now));
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+    match args.format {
+        Format::Json => print_json(&mounts),
+        Format::Text if mounts.is_empty() => out!("no live layerfuse mounts"),
+        Format::Text => {
+            let shown: Vec<String> = mounts.iter().map(cli::render_status).collect();
+            out!("{}", shown.join("\n\n"));
+        }
+    }
+    Ok(())
+}
+
 fn print_json(v: &impl serde::Serialize) {
     match serde_json::to_string_pretty(v) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => out!("{s}"),
         Err(e) => eprintln!("layerfuse: {e}"),
     }
 }
@@ -209,16 +264,16 @@ fn volume_command(args: VolumeArgs) -> Result<(), SetupError> {
     match args.command {
         VolumeCommand::Create { name } => {
             let v = store.create(name.as_deref())?;
-            println!("{}", v.name);
+            out!("{}", v.name);
         }
         VolumeCommand::Ls { format } => {
             let vols = store.list();
             match format {
                 Format::Json => print_json(&vols),
                 Format::Text => {
-                    println!("NAME");
+                    out!("NAME");
                     for v in vols {
-                        println!("{}", v.name);
+                        out!("{}", v.name);
                     }
                 }
             }
@@ -237,12 +292,12 @@ fn volume_command(args: VolumeArgs) -> Result<(), SetupError> {
                     "mounts": users,
                 })),
                 Format::Text => {
-                    println!("name:    {}", v.name);
-                    println!("created: {}", v.created);
-                    println!("path:    {}", v.path.display());
-                    println!("size:    {size}");
+                    out!("name:    {}", v.name);
+                    out!("created: {}", v.created);
+                    out!("path:    {}", v.path.display());
+                    out!("size:    {size}");
                     for u in users {
-                        println!("mounted: {} (pid {})", u.mountpoint, u.pid);
+                        out!("mounted: {} (pid {})", u.mountpoint, u.pid);
                     }
                 }
             }
@@ -250,7 +305,7 @@ fn volume_command(args: VolumeArgs) -> Result<(), SetupError> {
         VolumeCommand::Rm { name, force } => store.remove(&name, force)?,
         VolumeCommand::Prune => {
             for n in store.prune()? {
-                println!("{n}");
+                out!("{n}");
             }
         }
     }

@@ -4,6 +4,10 @@
 //! someone else unmounts it. The `layerfuse` binary and the storage driver both mount
 //! this way; everything that can go wrong before serving is one [`SetupError`].
 
+mod control;
+
+pub use control::{GraftStatus, MountStatus};
+
 use crate::fuse::{self, MountOptions};
 use crate::overlay::{Overlay, SpliceConfig};
 use crate::volumes::{Claim, VolumeStore};
@@ -53,6 +57,8 @@ struct Attached {
     claims: Vec<Claim>,
     /// Volumes made by this mount, removed again if the mount is refused.
     made: Vec<String>,
+    /// What `layerfuse status` shows of them.
+    shown: Vec<GraftStatus>,
 }
 
 /// Make (or find) the volumes a mount asks for, claim them for this process, and
@@ -74,6 +80,13 @@ fn attach(cfg: &MountConfig, store: &VolumeStore, out: &mut Attached) -> Result<
                     .map(|mut d| d.next().is_none())
                     .unwrap_or(false);
                 out.populate.push(empty && !s.nocopy);
+                out.shown.push(GraftStatus {
+                    kind: "volume".into(),
+                    name: v.name.clone(),
+                    source: v.path.clone(),
+                    target: Path::new("/").join(&s.target),
+                    read_only: s.read_only,
+                });
                 out.splices.push(SpliceConfig {
                     target,
                     source: v.path,
@@ -82,6 +95,13 @@ fn attach(cfg: &MountConfig, store: &VolumeStore, out: &mut Attached) -> Result<
             }
             SpliceSource::Bind(src) => {
                 out.populate.push(false);
+                out.shown.push(GraftStatus {
+                    kind: "bind".into(),
+                    name: String::new(),
+                    source: src.clone(),
+                    target: Path::new("/").join(&s.target),
+                    read_only: s.read_only,
+                });
                 out.splices.push(SpliceConfig {
                     target,
                     source: src.clone(),
@@ -119,9 +139,11 @@ impl Session {
         };
         let store = VolumeStore::new(cfg.store_root.clone());
         let mut attached = Attached::default();
+        let control = control::Bound::new();
         let started = attach(&cfg, &store, &mut attached)
             .and_then(|()| open_union(&cfg, &attached))
             .and_then(|overlay| {
+                let overlay = Arc::new(overlay);
                 let opts = MountOptions {
                     read_only: cfg.read_only,
                     threads: serving_threads(),
@@ -133,8 +155,8 @@ impl Session {
                         None => fuse::Transport::from_env().map_err(SetupError::invalid)?,
                     },
                 };
-                match fuse::mount(Arc::new(overlay), &cfg.mountpoint, &opts) {
-                    Ok(m) => Ok(Some(m)),
+                match fuse::mount(overlay.clone(), &cfg.mountpoint, &opts) {
+                    Ok(m) => Ok(Some((m, overlay))),
                     // Unmounted (umount2, fusermount -u) between the kernel's mount and
                     // the first request: nothing is left mounted, as after any unmount.
                     Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(None),
@@ -155,7 +177,7 @@ impl Session {
                 return Err(e);
             }
         };
-        let Some(mounted) = mounted else {
+        let Some((mounted, overlay)) = mounted else {
             tracing::info!("unmounted before serving");
             return Ok(Session {
                 mountpoint: cfg.mountpoint,
@@ -164,11 +186,29 @@ impl Session {
         };
         tracing::info!(mountpoint = %cfg.mountpoint.display(), transport = %mounted.transport(), "mounted");
         let mountpoint = cfg.mountpoint.clone();
+        let control = control.and_then(|c| {
+            c.serve(
+                control::Fixed {
+                    mountpoint: cfg.mountpoint.clone(),
+                    fsname: cfg.fsname.clone(),
+                    fstype: format!("fuse.{}", cfg.subtype),
+                    lowers: cfg.overlay.lowers.clone(),
+                    upper: cfg.overlay.upper.as_ref().map(|(u, _)| u.clone()),
+                    work: cfg.overlay.upper.as_ref().map(|(_, w)| w.clone()),
+                    read_only: cfg.read_only,
+                    transport: mounted.transport().to_string(),
+                    grafts: std::mem::take(&mut attached.shown),
+                },
+                overlay,
+            )
+        });
         let serving = std::thread::Builder::new()
             .name("layerfuse-session".into())
             .spawn(move || {
                 // The claims live exactly as long as the mount is served.
                 let _claims = attached.claims;
+                // Answers status while the mount is served, not after.
+                let _control = control;
                 let served = mounted.run();
                 if served.is_err() {
                     // A connection that failed leaves a dead mount (ENOTCONN): not kept.
@@ -271,12 +311,23 @@ fn make_work_dir(w: &Path) -> Result<(), SetupError> {
         })
 }
 
+/// Every live layerfuse mount this caller may ask about (root: all of them).
+pub fn status() -> Vec<MountStatus> {
+    control::list()
+}
+
+/// The live layerfuse mount at `mountpoint`, if there is one this caller may ask about.
+pub fn status_of(mountpoint: &Path) -> Option<MountStatus> {
+    control::status_of_mount(mountpoint)
+}
+
 /// `layerfuse umount`: unmount a layerfuse mount (only one: any other filesystem at
 /// that path is refused); its daemon then exits.
 pub fn unmount_path(mountpoint: &Path, lazy: bool) -> Result<(), SetupError> {
     let canon =
         std::fs::canonicalize(mountpoint).map_err(|e| SetupError::io(mountpoint, "", &e))?;
-    if !is_layerfuse_mount(&canon) {
+    // A mount of another subtype (-o subtype=) is ours if its daemon says so.
+    if !is_layerfuse_mount(&canon) && status_of(&canon).is_none() {
         return Err(SetupError::new(
             SetupErrorKind::NotFound,
             format!("{}: not a layerfuse mount", mountpoint.display()),

@@ -27,3 +27,5 @@ mod perms;
 mod rootless;
 #[path = "union/splices.rs"]
 mod splices;
+#[path = "union/status.rs"]
+mod status;
