@@ -6,6 +6,9 @@
 #   $PREFIX/bin/layerfuse-driver          the storage driver (containerd snapshotter, Docker plugin)
 #   $UNITDIR/layerfuse-snapshotter.service  its containerd snapshotter as a systemd service
 #   $UNITDIR/layerfuse-docker.service  its Docker graphdriver plugin as a systemd service
+#   $MANDIR/man1/layerfuse.1, layerfuse-SUB.1  man pages (generated from the command definitions)
+#   $PREFIX/share/{bash-completion/completions/layerfuse, zsh/site-functions/_layerfuse,
+#                 fish/vendor_completions.d/layerfuse.fish}  shell completions (generated too)
 #   $SBINDIR/mount.fuse.layerfuse -> mount.fuse3  (so `mount -t fuse.layerfuse layerfuse MNT -o …`
 #                                         and fstab lines work; mount.fuse3 then runs `layerfuse`)
 # Usage: scripts/install.sh [--bin PATH] [--no-fuse-overlayfs] [--enable-uring]
@@ -13,7 +16,8 @@
 #   --no-fuse-overlayfs  do not create the fuse-overlayfs name
 #   --enable-uring  turn on the kernel's FUSE-over-io_uring now (fuse.enable_uring=1) and at
 #                boot (/etc/modprobe.d/layerfuse-uring.conf); layerfuse never does it itself
-# Environment: PREFIX (default /usr/local), SBINDIR (default /sbin), DESTDIR (staging root),
+# Environment: PREFIX (default /usr/local), SBINDIR (default /sbin), MANDIR (default
+# $PREFIX/share/man), DESTDIR (staging root),
 # UNITDIR (default /etc/systemd/system).
 # mount(8) runs helpers with its own PATH, so layerfuse must live in a standard directory
 # (/usr/local/bin, /usr/bin, /sbin): do not point PREFIX at a private dir if you want mount -t.
@@ -30,7 +34,7 @@ while [ $# -gt 0 ]; do
     --bin) bin=$2; shift 2 ;;
     --no-fuse-overlayfs) fuse_overlayfs=0; shift ;;
     --enable-uring) enable_uring=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -47,6 +51,16 @@ mv -f "$DESTDIR$PREFIX/bin/.layerfuse.new" "$DESTDIR$PREFIX/bin/layerfuse"
 if [ "$fuse_overlayfs" = 1 ]; then
   ln -sfn layerfuse "$DESTDIR$PREFIX/bin/fuse-overlayfs"
 fi
+# Man pages and completions, rendered by the installed binary from its own definitions.
+lf="$DESTDIR$PREFIX/bin/layerfuse"
+MANDIR=${MANDIR:-$PREFIX/share/man}
+share="$DESTDIR$PREFIX/share"
+install -d "$DESTDIR$MANDIR/man1" "$share/bash-completion/completions" \
+  "$share/zsh/site-functions" "$share/fish/vendor_completions.d"
+"$lf" man "$DESTDIR$MANDIR/man1"
+"$lf" completions bash >"$share/bash-completion/completions/layerfuse"
+"$lf" completions zsh >"$share/zsh/site-functions/_layerfuse"
+"$lf" completions fish >"$share/fish/vendor_completions.d/layerfuse.fish"
 helper=$(command -v mount.fuse3 || echo /sbin/mount.fuse3)
 [ -e "$helper" ] || echo "install.sh: warning: mount.fuse3 not found (apt-get install fuse3)" >&2
 ln -sfn "$helper" "$DESTDIR$SBINDIR/mount.fuse.layerfuse"
@@ -65,7 +79,8 @@ if [ -x "$driver" ]; then
   echo "installed layerfuse-driver, $DESTDIR$UNITDIR/layerfuse-snapshotter.service and layerfuse-docker.service"
 fi
 echo "installed $("$DESTDIR$PREFIX/bin/layerfuse" --version) in $DESTDIR$PREFIX/bin" \
-  "(layerfuse$([ "$fuse_overlayfs" = 1 ] && echo ', fuse-overlayfs')) and $DESTDIR$SBINDIR/mount.fuse.layerfuse"
+  "(layerfuse$([ "$fuse_overlayfs" = 1 ] && echo ', fuse-overlayfs')), $DESTDIR$SBINDIR/mount.fuse.layerfuse," \
+  "man pages in $DESTDIR$MANDIR/man1 and bash/zsh/fish completions"
 if [ "$enable_uring" = 1 ]; then
   install -d "$DESTDIR/etc/modprobe.d"
   echo "options fuse enable_uring=1" >"$DESTDIR/etc/modprobe.d/layerfuse-uring.conf"

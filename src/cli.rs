@@ -43,6 +43,12 @@ pub enum Command {
     /// Show every live layerfuse mount: layers, transport, daemon, volumes and binds,
     /// live counters. Example: layerfuse status --format json
     Status(StatusArgs),
+    /// Print the completion script for a shell.
+    /// Example: layerfuse completions bash > /usr/share/bash-completion/completions/layerfuse
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (layerfuse.1, layerfuse-mount.1, …) into DIR (scripts/install.sh).
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 #[derive(Args, Debug)]
@@ -363,14 +369,16 @@ pub struct CompatMount {
 
 /// Whether argv is in fuse-overlayfs form (no subcommand).
 pub fn is_compat(args: &[OsString]) -> bool {
-    match args.get(1).and_then(|a| a.to_str()) {
-        Some(
-            "mount" | "umount" | "volume" | "layer" | "status" | "help" | "--help" | "-h"
-            | "--version" | "-V",
-        ) => false,
-        Some(_) => true,
-        None => false,
+    let Some(first) = args.get(1).and_then(|a| a.to_str()) else {
+        return false;
+    };
+    if matches!(first, "help" | "--help" | "-h" | "--version" | "-V") {
+        return false;
     }
+    // Any subcommand clap knows (the list is the definitions themselves).
+    !<Cli as clap::CommandFactory>::command()
+        .get_subcommands()
+        .any(|c| c.get_name() == first)
 }
 
 /// Parse `[-f] [-d] -o OPTS [-o OPTS …] [SOURCE] MOUNTPOINT` (options may come anywhere).

@@ -108,6 +108,7 @@ struct Shard {
     copy_ups: AtomicU64,
     bytes_copied: AtomicU64,
     whiteouts: AtomicU64,
+    filled: AtomicU64,
 }
 
 impl Default for Shard {
@@ -118,6 +119,7 @@ impl Default for Shard {
             copy_ups: AtomicU64::new(0),
             bytes_copied: AtomicU64::new(0),
             whiteouts: AtomicU64::new(0),
+            filled: AtomicU64::new(0),
         }
     }
 }
@@ -179,6 +181,16 @@ impl Counters {
         self.mine().whiteouts.fetch_add(n, Relaxed);
     }
 
+    /// `n` bytes copied into a new volume from the layers (its first population).
+    pub fn filled(&self, n: u64) {
+        self.mine().filled.fetch_add(n, Relaxed);
+    }
+
+    /// Bytes copied into new volumes so far (cheap: for progress while filling).
+    pub fn bytes_filled(&self) -> u64 {
+        self.shards.iter().map(|s| s.filled.load(Relaxed)).sum()
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let sum = |f: &dyn Fn(&Shard) -> &AtomicU64| -> u64 {
             self.shards.iter().map(|s| f(s).load(Relaxed)).sum()
@@ -205,6 +217,7 @@ impl Counters {
             copy_ups: sum(&|s| &s.copy_ups),
             bytes_copied: sum(&|s| &s.bytes_copied),
             whiteouts: sum(&|s| &s.whiteouts),
+            volume_bytes_filled: sum(&|s| &s.filled),
         }
     }
 }
@@ -221,6 +234,8 @@ pub struct Snapshot {
     pub copy_ups: u64,
     pub bytes_copied: u64,
     pub whiteouts: u64,
+    /// Bytes copied into new volumes from the layers at mount.
+    pub volume_bytes_filled: u64,
 }
 
 /// The symbolic name of the errnos a union answers with; others by number.

@@ -8,7 +8,7 @@ mod cli;
 use clap::Parser;
 use cli::{Cli, Command, Format, StatusArgs, VolumeArgs, VolumeCommand};
 use layerfuse::SetupError;
-use layerfuse::session::{self, MountRequest, Session};
+use layerfuse::session::{self, FillProgress, MountRequest, Session};
 use layerfuse::volumes::VolumeStore;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -27,6 +27,36 @@ macro_rules! out {
 const READY_ENV: &str = "LAYERFUSE_NOTIFY_READY";
 /// What the daemon prints on stdout once the mount is live.
 const READY_LINE: &str = "layerfuse-ready";
+/// What the daemon prints on stdout while it fills new volumes: `PREFIX BYTES DONE`.
+const PROGRESS_PREFIX: &str = "layerfuse-progress ";
+
+/// The first population of new volumes, as a progress line on stderr when it is a
+/// terminal (indicatif draws nothing otherwise: logs and pipes stay quiet).
+#[derive(Default)]
+struct FillBar(std::sync::OnceLock<indicatif::ProgressBar>);
+
+impl FillBar {
+    fn show(&self, p: FillProgress) {
+        let bar = self.0.get_or_init(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} filling new volumes from the image: {bytes} ({bytes_per_sec}, {elapsed})",
+            ) {
+                bar.set_style(style);
+            }
+            bar
+        });
+        bar.set_position(p.bytes);
+        if p.done {
+            bar.finish();
+        } else {
+            bar.tick();
+        }
+    }
+}
 
 /// Once the daemon is detached, stderr is a pipe nobody reads: logs stop there.
 static DETACHED: AtomicBool = AtomicBool::new(false);
@@ -61,6 +91,14 @@ fn main() -> ExitCode {
             Command::Volume(v) => volume_command(v).map_err(Into::into),
             Command::Layer { args } => layer_command(args).map_err(Into::into),
             Command::Status(s) => status_command(s).map_err(Into::into),
+            Command::Completions { shell } => {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut cmd, "layerfuse", &mut script);
+                let _ = std::io::stdout().write_all(&script);
+                Ok(())
+            }
+            Command::Man { dir } => man_pages(&dir).map_err(Into::into),
         }
     };
     match result {
@@ -114,7 +152,16 @@ fn mount(req: MountRequest, foreground: bool) -> Result<(), Failure> {
         signal_hook::consts::SIGINT,
     ])
     .map_err(|e| SetupError::new(layerfuse::SetupErrorKind::Io, format!("signals: {e}")))?;
-    let session = Session::start(cfg)?;
+    let bar = FillBar::default();
+    let session = if notify {
+        // The waiting parent draws it (its stderr may be a terminal; ours is its pipe).
+        Session::start_reporting(cfg, &|p| {
+            out!("{PROGRESS_PREFIX}{} {}", p.bytes, u8::from(p.done));
+            let _ = std::io::stdout().flush();
+        })?
+    } else {
+        Session::start_reporting(cfg, &|p| bar.show(p))?
+    };
     let unmounter = session.unmounter();
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
@@ -162,11 +209,19 @@ fn spawn_daemon() -> Result<(), Failure> {
         }
         said
     });
+    let bar = FillBar::default();
     let ready = child.stdout.take().is_some_and(|out| {
-        BufReader::new(out)
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l == READY_LINE)
+        BufReader::new(out).lines().map_while(Result::ok).any(|l| {
+            match l.strip_prefix(PROGRESS_PREFIX) {
+                Some(p) => {
+                    let mut f = p.split(' ').map(|n| n.parse::<u64>().unwrap_or(0));
+                    let (bytes, done) = (f.next().unwrap_or(0), f.next() == Some(1));
+                    bar.show(FillProgress { bytes, done });
+                    false
+                }
+                None => l == READY_LINE,
+            }
+        })
     });
     if ready {
         return Ok(());
@@ -226,6 +281,26 @@ fn status_command(args: StatusArgs) -> Result<(), SetupError> {
             let shown: Vec<String> = mounts.iter().map(cli::render_status).collect();
             out!("{}", shown.join("\n\n"));
         }
+    }
+    Ok(())
+}
+
+/// Render the man pages from the clap definitions: `layerfuse.1`, and one
+/// `layerfuse-SUB.1` per visible subcommand.
+fn man_pages(dir: &std::path::Path) -> Result<(), SetupError> {
+    let root = <Cli as clap::CommandFactory>::command();
+    let mut pages = vec![("layerfuse.1".to_string(), root.clone())];
+    for sub in root.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("layerfuse-{}", sub.get_name());
+        pages.push((format!("{name}.1"), sub.clone().name(name)));
+    }
+    for (file, cmd) in pages {
+        let path = dir.join(&file);
+        let mut roff = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .render(&mut roff)
+            .and_then(|()| std::fs::write(&path, roff))
+            .map_err(|e| SetupError::io(&path, "", &e))?;
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 pub use crate::config::{
     MountConfig, MountRequest, SpliceSource, SpliceSpec, default_work_dir, is_layerfuse_mount,
@@ -31,6 +32,15 @@ pub struct Session {
     /// The thread that serves requests until the mount goes; `None` once joined (or
     /// when the mount was gone before it served).
     serving: Option<JoinHandle<io::Result<()>>>,
+}
+
+/// How the first population of new volumes goes (see [`Session::start_reporting`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FillProgress {
+    /// Bytes of file data copied so far.
+    pub bytes: u64,
+    /// The last report: every new volume is filled.
+    pub done: bool,
 }
 
 /// Ends a session's mount from elsewhere (a signal handler's thread).
@@ -130,6 +140,16 @@ impl Session {
     /// live. A refused mount leaves nothing behind: no mount, no volume or work dir it
     /// made.
     pub fn start(cfg: MountConfig) -> Result<Session, SetupError> {
+        Session::start_reporting(cfg, &|_| {})
+    }
+
+    /// [`start`](Self::start), telling `report` how the first population of new
+    /// volumes from the layers goes (a few times a second while it runs, then once
+    /// with `done`): a large image path can take a while, and a person should see it.
+    pub fn start_reporting(
+        cfg: MountConfig,
+        report: &(dyn Fn(FillProgress) + Sync),
+    ) -> Result<Session, SetupError> {
         let made_work = match &cfg.make_work {
             Some(w) => {
                 make_work_dir(w)?;
@@ -141,7 +161,7 @@ impl Session {
         let mut attached = Attached::default();
         let control = control::Bound::new();
         let started = attach(&cfg, &store, &mut attached)
-            .and_then(|()| open_union(&cfg, &attached))
+            .and_then(|()| open_union(&cfg, &attached, report))
             .and_then(|overlay| {
                 let overlay = Arc::new(overlay);
                 let opts = MountOptions {
@@ -282,16 +302,43 @@ impl Drop for Session {
 }
 
 /// Open the layers with the volumes and binds grafted in, and fill new volumes.
-fn open_union(cfg: &MountConfig, attached: &Attached) -> Result<Overlay, SetupError> {
+fn open_union(
+    cfg: &MountConfig,
+    attached: &Attached,
+    report: &(dyn Fn(FillProgress) + Sync),
+) -> Result<Overlay, SetupError> {
     let mut ocfg = cfg.overlay.clone();
     ocfg.splices = attached.splices.clone();
     let overlay = Overlay::new(&ocfg).map_err(|e| {
         let kind = crate::error::kind_of(&io::Error::from_raw_os_error(e.errno.0));
         SetupError::new(kind, e.to_string())
     })?;
-    overlay
-        .prepare_splices(&attached.populate)
-        .map_err(|e| SetupError::new(SetupErrorKind::Io, e))?;
+    if !attached.populate.contains(&true) {
+        return Ok(overlay);
+    }
+    // The union copies; a watcher reports the bytes it counted, every tenth of a second.
+    let (finished, ticks) = std::sync::mpsc::channel::<()>();
+    let filled = std::thread::scope(|scope| {
+        let overlay = &overlay;
+        scope.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                ticks.recv_timeout(Duration::from_millis(100))
+            {
+                report(FillProgress {
+                    bytes: overlay.counters().bytes_filled(),
+                    done: false,
+                });
+            }
+        });
+        let filled = overlay.prepare_splices(&attached.populate);
+        drop(finished);
+        filled
+    });
+    filled.map_err(|e| SetupError::new(SetupErrorKind::Io, e))?;
+    report(FillProgress {
+        bytes: overlay.counters().bytes_filled(),
+        done: true,
+    });
     Ok(overlay)
 }
 

@@ -509,6 +509,7 @@ impl Overlay {
                         0o600,
                     )?;
                     super::copyup::copy_data(sys::borrow(&src), sys::borrow(&dst), st.size)?;
+                    self.counters.filled(st.size);
                 }
                 FileKind::Symlink => {
                     let target = self.readlink_node(t, &node)?;

@@ -691,3 +691,124 @@ fn refuses_unknown_mount_option() {
     let line = expect_refused("unknown -o", &a, &l.mnt, &l.root);
     assert!(line.contains("frobnicate"), "{line}");
 }
+
+/// The man pages and completions come from the command definitions, and install.sh puts them
+/// where man(1) and the shells look (staged under DESTDIR here).
+#[test]
+fn man_pages_and_completions_are_generated_and_installed() {
+    let tmp = TempDir::new();
+    let man = tmp.path.join("man");
+    fs::create_dir(&man).unwrap();
+    let st = Command::new(layerfuse_bin())
+        .arg("man")
+        .arg(&man)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mount_page = fs::read_to_string(man.join("layerfuse-mount.1")).unwrap();
+    assert!(mount_page.starts_with(".ie") || mount_page.contains(".TH"));
+    assert!(mount_page.contains("\\-\\-lower"), "{mount_page}");
+    assert!(mount_page.contains("fsname"), "the -o text is in the page");
+    let top = fs::read_to_string(man.join("layerfuse.1")).unwrap();
+    assert!(
+        top.contains("lowerdir="),
+        "the fuse-overlayfs syntax is in the page"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(layerfuse_bin())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && script.contains("status"),
+            "{shell}: {script}"
+        );
+        assert!(script.contains("lower"), "{shell}");
+    }
+
+    let stage = tmp.path.join("stage");
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install.sh"))
+        .arg("--bin")
+        .arg(layerfuse_bin())
+        .env("DESTDIR", &stage)
+        .env("UNITDIR", "/units")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "install.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "usr/local/share/man/man1/layerfuse.1",
+        "usr/local/share/man/man1/layerfuse-status.1",
+        "usr/local/share/bash-completion/completions/layerfuse",
+        "usr/local/share/zsh/site-functions/_layerfuse",
+        "usr/local/share/fish/vendor_completions.d/layerfuse.fish",
+    ] {
+        let p = stage.join(f);
+        assert!(
+            fs::metadata(&p).is_ok_and(|m| m.len() > 0),
+            "{f} not installed"
+        );
+    }
+}
+
+/// A volume's first population shows progress on a terminal (script(1) gives one) and says
+/// nothing when stderr is not a terminal; both in daemon mode, where the daemon reports and
+/// the waiting command draws.
+#[test]
+fn volume_fill_progress_shows_on_a_terminal_only() {
+    need_root!();
+    let l = base();
+    for i in 0..8 {
+        l.lower(1)
+            .file_bytes(&format!("img/f{i}"), &vec![b'x'; 1 << 20]);
+    }
+    let store = l.root.join("store");
+    let mount_cmd = |vol: &str| {
+        format!(
+            "{} mount --lower {}:{} --root {} --volume {vol}:/img {}",
+            layerfuse_bin().display(),
+            l.lowers[0].display(),
+            l.lowers[1].display(),
+            store.display(),
+            l.mnt.display()
+        )
+    };
+    let guard = Unmount(vec![l.mnt.clone()]);
+    let typescript = l.root.join("typescript");
+    let st = Command::new("script")
+        .args(["-qfec", &mount_cmd("first")])
+        .arg(&typescript)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("script (bsdutils)");
+    assert!(st.success());
+    let shown = fs::read_to_string(&typescript).unwrap_or_default();
+    assert!(
+        shown.contains("filling new volumes from the image: 8.00 MiB"),
+        "{shown}"
+    );
+    assert_eq!(fs::read(l.mnt.join("img/f7")).unwrap().len(), 1 << 20);
+    unmount_all(&l.mnt);
+
+    let err = l.root.join("fill.stderr");
+    let st = Command::new("sh")
+        .args([
+            "-c",
+            &format!("{} 2>{}", mount_cmd("second"), err.display()),
+        ])
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        fs::read_to_string(&err).unwrap(),
+        "",
+        "not a terminal: quiet"
+    );
+    drop(guard);
+}
