@@ -314,6 +314,10 @@ fn open_union(
         SetupError::new(kind, e.to_string())
     })?;
     if !attached.populate.contains(&true) {
+        // Grafts are still placed and checked (targets made, kinds matched).
+        overlay
+            .prepare_splices(&attached.populate)
+            .map_err(|e| SetupError::new(SetupErrorKind::Io, e))?;
         return Ok(overlay);
     }
     // The union copies; a watcher reports the bytes it counted, every tenth of a second.
