@@ -19,7 +19,7 @@ D=$RT_DIR
 LF_ROOT=$D/lf
 SNAP_SOCK=$D/snap.sock
 SOCK=$D/containerd.sock
-SNAP_DIRS=$LF_ROOT/containerd/snapshots
+LAYERS=$LF_ROOT/store/layers
 log "$(containerd --version), $(runc --version | head -1), $("$LF_BIN" --version)"
 
 # start_snapshotter: the socket appears (renamed into place) only once it listens.
@@ -165,9 +165,10 @@ expect_match "a first layer is a writable bind" '^/' "$src"
 head -c 300000 /dev/urandom >"$src/blob"
 run_logged "${SN[@]}" commit s-l s-a >/dev/null && ok "commit" || bad "commit s-a" ""
 usage=$(run_logged "${SN[@]}" usage s-l)
-expect_match "usage of the committed layer" 's-l +(29[0-9]|30[0-9])\.[0-9]+ KiB +2 *$' "$usage"
+# The layer's root, the file, and the store's record of its deduplicated file (.wh..wh..lfmeta).
+expect_match "usage of the committed layer" 's-l +(29[0-9]|30[0-9])\.[0-9]+ KiB +3 *$' "$usage"
 run_logged "${SN[@]}" view s-v s-l >/dev/null
-expect_match "view of one layer is a read-only bind" '^mount -t bind .* -o ro,rbind$' "$("${SN[@]}" mounts /x s-v)"
+expect_match "view of one layer is a read-only union" '^mount -t fuse3.layerfuse layerfuse /x -o lowerdir=[^,]*$' "$("${SN[@]}" mounts /x s-v)"
 ls=$(run_logged "${SN[@]}" ls)
 expect_match "ls: the view" 's-v +s-l +View' "$ls"
 expect_match "ls: the layer" 's-l +Committed' "$ls"
@@ -199,7 +200,9 @@ run_logged "${CTR[@]}" images rm --sync "$IMG" >/dev/null && ok "image removed" 
 run_logged "${CTR[@]}" content prune references >/dev/null
 poll 30 sh -c "[ -z \"\$(${SN[*]} ls | tail -n +2)\" ]" && ok "no snapshot left" ||
   bad "no snapshot left" "$("${SN[@]}" ls)"
-poll 30 sh -c "[ -z \"\$(ls -A $SNAP_DIRS)\" ]" && ok "no snapshot directory left" ||
-  bad "no snapshot directory left" "$(ls -A "$SNAP_DIRS")"
+poll 30 sh -c "[ -z \"\$(ls -A $LAYERS)\" ]" && ok "no store layer left" ||
+  bad "no store layer left" "$(ls -A "$LAYERS")"
+poll 30 sh -c "[ -z \"\$(find $LF_ROOT/store/objects -type f)\" ]" && ok "no store bytes left" ||
+  bad "no store bytes left" "$(find "$LF_ROOT/store/objects" -type f | head -3)"
 left=$(awk -v p="$D/" 'index($2, p) == 1' /proc/mounts | wc -l)
 expect_eq "no mount left" 0 "$left"

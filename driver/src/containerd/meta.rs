@@ -169,6 +169,17 @@ impl Tx {
         Ok(())
     }
 
+    /// The ids of every snapshot.
+    pub fn ids(&self) -> Result<Vec<u64>, SnapError> {
+        let table = self.txn.open_table(SNAPSHOTS).map_err(internal)?;
+        let mut ids = Vec::new();
+        for entry in table.iter().map_err(internal)? {
+            let (k, v) = entry.map_err(internal)?;
+            ids.push(decode(k.value(), v.value())?.id);
+        }
+        Ok(ids)
+    }
+
     pub fn has_children(&self, key: &str) -> Result<bool, SnapError> {
         let table = self.txn.open_table(CHILDREN).map_err(internal)?;
         let from = format!("{key}\0");

@@ -84,7 +84,7 @@ pub fn run(args: ContainerdArgs) -> Result<(), String> {
         .with_writer(std::io::stderr)
         .try_init();
     let state = args.root.join("containerd");
-    let snapshots = snapshots::Snapshots::open(&state).map_err(|e| e.to_string())?;
+    let snapshots = snapshots::Snapshots::open(&args.root, &state).map_err(|e| e.to_string())?;
     let listener = bind(&args.socket)?;
     listener
         .set_nonblocking(true)

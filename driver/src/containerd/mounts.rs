@@ -2,8 +2,10 @@
 //! mounts what it returns. A union is of type `fuse3.layerfuse`, which containerd mounts with
 //! `mount.fuse3 layerfuse TARGET -o OPTIONS -t layerfuse`, and mount.fuse3 runs the `layerfuse`
 //! program found in a standard directory (scripts/install.sh puts it in /usr/local/bin), exactly
-//! as for fuse-overlayfs. Where no union is needed a bind mount does (no FUSE daemon at all):
-//! a writable snapshot with no parent, and a view of a single layer.
+//! as for fuse-overlayfs. A snapshot with no parent is a bind mount of its own directory (no
+//! FUSE daemon at all). A view of even one layer is a union: a store layer holds OCI whiteouts
+//! and `.wh..wh..lfmeta` records and shares inodes with other layers, which only the union
+//! turns into the layer's tree as its tar said it (a bind would show the store's raw format).
 
 use std::path::{Path, PathBuf};
 
@@ -55,7 +57,6 @@ pub fn active(lowers: &[PathBuf], upper: &Path, work: &Path) -> Vec<Mount> {
 pub fn view(lowers: &[PathBuf], empty: &Path) -> Vec<Mount> {
     match lowers {
         [] => vec![bind(empty, false)],
-        [only] => vec![bind(only, false)],
         _ => vec![Mount {
             kind: UNION_TYPE.to_string(),
             source: UNION_SOURCE.to_string(),

@@ -1,15 +1,18 @@
 //! The snapshotter's operations (containerd's Snapshotter interface), synchronous: metadata in
-//! `meta`, one directory per snapshot under `ROOT/containerd/snapshots/ID/` (`fs`: the layer
-//! itself, the upper of an active snapshot; `work`: the union's work dir), mounts from `mounts`.
+//! `meta`, the layers in the shared layer store (`crate::store`, `ROOT/store/`), mounts from
+//! `mounts`. Each snapshot N is the store layer `ctd-N`: a container layer (upper + work) while
+//! active or a view, an image layer once committed: the active layer's changes are exported as a
+//! tar and imported into a new image layer, so committed snapshots are deduplicated with every
+//! other layer of the store (Docker's included).
 //!
-//! Crash safety: a snapshot directory is made under a staging name and renamed into place before
-//! the metadata transaction that names it commits; a removed snapshot's metadata is deleted
-//! first and its directory after. So a crash leaves at most directories that no metadata names,
-//! which `cleanup` (run at every start, and on containerd's Cleanup) deletes. The metadata never
-//! names a directory that is not there.
+//! Crash safety: a store layer is made (staged and renamed into place by the store) inside the
+//! metadata transaction that names it, before it commits; a removed snapshot's metadata goes
+//! first and its layer after. So a crash leaves at most `ctd-` layers that no metadata names,
+//! which `cleanup` (run at every start, and on containerd's Cleanup) removes, within a write
+//! transaction so that it never races a layer being made.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use super::error::{SnapError, io_error};
@@ -17,13 +20,32 @@ use super::filters;
 use super::meta::{Kind, Meta, Record, Usage};
 use super::mounts::{self, Mount};
 use super::usage::disk_usage;
+use crate::store::{ErrorKind, LayerId, LayerKind, Store, StoreError};
 
 /// Longest key accepted (containerd's own keys are "NAMESPACE/N/NAME", well under this).
 const MAX_KEY: usize = 4096;
 
 pub struct Snapshots {
-    snapshots_dir: PathBuf,
+    store: Store,
     meta: Meta,
+}
+
+/// The store layer of snapshot `id`.
+fn layer_id(id: u64) -> LayerId {
+    // "ctd-" and digits: always a valid id.
+    LayerId::parse(&format!("{LAYER_PREFIX}{id}")).unwrap_or_else(|_| unreachable!())
+}
+
+const LAYER_PREFIX: &str = "ctd-";
+
+fn store_error(e: StoreError) -> SnapError {
+    match e.kind {
+        ErrorKind::NotFound => SnapError::NotFound(e.message),
+        ErrorKind::AlreadyExists => SnapError::AlreadyExists(e.message),
+        ErrorKind::Busy => SnapError::FailedPrecondition(e.message),
+        ErrorKind::Invalid | ErrorKind::Hostile => SnapError::InvalidArgument(e.message),
+        ErrorKind::Io => SnapError::Internal(e.message),
+    }
 }
 
 /// A snapshot as containerd sees it (Stat, List, Update).
@@ -66,14 +88,6 @@ fn not_found(key: &str) -> SnapError {
     SnapError::NotFound(format!("snapshot {key} does not exist"))
 }
 
-fn mkdir(path: &Path, mode: u32) -> Result<(), SnapError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .mode(mode)
-        .create(path)
-        .map_err(|e| io_error("cannot create", path, e))
-}
-
 /// Creates `dir` (and its parents) if missing, owned by root and closed to everyone else.
 pub fn private_dir(dir: &Path) -> Result<(), SnapError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -87,35 +101,23 @@ pub fn private_dir(dir: &Path) -> Result<(), SnapError> {
 }
 
 impl Snapshots {
-    /// Opens the snapshotter's state under `dir` (`ROOT/containerd`), creating it, and deletes
-    /// whatever an interrupted call left behind.
-    pub fn open(dir: &Path) -> Result<Snapshots, SnapError> {
-        let text = dir.to_string_lossy();
+    /// Opens the snapshotter's state: metadata under `dir` (`ROOT/containerd`), layers in the
+    /// store under `root`, and removes whatever an interrupted call left behind.
+    pub fn open(root: &Path, dir: &Path) -> Result<Snapshots, SnapError> {
+        let text = root.to_string_lossy();
         // Mount options are "lowerdir=A:B,upperdir=C": a path with ',' or ':' cannot be said.
-        if text.contains([',', ':']) || !dir.is_absolute() {
+        if text.contains([',', ':']) || !root.is_absolute() {
             return Err(SnapError::InvalidArgument(format!(
                 "root {} must be an absolute path without ',' or ':'",
-                dir.display()
+                root.display()
             )));
         }
         private_dir(dir)?;
-        let snapshots_dir = dir.join("snapshots");
-        private_dir(&snapshots_dir)?;
+        let store = Store::open(root).map_err(store_error)?;
         let meta = Meta::open(&dir.join("metadata.redb"))?;
-        let s = Snapshots {
-            snapshots_dir,
-            meta,
-        };
+        let s = Snapshots { store, meta };
         s.cleanup()?;
         Ok(s)
-    }
-
-    fn dir_of(&self, id: u64) -> PathBuf {
-        self.snapshots_dir.join(id.to_string())
-    }
-
-    fn fs_of(&self, id: u64) -> PathBuf {
-        self.dir_of(id).join("fs")
     }
 
     /// Prepare (`kind` Active) or View: a new snapshot on `parent` (empty: none).
@@ -154,9 +156,16 @@ impl Snapshots {
                 updated: now,
                 usage: None,
             };
-            self.make_dir(id)?;
+            let parent_layer = (!parent.is_empty())
+                .then(|| tx.get(parent))
+                .transpose()?
+                .flatten()
+                .map(|p| layer_id(p.id));
+            self.store
+                .create(&layer_id(id), parent_layer.as_ref(), LayerKind::Container)
+                .map_err(store_error)?;
             if let Err(e) = tx.put(key, &rec) {
-                self.discard_dir(id);
+                self.discard_layer(id);
                 return Err(e);
             }
             Ok((id, rec))
@@ -165,64 +174,31 @@ impl Snapshots {
         self.mounts_of(&rec)
     }
 
-    /// `snapshots/.new-ID/{fs,work}` renamed to `snapshots/ID`: never seen half made.
-    fn make_dir(&self, id: u64) -> Result<(), SnapError> {
-        let staged = self.snapshots_dir.join(format!(".new-{id}"));
-        let target = self.dir_of(id);
-        for stale in [&staged, &target] {
-            if stale.exists() {
-                std::fs::remove_dir_all(stale).map_err(|e| io_error("cannot remove", stale, e))?;
-            }
-        }
-        let made = (|| {
-            mkdir(&staged, 0o700)?;
-            mkdir(&staged.join("fs"), 0o755)?;
-            mkdir(&staged.join("work"), 0o700)?;
-            std::fs::rename(&staged, &target).map_err(|e| io_error("cannot rename", &staged, e))
-        })();
-        if made.is_err() {
-            let _ = std::fs::remove_dir_all(&staged);
-        }
-        made
-    }
-
-    /// Deletes `snapshots/ID`. No metadata names it any more, so a crash half way leaves an
-    /// orphan that `cleanup` finishes.
-    fn discard_dir(&self, id: u64) {
-        let dir = self.dir_of(id);
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                tracing::warn!("cannot delete {}: {e}", dir.display());
+    /// Removes the store layer of snapshot `id`. No metadata names it any more, so a crash
+    /// half way leaves an orphan that `cleanup` finishes.
+    fn discard_layer(&self, id: u64) {
+        match self.store.remove(&layer_id(id)) {
+            Err(e) if e.kind != ErrorKind::NotFound => {
+                tracing::warn!("cannot remove layer {}: {e}", layer_id(id));
             }
             _ => {}
         }
     }
 
-    /// The fs dirs of `rec`'s parent chain, nearest first.
-    fn lowers_of(&self, rec: &Record) -> Result<Vec<PathBuf>, SnapError> {
-        let mut lowers = Vec::new();
-        let mut parent = rec.parent.clone();
-        while !parent.is_empty() {
-            let p = self.meta.get(&parent)?.ok_or_else(|| {
-                SnapError::Internal(format!("parent snapshot {parent} is missing"))
-            })?;
-            lowers.push(self.fs_of(p.id));
-            parent = p.parent;
-        }
-        Ok(lowers)
-    }
-
     fn mounts_of(&self, rec: &Record) -> Result<Vec<Mount>, SnapError> {
-        let lowers = self.lowers_of(rec)?;
-        let dir = self.dir_of(rec.id);
+        if rec.kind == Kind::Committed {
+            return Err(SnapError::FailedPrecondition(
+                "a committed snapshot has no mounts: make a view of it".to_string(),
+            ));
+        }
+        let layer = layer_id(rec.id);
+        let meta = self.store.get(&layer).map_err(store_error)?;
+        // A container layer's lower dirs are its ancestors' content, nearest first.
+        let lowers = self.store.lower_dirs(&layer).map_err(store_error)?;
+        let upper = self.store.content_dir(&meta);
         Ok(match rec.kind {
-            Kind::Active => mounts::active(&lowers, &dir.join("fs"), &dir.join("work")),
-            Kind::View => mounts::view(&lowers, &dir.join("fs")),
-            Kind::Committed => {
-                return Err(SnapError::FailedPrecondition(
-                    "a committed snapshot has no mounts: make a view of it".to_string(),
-                ));
-            }
+            Kind::Active => mounts::active(&lowers, &upper, &self.store.work_dir(&layer)),
+            _ => mounts::view(&lowers, &upper),
         })
     }
 
@@ -239,7 +215,7 @@ impl Snapshots {
         labels: BTreeMap<String, String>,
     ) -> Result<(), SnapError> {
         check_key("snapshot name", name)?;
-        let id = self.meta.write(|tx| {
+        let old = self.meta.write(|tx| {
             let rec = tx.get(key)?.ok_or_else(|| not_found(key))?;
             if rec.kind != Kind::Active {
                 return Err(SnapError::FailedPrecondition(format!(
@@ -251,30 +227,75 @@ impl Snapshots {
                     "snapshot {name} already exists"
                 )));
             }
-            let fs = self.fs_of(rec.id);
-            let usage = disk_usage(&fs).map_err(|e| io_error("cannot measure", &fs, e))?;
+            let id = tx.next_id()?;
+            let usage = self.import(rec.id, id, &rec.parent, tx)?;
             tx.delete(key, &rec)?;
             let now = SystemTime::now();
-            tx.put(
-                name,
-                &Record {
-                    kind: Kind::Committed,
-                    labels,
-                    created: now,
-                    updated: now,
-                    usage: Some(usage),
-                    ..rec
-                },
-            )?;
+            let new = Record {
+                id,
+                kind: Kind::Committed,
+                labels,
+                created: now,
+                updated: now,
+                usage: Some(usage),
+                ..rec.clone()
+            };
+            if let Err(e) = tx.put(name, &new) {
+                self.discard_layer(id);
+                return Err(e);
+            }
             Ok(rec.id)
         })?;
-        // The union's work dir is of no use to a layer that never changes again.
-        let work = self.dir_of(id).join("work");
-        if let Err(e) = std::fs::remove_dir_all(&work).and_then(|()| mkdir_plain(&work)) {
-            tracing::warn!("cannot empty {}: {e}", work.display());
-        }
-        tracing::debug!(key, name, id, "snapshot committed");
+        // The active layer, now an image layer of the store; a crash before this leaves an
+        // orphan that cleanup removes.
+        self.discard_layer(old);
+        tracing::debug!(key, name, "snapshot committed");
         Ok(())
+    }
+
+    /// The changes of the container layer of snapshot `from` imported as the image layer of
+    /// snapshot `to` (deduplicated by the store), its disk use measured.
+    fn import(
+        &self,
+        from: u64,
+        to: u64,
+        parent_key: &str,
+        tx: &super::meta::Tx,
+    ) -> Result<Usage, SnapError> {
+        let parent = (!parent_key.is_empty())
+            .then(|| tx.get(parent_key))
+            .transpose()?
+            .flatten()
+            .map(|p| layer_id(p.id));
+        let (src, dst) = (layer_id(from), layer_id(to));
+        self.store
+            .create(&dst, parent.as_ref(), LayerKind::Image)
+            .map_err(store_error)?;
+        let imported = (|| {
+            let (reader, mut writer) =
+                std::io::pipe().map_err(|e| SnapError::Internal(format!("pipe: {e}")))?;
+            let (applied, exported) = std::thread::scope(|scope| {
+                let export = scope.spawn(|| {
+                    let r = self.store.diff(&src, parent.as_ref(), &mut writer);
+                    drop(writer);
+                    r
+                });
+                let applied = self.store.apply_diff(&dst, parent.as_ref(), reader, None);
+                (applied, export.join())
+            });
+            let exported =
+                exported.map_err(|_| SnapError::Internal("layer export panicked".into()))?;
+            // The importer's error says more (the exporter then only sees a closed pipe).
+            applied.map_err(store_error)?;
+            exported.map_err(store_error)?;
+            let meta = self.store.get(&dst).map_err(store_error)?;
+            let dir = self.store.content_dir(&meta);
+            disk_usage(&dir).map_err(|e| io_error("cannot measure", &dir, e))
+        })();
+        if imported.is_err() {
+            self.discard_layer(to);
+        }
+        imported
     }
 
     pub fn remove(&self, key: &str) -> Result<(), SnapError> {
@@ -288,7 +309,7 @@ impl Snapshots {
             tx.delete(key, &rec)?;
             Ok(rec.id)
         })?;
-        self.discard_dir(id);
+        self.discard_layer(id);
         tracing::debug!(key, id, "snapshot removed");
         Ok(())
     }
@@ -346,36 +367,49 @@ impl Snapshots {
             Kind::Committed => Ok(rec.usage.unwrap_or_default()),
             Kind::View => Ok(Usage::default()),
             Kind::Active => {
-                let fs = self.fs_of(rec.id);
-                disk_usage(&fs).map_err(|e| io_error("cannot measure", &fs, e))
+                let meta = self.store.get(&layer_id(rec.id)).map_err(store_error)?;
+                let upper = self.store.content_dir(&meta);
+                disk_usage(&upper).map_err(|e| io_error("cannot measure", &upper, e))
             }
         }
     }
 
-    /// Deletes every snapshot directory no metadata names (left by a crash or a failed
-    /// removal, or a staging dir `.new-ID`).
+    /// Removes every `ctd-` store layer no metadata names (left by a crash or a failed
+    /// removal), children before parents, then lets the store free the objects no layer holds
+    /// any more: this is where an image's bytes go after containerd removed its snapshots.
     pub fn cleanup(&self) -> Result<(), SnapError> {
-        let ids: HashSet<u64> = self.meta.all()?.iter().map(|(_, r)| r.id).collect();
-        let entries = std::fs::read_dir(&self.snapshots_dir)
-            .map_err(|e| io_error("cannot read", &self.snapshots_dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| io_error("cannot read", &self.snapshots_dir, e))?;
-            let known = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|id| ids.contains(&id));
-            if !known {
-                let path = entry.path();
-                tracing::info!("removing {} (no snapshot names it)", path.display());
-                std::fs::remove_dir_all(&path).map_err(|e| io_error("cannot delete", &path, e))?;
+        self.meta.write(|tx| {
+            let ids: HashSet<u64> = tx.ids()?.into_iter().collect();
+            loop {
+                let layers = self.store.list().map_err(store_error)?;
+                let orphans: Vec<_> = layers
+                    .iter()
+                    .filter(|m| {
+                        m.id.as_str()
+                            .strip_prefix(LAYER_PREFIX)
+                            .and_then(|n| n.parse::<u64>().ok())
+                            .is_some_and(|id| !ids.contains(&id))
+                    })
+                    // Leaves first: a layer with children cannot go yet.
+                    .filter(|m| !layers.iter().any(|c| c.parent.as_ref() == Some(&m.id)))
+                    .collect();
+                if orphans.is_empty() {
+                    return Ok(());
+                }
+                for m in orphans {
+                    tracing::info!("removing layer {} (no snapshot names it)", m.id);
+                    self.store.remove(&m.id).map_err(store_error)?;
+                }
             }
+        })?;
+        let freed = self.store.gc().map_err(store_error)?;
+        if freed.objects_removed > 0 {
+            tracing::info!(
+                "freed {} bytes in {} objects",
+                freed.bytes_freed,
+                freed.objects_removed
+            );
         }
         Ok(())
     }
-}
-
-fn mkdir_plain(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().mode(0o700).create(path)
 }
