@@ -1,11 +1,19 @@
 //! The io_uring transport (FUSE-over-io_uring, protocol 7.42): layerfuse opens
 //! `/dev/fuse` and mounts it itself, answers INIT on the device (asking for
 //! `FUSE_OVER_IO_URING`), then registers one queue per possible CPU, as the kernel
-//! requires before it sends any request through a ring. Queue `q` is served by one
-//! thread pinned to CPU `q`: the kernel puts a request on the queue of the CPU its
-//! caller runs on, completes the waiting `COMMIT_AND_FETCH` in that thread's task
-//! context, and the thread answers in place and fetches the next request in the
-//! same `io_uring_enter` — no reader thread woken on another CPU, no hand-off.
+//! requires before it sends any request through a ring. Queue `q` is served by
+//! [`THREADS_PER_QUEUE`] threads pinned to CPU `q`, each with a ring of its own and
+//! exactly one entry registered on the queue: the kernel puts a request on the queue
+//! of the CPU its caller runs on, hands it to an idle entry, completes that entry's
+//! waiting `COMMIT_AND_FETCH` in its thread's task context, and the thread answers in
+//! place and fetches the next request in the same `io_uring_enter` — no reader
+//! thread woken on another CPU, no hand-off.
+//!
+//! One entry per thread is what keeps a long request (a copy-up of a big file) from
+//! holding up the others on its CPU: the kernel only gives a request to an entry that
+//! is waiting in the kernel, and an entry is only waiting when its thread is free. A
+//! thread with several entries would be given requests it cannot start until its
+//! current one is done — a lookup queued behind a 256 MiB copy.
 //!
 //! FORGET and INTERRUPT still come over `/dev/fuse` (the kernel sends only those
 //! there once the ring is up), read by one more thread; notifications are written
@@ -21,8 +29,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Ring entries per queue: one is being answered while the kernel fills the others.
-const QUEUE_DEPTH: usize = 4;
+/// Threads (each with one ring entry) per queue: as many requests of one CPU can be
+/// under way at once; a long one occupies one thread while the others keep answering.
+const THREADS_PER_QUEUE: usize = 4;
 
 type UPolicy = Policy<BackingFile>;
 
@@ -173,17 +182,20 @@ pub fn start(dev: OwnedFd, policy: UPolicy) -> Result<UringSession, Unavailable>
         .max((n.max_write as usize / 4096) * 4096);
     let cpus = sysuring::possible_cpus();
     let (tx, rx) = std::sync::mpsc::channel::<Result<(), Errno>>();
-    let mut threads = Vec::with_capacity(cpus + 1);
+    let servers = cpus * THREADS_PER_QUEUE;
+    let mut threads = Vec::with_capacity(servers + 1);
     for qid in 0..cpus {
-        let (dev, policy, tx) = (dev.clone(), policy.clone(), tx.clone());
-        let t = std::thread::Builder::new()
-            .name(format!("lf-uring-q{qid}"))
-            .spawn(move || serve_queue(qid, &dev, &policy, payload, tx))?;
-        threads.push(t);
+        for n in 0..THREADS_PER_QUEUE {
+            let (dev, policy, tx) = (dev.clone(), policy.clone(), tx.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("lf-uring-q{qid}.{n}"))
+                .spawn(move || serve_queue(qid, &dev, &policy, payload, tx))?;
+            threads.push(t);
+        }
     }
     drop(tx);
     let mut failed = None;
-    for _ in 0..cpus {
+    for _ in 0..servers {
         match rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => failed = Some(e),
@@ -205,14 +217,15 @@ pub fn start(dev: OwnedFd, policy: UPolicy) -> Result<UringSession, Unavailable>
     }
     tracing::info!(
         queues = cpus,
-        depth = QUEUE_DEPTH,
+        threads_per_queue = THREADS_PER_QUEUE,
         payload,
         "serving over FUSE-over-io_uring"
     );
     Ok(UringSession { threads })
 }
 
-/// One queue: pinned to its CPU, registered, then answer and fetch until unmount.
+/// One server of queue `qid`: pinned to its CPU, one entry registered, then answer
+/// and fetch until unmount.
 fn serve_queue(
     qid: usize,
     dev: &Arc<OwnedFd>,
@@ -223,7 +236,7 @@ fn serve_queue(
     if let Err(e) = sysuring::pin_to_cpu(qid) {
         tracing::debug!(qid, error = %e, "queue thread not pinned");
     }
-    let mut q = match QueueRing::new(dev.as_fd(), QUEUE_DEPTH, ring::REQ_HEADER_SZ, payload) {
+    let mut q = match QueueRing::new(dev.as_fd(), 1, ring::REQ_HEADER_SZ, payload) {
         Ok(q) => q,
         Err(e) => {
             let _ = ready.send(Err(e));
