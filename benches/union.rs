@@ -33,7 +33,7 @@ fn union(lowers: Vec<PathBuf>) -> Overlay {
         userxattr: true,
         volatile: true,
         ownership: Default::default(),
-        splices: Vec::new(),
+        grafts: Vec::new(),
         override_stat: None,
     })
     .expect("open union")

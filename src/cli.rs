@@ -4,7 +4,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use layerfuse::SetupError;
-use layerfuse::session::{MountRequest, MountStatus, parse_splice, split_lowers};
+use layerfuse::session::{MountRequest, MountStatus, parse_graft, split_lowers};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -207,12 +207,12 @@ pub struct UmountArgs {
 
 impl MountArgs {
     pub fn request(&self) -> Result<MountRequest, SetupError> {
-        let mut splices = Vec::new();
+        let mut grafts = Vec::new();
         for v in &self.volumes {
-            splices.push(parse_splice(v, true)?);
+            grafts.push(parse_graft(v, true)?);
         }
         for b in &self.binds {
-            splices.push(parse_splice(b, false)?);
+            grafts.push(parse_graft(b, false)?);
         }
         Ok(MountRequest {
             lowers: split_lowers(&self.lower),
@@ -236,7 +236,7 @@ impl MountArgs {
             gid_mapping: self.gidmapping.clone(),
             squash_uid: None,
             squash_gid: None,
-            splices,
+            grafts,
             store_root: self.root.clone(),
             override_stat: None,
         })

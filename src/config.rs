@@ -7,9 +7,9 @@ use crate::overlay::{IdMap, OverlayConfig, Ownership};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Where a splice's content comes from.
+/// Where a graft's content comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SpliceSource {
+pub enum GraftSource {
     /// A named volume (made if missing); `None`: a fresh anonymous one.
     Volume(Option<String>),
     /// A host directory or file.
@@ -18,8 +18,8 @@ pub enum SpliceSource {
 
 /// A `--volume` or `--bind` argument, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpliceSpec {
-    pub source: SpliceSource,
+pub struct GraftSpec {
+    pub source: GraftSource,
     /// Inside the merged tree, without the leading `/`.
     pub target: PathBuf,
     pub read_only: bool,
@@ -28,7 +28,7 @@ pub struct SpliceSpec {
 }
 
 /// Parse `SOURCE:/target[:OPTS]` (OPTS: `ro`, `rw`, `nocopy`, comma separated).
-pub fn parse_splice(spec: &str, volume: bool) -> Result<SpliceSpec, SetupError> {
+pub fn parse_graft(spec: &str, volume: bool) -> Result<GraftSpec, SetupError> {
     let bad = |why: &str| SetupError::invalid(format!("{spec}: {why}"));
     let mut parts: Vec<&str> = spec.split(':').collect();
     let mut read_only = false;
@@ -56,18 +56,18 @@ pub fn parse_splice(spec: &str, volume: bool) -> Result<SpliceSpec, SetupError> 
     let target = check_target(target).map_err(|w| bad(&w))?;
     let source = if volume {
         if source.is_empty() {
-            SpliceSource::Volume(None)
+            GraftSource::Volume(None)
         } else {
             crate::volumes::check_name(&source)?;
-            SpliceSource::Volume(Some(source))
+            GraftSource::Volume(Some(source))
         }
     } else {
         if !source.starts_with('/') {
             return Err(bad("a bind source must be an absolute path"));
         }
-        SpliceSource::Bind(PathBuf::from(source))
+        GraftSource::Bind(PathBuf::from(source))
     };
-    Ok(SpliceSpec {
+    Ok(GraftSpec {
         source,
         target,
         read_only,
@@ -75,7 +75,7 @@ pub fn parse_splice(spec: &str, volume: bool) -> Result<SpliceSpec, SetupError> 
     })
 }
 
-/// A splice target: absolute, no `.` or `..`, not the root. Returns it relative.
+/// A graft target: absolute, no `.` or `..`, not the root. Returns it relative.
 fn check_target(t: &str) -> Result<PathBuf, String> {
     if !t.starts_with('/') {
         return Err(format!("target {t:?} must be an absolute path"));
@@ -98,7 +98,7 @@ fn check_target(t: &str) -> Result<PathBuf, String> {
 pub struct MountConfig {
     pub overlay: OverlayConfig,
     /// Volumes and binds, checked but not yet made (volumes are made by the daemon).
-    pub splices: Vec<SpliceSpec>,
+    pub grafts: Vec<GraftSpec>,
     /// The volume store's root (`--root`).
     pub store_root: Option<PathBuf>,
     pub mountpoint: PathBuf,
@@ -210,7 +210,7 @@ pub struct MountRequest {
     /// Show every owner as this id (fuse-overlayfs's `squash_to_uid`/`_gid`).
     pub squash_uid: Option<u32>,
     pub squash_gid: Option<u32>,
-    pub splices: Vec<SpliceSpec>,
+    pub grafts: Vec<GraftSpec>,
     pub store_root: Option<PathBuf>,
     /// fuse-overlayfs's `xattr_permissions`: the xattr that holds owners and modes.
     pub override_stat: Option<String>,
@@ -376,7 +376,7 @@ impl MountRequest {
         let opts = MountFlags::parse(&self.flags)?;
         let read_only = self.read_only || opts.read_only || upper.is_none();
         let mut seen = Vec::new();
-        for s in &self.splices {
+        for s in &self.grafts {
             if seen.contains(&&s.target) {
                 return Err(SetupError::invalid(format!(
                     "/{}: two volumes or binds at the same target",
@@ -384,14 +384,14 @@ impl MountRequest {
                 )));
             }
             seen.push(&s.target);
-            if let SpliceSource::Bind(src) = &s.source
+            if let GraftSource::Bind(src) = &s.source
                 && !src.exists()
             {
                 return Err(missing(src));
             }
         }
         Ok(MountConfig {
-            splices: self.splices.clone(),
+            grafts: self.grafts.clone(),
             store_root: self.store_root.clone(),
             overlay: OverlayConfig {
                 lowers,
@@ -405,7 +405,7 @@ impl MountRequest {
                 userxattr: self.userxattr,
                 volatile: self.volatile,
                 ownership,
-                splices: Vec::new(),
+                grafts: Vec::new(),
                 override_stat: self.override_stat.clone(),
             },
             mountpoint,
@@ -542,15 +542,15 @@ mod tests {
     }
 
     #[test]
-    fn splice_specs_parse_and_bad_ones_are_refused() {
-        let v = parse_splice("data:/var/lib/app:ro", true).unwrap();
-        assert_eq!(v.source, SpliceSource::Volume(Some("data".into())));
+    fn graft_specs_parse_and_bad_ones_are_refused() {
+        let v = parse_graft("data:/var/lib/app:ro", true).unwrap();
+        assert_eq!(v.source, GraftSource::Volume(Some("data".into())));
         assert_eq!(v.target, PathBuf::from("var/lib/app"));
         assert!(v.read_only);
-        let anon = parse_splice(":/data", true).unwrap();
-        assert_eq!(anon.source, SpliceSource::Volume(None));
-        let b = parse_splice("/host/a:b:/etc/x:rw,nocopy", false).unwrap();
-        assert_eq!(b.source, SpliceSource::Bind(PathBuf::from("/host/a:b")));
+        let anon = parse_graft(":/data", true).unwrap();
+        assert_eq!(anon.source, GraftSource::Volume(None));
+        let b = parse_graft("/host/a:b:/etc/x:rw,nocopy", false).unwrap();
+        assert_eq!(b.source, GraftSource::Bind(PathBuf::from("/host/a:b")));
         assert!(b.nocopy && !b.read_only);
         for bad in [
             "data:rel",
@@ -560,9 +560,9 @@ mod tests {
             "x",
             "data:/./y",
         ] {
-            assert!(parse_splice(bad, true).is_err(), "{bad}");
+            assert!(parse_graft(bad, true).is_err(), "{bad}");
         }
-        assert!(parse_splice("rel/src:/x", false).is_err());
+        assert!(parse_graft("rel/src:/x", false).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod control;
 pub use control::{GraftStatus, MountStatus};
 
 use crate::fuse::{self, MountOptions};
-use crate::overlay::{Overlay, SpliceConfig};
+use crate::overlay::{GraftConfig, Overlay};
 use crate::volumes::{Claim, VolumeStore};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -19,8 +19,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use crate::config::{
-    MountConfig, MountRequest, SpliceSource, SpliceSpec, default_work_dir, is_layerfuse_mount,
-    parse_splice, split_lowers,
+    GraftSource, GraftSpec, MountConfig, MountRequest, default_work_dir, is_layerfuse_mount,
+    parse_graft, split_lowers,
 };
 pub use crate::error::{SetupError, SetupErrorKind};
 pub use crate::fuse::Transport;
@@ -60,8 +60,8 @@ impl Unmounter {
 /// The volumes and binds of a mount, ready for the union.
 #[derive(Debug, Default)]
 struct Attached {
-    splices: Vec<SpliceConfig>,
-    /// Per splice: fill it from the layers first (a new, empty volume).
+    grafts: Vec<GraftConfig>,
+    /// Per graft: fill it from the layers first (a new, empty volume).
     populate: Vec<bool>,
     /// Held while mounted: marks the volumes as in use.
     claims: Vec<Claim>,
@@ -72,12 +72,12 @@ struct Attached {
 }
 
 /// Make (or find) the volumes a mount asks for, claim them for this process, and
-/// turn every volume and bind into a splice of the union.
+/// turn every volume and bind into a graft of the union.
 fn attach(cfg: &MountConfig, store: &VolumeStore, out: &mut Attached) -> Result<(), SetupError> {
-    for s in &cfg.splices {
+    for s in &cfg.grafts {
         let target = s.target.as_os_str().as_encoded_bytes().to_vec();
         match &s.source {
-            SpliceSource::Volume(name) => {
+            GraftSource::Volume(name) => {
                 let (v, new) = match name {
                     Some(n) => store.get_or_create(n)?,
                     None => (store.create(None)?, true),
@@ -97,13 +97,13 @@ fn attach(cfg: &MountConfig, store: &VolumeStore, out: &mut Attached) -> Result<
                     target: Path::new("/").join(&s.target),
                     read_only: s.read_only,
                 });
-                out.splices.push(SpliceConfig {
+                out.grafts.push(GraftConfig {
                     target,
                     source: v.path,
                     read_only: s.read_only,
                 });
             }
-            SpliceSource::Bind(src) => {
+            GraftSource::Bind(src) => {
                 out.populate.push(false);
                 out.shown.push(GraftStatus {
                     kind: "bind".into(),
@@ -112,7 +112,7 @@ fn attach(cfg: &MountConfig, store: &VolumeStore, out: &mut Attached) -> Result<
                     target: Path::new("/").join(&s.target),
                     read_only: s.read_only,
                 });
-                out.splices.push(SpliceConfig {
+                out.grafts.push(GraftConfig {
                     target,
                     source: src.clone(),
                     read_only: s.read_only,
@@ -308,7 +308,7 @@ fn open_union(
     report: &(dyn Fn(FillProgress) + Sync),
 ) -> Result<Overlay, SetupError> {
     let mut ocfg = cfg.overlay.clone();
-    ocfg.splices = attached.splices.clone();
+    ocfg.grafts = attached.grafts.clone();
     let overlay = Overlay::new(&ocfg).map_err(|e| {
         let kind = crate::error::kind_of(&io::Error::from_raw_os_error(e.errno.0));
         SetupError::new(kind, e.to_string())
@@ -316,7 +316,7 @@ fn open_union(
     if !attached.populate.contains(&true) {
         // Grafts are still placed and checked (targets made, kinds matched).
         overlay
-            .prepare_splices(&attached.populate)
+            .prepare_grafts(&attached.populate)
             .map_err(|e| SetupError::new(SetupErrorKind::Io, e))?;
         return Ok(overlay);
     }
@@ -334,7 +334,7 @@ fn open_union(
                 });
             }
         });
-        let filled = overlay.prepare_splices(&attached.populate);
+        let filled = overlay.prepare_grafts(&attached.populate);
         drop(finished);
         filled
     });

@@ -11,6 +11,8 @@ mod changes;
 mod cli;
 #[path = "union/copyup.rs"]
 mod copyup;
+#[path = "union/grafts.rs"]
+mod grafts;
 #[path = "union/ids.rs"]
 mod ids;
 #[path = "union/interop.rs"]
@@ -25,7 +27,5 @@ mod metacopy;
 mod perms;
 #[path = "union/rootless.rs"]
 mod rootless;
-#[path = "union/splices.rs"]
-mod splices;
 #[path = "union/status.rs"]
 mod status;

@@ -25,7 +25,7 @@ use std::time::Duration;
 pub const TTL: Duration = Duration::from_secs(24 * 3600);
 /// The same inside a volume or bind mount, whose source the host may change: a
 /// change made on the host is seen through the mount within this time.
-pub const SPLICE_TTL: Duration = Duration::from_secs(1);
+pub const GRAFT_TTL: Duration = Duration::from_secs(1);
 
 /// Largest WRITE and READ the kernel sends, and its readahead window.
 pub const MAX_WRITE: u32 = 1 << 20;
@@ -37,7 +37,7 @@ pub const MAX_BACKGROUND: u16 = 64;
 pub use super::wire::fopen;
 
 pub fn ttl(a: &Attr) -> Duration {
-    if a.volatile { SPLICE_TTL } else { TTL }
+    if a.volatile { GRAFT_TTL } else { TTL }
 }
 
 /// Sends invalidations to the kernel over the transport's own channel.
@@ -115,7 +115,7 @@ pub struct Policy<B> {
     /// truncate and chown to the daemon and tells it when (kill flags).
     killpriv: AtomicBool,
     streams: dirstream::DirStreams,
-    /// Set once the transport is running: drops the kernel's copy of a splice's
+    /// Set once the transport is running: drops the kernel's copy of a graft's
     /// listing, and attributes changed behind the kernel's back.
     notifier: OnceLock<Box<dyn Notify>>,
 }
@@ -207,7 +207,7 @@ impl<B> Policy<B> {
                 attr: None,
                 generation: 0,
                 ttl: if self.overlay.is_volatile(parent) {
-                    SPLICE_TTL
+                    GRAFT_TTL
                 } else {
                     TTL
                 },
@@ -512,7 +512,7 @@ impl<B> Policy<B> {
         }
         self.streams.finish(&self.overlay, stream);
         // The kernel caches every listing when it opens directories itself; a
-        // splice's source may change behind the mount, so its copy is dropped now
+        // graft's source may change behind the mount, so its copy is dropped now
         // that the last part of it was read (the kernel's pages of earlier parts
         // are already filled; this last, empty part adds none). No page of a
         // listing stays locked while its reader waits for the daemon, so this may
@@ -521,7 +521,7 @@ impl<B> Policy<B> {
             && let Some(n) = self.notifier.get()
         {
             let r = n.inval_inode(ino.get(), 0, 0);
-            tracing::debug!(%ino, ?r, "drop cached listing of a splice directory");
+            tracing::debug!(%ino, ?r, "drop cached listing of a graft directory");
         }
     }
 

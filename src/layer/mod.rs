@@ -158,6 +158,27 @@ impl Layer {
         }
     }
 
+    /// The directory holding the entry at `rel`, open, and the entry's name in it
+    /// (`.` for the root itself): for the `*at` calls that change an entry.
+    pub fn locate(&self, rel: &[u8]) -> SysResult<(OwnedFd, OsString)> {
+        match split_last(rel) {
+            Some((dir, name)) => Ok((self.open_dir(dir)?, name.to_owned())),
+            None => Ok((self.open_dir(rel)?, ".".into())),
+        }
+    }
+
+    /// The target of the symlink at `rel`.
+    pub fn readlink(&self, rel: &[u8]) -> SysResult<OsString> {
+        let (dir, name) = split_last(rel).ok_or(Errno::EINVAL)?;
+        let d = self.open_dir(dir)?;
+        sys::readlink_at(sys::borrow(&d), name)
+    }
+
+    /// Figures of the filesystem the layer is on.
+    pub fn statfs(&self) -> SysResult<sys::FsStats> {
+        sys::fstatvfs(self.root())
+    }
+
     /// Stat the entry at `rel`.
     pub fn stat(&self, rel: &[u8]) -> SysResult<Stat> {
         match split_last(rel) {

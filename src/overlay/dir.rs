@@ -5,6 +5,7 @@ use super::Overlay;
 use super::dircache::LayerId;
 use super::ids::LayerIndex;
 use super::node::Node;
+use super::place::Place;
 use super::tree::Tree;
 use crate::layer::{DirMarkers, Listed};
 use crate::sys::{self, FileKind, SysResult};
@@ -72,13 +73,16 @@ impl Merge {
 }
 
 impl Overlay {
-    /// The visible names of a directory, in listing order, with `.` and `..` first.
+    /// The visible names of a directory, in listing order, with `.` and `..` first:
+    /// a graft's source as it is, or the union of the layers; graft targets in it
+    /// show their graft.
     pub(super) fn list_dir(&self, t: &Tree, node: &Node) -> SysResult<Vec<DirEntry>> {
-        if let Some(at) = node.state.read().splice().cloned() {
-            return self.splice_list(t, node, &at);
-        }
-        let merged = self.merged_names(t, node)?;
-        let mut out = Vec::with_capacity(merged.len() + 2);
+        let mut entries = match self.place(node) {
+            Place::Graft(at) => self.graft_entries(&at)?,
+            Place::Upper | Place::Lower => self.merged_names(t, node)?,
+        };
+        self.show_graft_targets(t, node, &mut entries);
+        let mut out = Vec::with_capacity(entries.len() + 2);
         let parent_ino = node.parent().map_or(node.ino, |p| p.ino).get();
         out.push(DirEntry {
             name: ".".into(),
@@ -90,7 +94,7 @@ impl Overlay {
             ino: parent_ino,
             kind: FileKind::Directory,
         });
-        out.extend(merged);
+        out.extend(entries);
         Ok(out)
     }
 
@@ -107,16 +111,17 @@ impl Overlay {
             let s = node.state.read();
             (s.upper, s.lowers.is_empty())
         };
-        if upper && pure_upper && !covers_lower && node.state.read().splice().is_none() {
+        // A graft target in it counts as an entry (a mount point).
+        let targets = self.graft_targets_in(t, node).len();
+        if upper && pure_upper && !covers_lower {
             // A directory of the upper alone is removed as it is on disk: whiteouts in
             // it count (the kernel's rmdir then fails ENOTEMPTY, as the upper's would).
             // Over a lower entry the kernel checks the union instead and clears the
             // whiteouts as it replaces the directory by a whiteout.
             let fd = self.dir_fd(LayerId::Upper, &self.upper_path(t, node))?;
-            return Ok(sys::read_dir(sys::borrow(&fd))?.is_empty()
-                && self.splice_targets_in(t, node).is_empty());
+            return Ok(sys::read_dir(sys::borrow(&fd))?.is_empty() && targets == 0);
         }
-        Ok(self.merged_names(t, node)?.is_empty())
+        Ok(self.merged_names(t, node)?.is_empty() && targets == 0)
     }
 
     fn merged_names(&self, t: &Tree, node: &Node) -> SysResult<Vec<DirEntry>> {
@@ -140,30 +145,17 @@ impl Overlay {
         // Inode numbers as lookup gives them: a lower entry's own (folded), an upper
         // entry's own unless it shadows a lower entry (a copy keeps the lower's).
         let upper_dev = self.upper.as_ref().map_or(0, |u| u.layer.dev);
-        // Splice targets in this directory show the splice, whatever the layers hold
-        // at that name (a single-file bind adds its file beside the layers' files).
-        let splices = self.splice_targets_in(t, node);
-        for (name, _) in &splices {
-            if !merge.seen.contains_key(name) {
-                merge.order.push(name.clone());
-            }
-            merge.seen.remove(name);
-        }
+        // Names at graft targets are shown by the graft (`show_graft_targets`): the
+        // layers' entries there need no inode number of their own.
+        let targets = self.graft_targets_in(t, node);
         let mut out = Vec::with_capacity(merge.order.len());
         for name in merge.order {
-            if let Some((_, id)) = splices.iter().find(|(n, _)| *n == name) {
-                let at = super::splice::SpliceAt {
-                    id: *id,
-                    path: Vec::new(),
-                };
-                if let Ok(st) = self.splice_stat(&at) {
-                    let ino = self.splice_ino(*id, st.ino);
-                    out.push(DirEntry {
-                        name,
-                        ino,
-                        kind: st.kind(),
-                    });
-                }
+            if targets.iter().any(|(n, _)| *n == name) {
+                out.push(DirEntry {
+                    name,
+                    ino: 0,
+                    kind: FileKind::Directory,
+                });
                 continue;
             }
             let Some(src) = merge.seen.get(&name) else {

@@ -4,6 +4,7 @@
 use super::dir::DirEntry;
 use super::ids::{HandleId, NodeId};
 use super::node::Node;
+use super::place::Place;
 use super::tree::Tree;
 use super::{Overlay, copyup::Data};
 use crate::sys::{self, Errno, FileKind, Stat, SysResult, oflag};
@@ -163,10 +164,15 @@ impl Overlay {
             return Err(Errno::EISDIR);
         }
         let write = wants_write(flags);
-        if let Some(at) = node.state.read().splice().cloned() {
-            let fd = self.splice_open(&at, backing_flags(flags))?;
+        if let Place::Graft(at) = self.place(&node) {
+            let g = self.graft(&at)?;
+            if write {
+                g.writable()?;
+            }
+            let (layer, path) = g.entry(&at.path)?;
+            let fd = layer.open_file(&path, backing_flags(flags))?;
             let fh = self.insert_file_handle(node.clone(), fd);
-            // The host may change a spliced file: no page cache kept across opens.
+            // The host may change a grafted file: no page cache kept across opens.
             return Ok((fh, OpenInfo { keep_cache: false }));
         }
         if write && self.upper.is_none() {
@@ -368,33 +374,33 @@ impl Overlay {
             }
             Handle::Dir(d) => {
                 let t = self.tree.read();
-                if let Some(at) = d.node.state.read().splice().cloned() {
-                    let fd = self.splice_open(&at, oflag::RDONLY | oflag::DIRECTORY)?;
-                    return sys::fsync(sys::borrow(&fd));
-                }
-                if d.node.state.read().upper {
-                    let u = self.upper()?;
-                    let fd = u.layer.open_dir(&self.upper_path(&t, &d.node))?;
-                    sys::fsync(sys::borrow(&fd))
-                } else {
-                    Ok(())
-                }
+                let fd = match self.place(&d.node) {
+                    Place::Graft(at) => {
+                        let (layer, path) = self.graft(&at)?.entry(&at.path)?;
+                        layer.open_dir(&path)?
+                    }
+                    Place::Upper => self
+                        .upper()?
+                        .layer
+                        .open_dir(&self.upper_path(&t, &d.node))?,
+                    // Nothing of it is the union's to make durable.
+                    Place::Lower => return Ok(()),
+                };
+                sys::fsync(sys::borrow(&fd))
             }
         }
     }
 
     /// The fd the kernel may read and write directly (FUSE passthrough) for an open
-    /// file: only a regular file in the upper layer or in a splice. A lower file is
+    /// file: only a regular file in the upper layer or in a graft. A lower file is
     /// served by the daemon, so that a reader opened before a copy-up can move to
     /// the copy, as on kernel overlayfs.
     pub fn backing_file(&self, fh: HandleId) -> Option<Arc<OwnedFd>> {
         let h = self.handles.get(fh).ok()?;
         let Handle::File(f) = &*h else { return None };
-        let s = f.node.state.read();
-        let eligible = s.kind == FileKind::Regular
-            && (s.upper || s.splice().is_some())
+        let eligible = f.node.kind() == FileKind::Regular
+            && self.place(&f.node) != Place::Lower
             && !f.on_lower.load(Ordering::Acquire);
-        drop(s);
         eligible.then(|| f.fd.read().clone())
     }
 
@@ -442,7 +448,7 @@ impl Overlay {
             return Err(Errno::ENOTDIR);
         }
         let info = OpenInfo {
-            keep_cache: node.state.read().splice().is_none(),
+            keep_cache: !matches!(self.place(&node), Place::Graft(_)),
         };
         let fh = self.handles.insert(Handle::Dir(DirHandle {
             node,

@@ -5,6 +5,7 @@ use super::dircache::LayerId;
 use super::ids::{LayerIndex, LowerLayers, NodeId};
 use super::lowerindex::StackNames;
 use super::node::{LowerRef, LowerStack, Lowers, Node, NodeState};
+use super::place::NamePlace;
 use super::tree::Tree;
 use super::{Attr, Overlay, check_name};
 use crate::layer::{self, DirMarkers, Found, Layer, RelPath};
@@ -112,8 +113,8 @@ impl Overlay {
         name: &OsStr,
         count: bool,
     ) -> SysResult<(Arc<Node>, Stat)> {
-        if let Some(found) = self.splice_lookup(t, parent, name, count)? {
-            return Ok(found);
+        if let NamePlace::Graft(at) = self.place_of_name(t, parent, name) {
+            return self.graft_lookup(parent, name, at, count);
         }
         let mut r = self.resolve(t, parent, name)?.ok_or(Errno::ENOENT)?;
         if !r.upper && self.join_indexed_copy(t, parent, name, &r)? {

@@ -11,6 +11,7 @@
 mod copyup;
 mod dir;
 mod dircache;
+mod graft;
 mod handles;
 mod ids;
 mod lookup;
@@ -18,8 +19,8 @@ mod lowerindex;
 mod node;
 mod ops;
 mod ownership;
+mod place;
 mod rename;
-mod splice;
 mod tree;
 mod xattr;
 
@@ -27,11 +28,11 @@ mod xattr;
 /// below the union).
 pub use crate::sys::{Errno, FileKind, FsStats, SysResult, TimeSet, Timespec, rename_flag};
 pub use dir::DirEntry;
+pub use graft::GraftConfig;
 pub use handles::OpenInfo;
 pub use ids::{HandleId, LayerIndex, NodeId};
 pub use ops::NewEntry;
 pub use ownership::{IdMap, IdRange, Ownership};
-pub use splice::SpliceConfig;
 
 use crate::layer::{Layer, MarkerNames, RelPath};
 use crate::sys::{self, Stat};
@@ -39,6 +40,7 @@ use dircache::{DirCache, LayerId};
 use handles::HandleTable;
 use ids::LowerLayers;
 use node::{Node, NodeTable};
+use place::Place;
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -64,8 +66,8 @@ pub struct OverlayConfig {
     pub volatile: bool,
     /// How stored owners show through the mount (id mappings, squashing).
     pub ownership: Ownership,
-    /// Volumes and bind mounts joined into the tree.
-    pub splices: Vec<SpliceConfig>,
+    /// Volumes and bind mounts joined into the tree (grafts).
+    pub grafts: Vec<GraftConfig>,
     /// Keep owners and modes set through the mount in this xattr instead of on the
     /// files (fuse-overlayfs's `xattr_permissions`: `user.containers.override_stat`).
     pub override_stat: Option<String>,
@@ -163,7 +165,8 @@ pub struct Overlay {
     dirs: DirCache,
     /// Listings of lower directories, read once (see `lowerindex`).
     lower_index: lowerindex::LowerIndex,
-    splices: Vec<splice::Splice>,
+    /// Volumes and bind mounts, each served through a `Layer` of its own.
+    grafts: Vec<graft::Graft>,
     /// What `layerfuse status` shows of this union's work.
     counters: crate::counters::Counters,
 }
@@ -274,11 +277,11 @@ impl Overlay {
                 devices.push(dev);
             }
         }
-        let mut splices = Vec::with_capacity(cfg.splices.len());
-        for s in &cfg.splices {
-            splices.push(
-                splice::Splice::open(s)
-                    .map_err(|e| err(&s.source, "cannot open splice source", e))?,
+        let mut grafts = Vec::with_capacity(cfg.grafts.len());
+        for g in &cfg.grafts {
+            grafts.push(
+                graft::Graft::open(g)
+                    .map_err(|e| err(&g.source, "cannot open volume or bind source", e))?,
             );
         }
         let root_state = lookup::root_state(upper.as_ref().map(|u| &u.layer), &lowers)
@@ -309,7 +312,7 @@ impl Overlay {
             attr_changed: OnceLock::new(),
             dirs: DirCache::new(256),
             lower_index: lowerindex::LowerIndex::new(100_000),
-            splices,
+            grafts,
             counters: Default::default(),
         })
     }
@@ -332,11 +335,11 @@ impl Overlay {
     }
 
     /// Whether names below `ino` may change behind the kernel's back (inside a
-    /// splice, whose source the host may change): then misses are not cached long.
+    /// graft, whose source the host may change): then misses are not cached long.
     pub fn is_volatile(&self, ino: NodeId) -> bool {
         self.nodes
             .get(ino)
-            .is_some_and(|n| n.state.read().splice().is_some())
+            .is_some_and(|n| matches!(self.place(&n), Place::Graft(_)))
     }
 
     pub fn is_read_only(&self) -> bool {
@@ -452,28 +455,18 @@ impl Overlay {
 
     /// Stat the object a node shows right now.
     fn stat_node(&self, t: &Tree, node: &Node) -> SysResult<Stat> {
-        let (upper, spliced) = {
-            let s = node.state.read();
-            (s.upper, s.splice().cloned())
-        };
-        let lower = if upper || spliced.is_some() {
-            None
-        } else {
-            self.first_lower(node)
-        };
-        if let Some(at) = spliced {
-            return self.splice_stat(&at);
-        }
-        if upper {
-            if node.state.read().stale_name {
+        match self.place(node) {
+            Place::Graft(at) => self.graft(&at)?.stat(&at.path),
+            Place::Upper if node.state.read().stale_name => {
                 let (dir, name) = self.upper_object(t, node)?;
-                return sys::stat_at(sys::borrow(&dir), &name);
+                sys::stat_at(sys::borrow(&dir), &name)
             }
-            return self.stat_in(LayerId::Upper, &self.upper_path(t, node));
-        }
-        match lower {
-            Some(l) => self.stat_in(LayerId::Lower(l.layer), &l.path),
-            None => Err(Errno::ENOENT),
+            Place::Upper => self.stat_in(LayerId::Upper, &self.upper_path(t, node)),
+            // Through the cache of lower directories (a graft's may change on the host).
+            Place::Lower => {
+                let l = self.first_lower(node).ok_or(Errno::ENOENT)?;
+                self.stat_in(LayerId::Lower(l.layer), &l.path)
+            }
         }
     }
 
@@ -514,7 +507,7 @@ impl Overlay {
                 // file: zero once the upper file is gone, but a lower-only file
                 // is still linked in its layer.
                 s.unlinked && s.upper && (s.kind != FileKind::Directory || s.removed().is_some()),
-                s.splice().is_some(),
+                s.graft().is_some(),
             )
         };
         let nlink = if unlinked {
@@ -548,10 +541,7 @@ impl Overlay {
         }
         // A node only in the lower layers still is its lower entry once its name is gone
         // (layers never change); an upper one's path may name something else by now.
-        let reliable = |n: &Node| {
-            let s = n.state.read();
-            !s.unlinked || (!s.upper && s.splice().is_none())
-        };
+        let reliable = |n: &Node| !n.state.read().unlinked || self.place(n) == Place::Lower;
         let st = match self.stat_node(&t, &node) {
             Ok(st) if reliable(&node) => st,
             other => match self.handles.fstat_any_of(ino) {
@@ -572,21 +562,16 @@ impl Overlay {
         self.nodes.forget(ino, n);
     }
 
-    /// Filesystem figures as seen at `ino`: a splice's source filesystem inside a
-    /// splice, else the upper's (the top lower's when read-only).
+    /// Filesystem figures as seen at `ino`: a graft's source filesystem inside a
+    /// graft, else the upper's (the top lower's when read-only).
     pub fn statfs(&self, ino: NodeId) -> SysResult<FsStats> {
-        if let Some(at) = self
-            .nodes
-            .get(ino)
-            .and_then(|n| n.state.read().splice().cloned())
-        {
-            return self.splice_statfs(&at);
-        }
-        let fd = match &self.upper {
-            Some(u) => u.layer.root(),
-            None => self.lowers.first().ok_or(Errno::EIO)?.root(),
+        let place = self.nodes.get(ino).map(|n| self.place(&n));
+        let layer = match (place, &self.upper) {
+            (Some(Place::Graft(at)), _) => self.graft(&at)?.layer(),
+            (_, Some(u)) => &u.layer,
+            (_, None) => self.lowers.first().ok_or(Errno::EIO)?,
         };
-        sys::fstatvfs(fd)
+        layer.statfs()
     }
 
     pub fn readlink(&self, ino: NodeId) -> SysResult<std::ffi::OsString> {
@@ -596,32 +581,13 @@ impl Overlay {
     }
 
     fn readlink_node(&self, t: &Tree, node: &Node) -> SysResult<std::ffi::OsString> {
-        let (upper, spliced) = {
-            let s = node.state.read();
-            (s.upper, s.splice().cloned())
-        };
-        let lower = if upper || spliced.is_some() {
-            None
-        } else {
-            self.first_lower(node)
-        };
-        if let Some(at) = spliced {
-            return self.splice_readlink(&at);
-        }
-        if upper {
-            let (dir, name) = self.upper_object(t, node)?;
-            return sys::readlink_at(sys::borrow(&dir), &name);
-        }
-        let (layer, path) = {
-            let l = lower.ok_or(Errno::ENOENT)?;
-            (&self.lowers[l.layer], l.path)
-        };
-        match crate::layer::split_last(&path) {
-            Some((dir, name)) => {
-                let d = layer.open_dir(dir)?;
-                sys::readlink_at(sys::borrow(&d), name)
+        let place = self.place(node);
+        match self.branch_entry(node, &place)? {
+            Some((layer, path)) => layer.readlink(&path),
+            None => {
+                let (dir, name) = self.upper_object(t, node)?;
+                sys::readlink_at(sys::borrow(&dir), &name)
             }
-            None => Err(Errno::EINVAL),
         }
     }
 

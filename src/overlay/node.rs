@@ -151,8 +151,9 @@ pub type Alias = (Arc<Node>, OsString);
 struct NodeExtra {
     /// Added to the upper inode's link count (see `MarkerNames::nlink`).
     nlink_adjust: i64,
-    /// Set for nodes inside a volume or bind mount: everything goes to its source.
-    splice: Option<super::splice::SpliceAt>,
+    /// Set for nodes inside a volume or bind mount (a graft): everything goes to its
+    /// source.
+    graft: Option<super::graft::GraftAt>,
     /// The index entry of a copied-up hard link: its data stays reachable there when
     /// the name recorded here is removed while other names remain.
     index: Option<IndexRef>,
@@ -204,17 +205,17 @@ impl NodeState {
         }
     }
 
-    /// Inside a volume or bind mount: where in it.
-    pub fn splice(&self) -> Option<&super::splice::SpliceAt> {
-        self.extra.as_ref()?.splice.as_ref()
+    /// Inside a volume or bind mount (a graft): where in it.
+    pub fn graft(&self) -> Option<&super::graft::GraftAt> {
+        self.extra.as_ref()?.graft.as_ref()
     }
 
-    pub fn splice_mut(&mut self) -> Option<&mut super::splice::SpliceAt> {
-        self.extra.as_mut()?.splice.as_mut()
+    pub fn graft_mut(&mut self) -> Option<&mut super::graft::GraftAt> {
+        self.extra.as_mut()?.graft.as_mut()
     }
 
-    pub fn set_splice(&mut self, at: super::splice::SpliceAt) {
-        self.extra_mut().splice = Some(at);
+    pub fn set_graft(&mut self, at: super::graft::GraftAt) {
+        self.extra_mut().graft = Some(at);
     }
 
     /// The index entry of a copied-up hard link.

@@ -8,7 +8,7 @@ use super::dircache::LayerId;
 use super::ids::{HandleId, NodeId};
 use super::lookup::Resolved;
 use super::node::Node;
-use super::splice::{apply_setattr, apply_setattr_fd};
+use super::place::{NamePlace, Place};
 use super::tree::Tree;
 use super::{Attr, Caller, Overlay, SetAttr, Upper, check_name};
 use crate::sys::{self, Errno, FileKind, Stat, SysResult, oflag, rename_flag};
@@ -48,11 +48,6 @@ impl Overlay {
         let upper = self.upper()?;
         if parent.kind() != FileKind::Directory {
             return Err(Errno::ENOTDIR);
-        }
-        // The kernel looked the name up and found it free before asking (it holds the
-        // directory's lock); an upper entry would still fail the O_EXCL create below.
-        if self.splice_target(t, parent, name).is_some() {
-            return Err(Errno::EEXIST);
         }
         self.copy_up_dir(t, parent)?;
         let dir = self.dir_fd(LayerId::Upper, &self.upper_path(t, parent))?;
@@ -95,8 +90,14 @@ impl Overlay {
         };
         let parent = self.node(parent)?;
         let t = self.tree.read();
-        if let Some(at) = parent.state.read().splice().cloned() {
-            return self.splice_create(&t, &parent, &at, name, mode, what, caller);
+        match self.place_of_name(&t, &parent, name) {
+            // The kernel looked the name up and found it free before asking (it holds
+            // the directory's lock): a mount point is never free.
+            NamePlace::Graft(at) if at.is_root() => return Err(Errno::EEXIST),
+            NamePlace::Graft(at) => {
+                return self.graft_create(&t, &parent, at, name, mode, what, caller);
+            }
+            NamePlace::Union => {}
         }
         let (upper, slot) = self.slot(&t, &parent, name)?;
         // A directory made in a merged directory (or over a whiteout) is opaque, as
@@ -113,28 +114,9 @@ impl Overlay {
         // Made with its final mode unless it has set-id or sticky bits, which the
         // chown that follows would clear: then it gets them after.
         let init = if perm & 0o7000 == 0 { perm } else { 0o600 };
-        let mut opened = None;
         let is_dir = matches!(what, NewEntry::Dir);
         let is_symlink = matches!(what, NewEntry::Symlink { .. });
-        match what {
-            NewEntry::File { flags } => {
-                let fd = sys::open_at(
-                    at_dir,
-                    &at_name,
-                    (flags & (oflag::ACCMODE | oflag::SYNC | oflag::NONBLOCK))
-                        | oflag::CREAT
-                        | oflag::EXCL,
-                    init,
-                )?;
-                opened = Some(fd);
-            }
-            NewEntry::Dir => sys::mkdir_at(at_dir, &at_name, init)?,
-            NewEntry::Node { rdev } => {
-                let kind = FileKind::from_mode(mode);
-                sys::mknod_at(at_dir, &at_name, kind.mode_bits() | init, rdev)?
-            }
-            NewEntry::Symlink { target } => sys::symlink_at(target, at_dir, &at_name)?,
-        }
+        let opened = make_entry(at_dir, &at_name, what, mode, init)?;
         let result = self.finish_new(
             upper,
             &slot,
@@ -257,12 +239,11 @@ impl Overlay {
         check_name(name)?;
         let parent = self.node(parent)?;
         let mut t = self.tree.read();
-        if self.splice_target(&t, &parent, name).is_some() {
-            // A mount point (also one nested in another splice).
-            return Err(Errno::EBUSY);
-        }
-        if let Some(at) = parent.state.read().splice().cloned() {
-            return self.splice_remove(&at, name, dir);
+        match self.place_of_name(&t, &parent, name) {
+            // A mount point (also one nested in another graft).
+            NamePlace::Graft(at) if at.is_root() => return Err(Errno::EBUSY),
+            NamePlace::Graft(at) => return self.graft_remove(&at, dir),
+            NamePlace::Union => {}
         }
         let upper = self.upper()?;
         let (node, st) = self.lookup_node(&t, &parent, name, false)?;
@@ -386,16 +367,16 @@ impl Overlay {
         }
         let newparent = self.node(newparent)?;
         let mut t = self.tree.read();
-        let from = node.state.read().splice().cloned();
-        let to = newparent.state.read().splice().cloned();
-        match (from, to) {
-            (Some(a), Some(b)) => {
+        match (self.place(&node), self.place_of_name(&t, &newparent, name)) {
+            // The kernel found the name taken before asking.
+            (_, to) if to.is_mount_point() => return Err(Errno::EEXIST),
+            (Place::Graft(a), NamePlace::Graft(b)) => {
                 check_name(name)?;
-                let st = self.splice_link(&a, &b, name)?;
+                let st = self.graft_link(&a, &b)?;
                 self.nodes.count_lookup(&node);
                 return Ok(self.attr_of(&t, &node, &st));
             }
-            (None, None) => {}
+            (Place::Upper | Place::Lower, NamePlace::Union) => {}
             _ => return Err(Errno::EXDEV),
         }
         let (upper, slot) = self.slot(&t, &newparent, name)?;
@@ -460,8 +441,8 @@ impl Overlay {
             },
             ..set
         };
-        if let Some(at) = node.state.read().splice().cloned() {
-            let st = self.splice_setattr(&at, &set)?;
+        if let Place::Graft(at) = self.place(&node) {
+            let st = self.graft_setattr(&at, &set)?;
             return Ok(self.attr_of(&t, &node, &st));
         }
         self.upper()?;
@@ -538,4 +519,85 @@ pub(super) fn switch_to_alias(s: &mut super::node::NodeState, parent: &Arc<Node>
         }
         None => s.stale_name = true,
     }
+}
+
+/// Make the new entry `name` in `dir` with permission bits `init` (`mode` gives a
+/// device node's type); a new file comes back open with the access `flags` asked.
+pub(super) fn make_entry(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    what: NewEntry<'_>,
+    mode: u32,
+    init: u32,
+) -> SysResult<Option<OwnedFd>> {
+    match what {
+        NewEntry::File { flags } => {
+            let keep = flags & (oflag::ACCMODE | oflag::SYNC | oflag::NONBLOCK);
+            let fd = sys::open_at(dir, name, keep | oflag::CREAT | oflag::EXCL, init)?;
+            return Ok(Some(fd));
+        }
+        NewEntry::Dir => sys::mkdir_at(dir, name, init)?,
+        NewEntry::Node { rdev } => {
+            let kind = FileKind::from_mode(mode);
+            sys::mknod_at(dir, name, kind.mode_bits() | init, rdev)?
+        }
+        NewEntry::Symlink { target } => sys::symlink_at(target, dir, name)?,
+    }
+    Ok(None)
+}
+
+/// chown, chmod, truncate and utimes of the file open at `fd`.
+pub(super) fn apply_setattr_fd(fd: BorrowedFd<'_>, set: &SetAttr) -> SysResult<()> {
+    if set.uid.is_some() || set.gid.is_some() {
+        sys::chown_fd(fd, set.uid.unwrap_or(u32::MAX), set.gid.unwrap_or(u32::MAX))?;
+    }
+    if let Some(mode) = set.mode {
+        sys::chmod_fd(fd, mode & 0o7777)?;
+    }
+    if let Some(size) = set.size {
+        // Through the fd's own name: the fd may be open for reading only.
+        sys::truncate_path_fd(fd, size)?;
+    }
+    if set.atime.is_some() || set.mtime.is_some() {
+        sys::set_times_fd(
+            fd,
+            set.atime.unwrap_or(sys::TimeSet::Omit),
+            set.mtime.unwrap_or(sys::TimeSet::Omit),
+        )?;
+    }
+    Ok(())
+}
+
+/// chown, chmod, truncate and utimes of `name` in `dir`, never following a symlink.
+pub(super) fn apply_setattr(dir: BorrowedFd<'_>, name: &OsStr, set: &SetAttr) -> SysResult<()> {
+    if set.uid.is_some() || set.gid.is_some() {
+        sys::chown_at(
+            dir,
+            name,
+            set.uid.unwrap_or(u32::MAX),
+            set.gid.unwrap_or(u32::MAX),
+        )?;
+    }
+    if let Some(mode) = set.mode {
+        let fd = sys::open_path_at(dir, name)?;
+        sys::chmod_path_fd(sys::borrow(&fd), mode & 0o7777)?;
+    }
+    if let Some(size) = set.size {
+        if set.through_open_file || cfg!(not(target_os = "linux")) {
+            let fd = sys::open_at(dir, name, oflag::WRONLY, 0)?;
+            sys::truncate_fd(sys::borrow(&fd), size)?;
+        } else {
+            let fd = sys::open_path_at(dir, name)?;
+            sys::truncate_path_fd(sys::borrow(&fd), size)?;
+        }
+    }
+    if set.atime.is_some() || set.mtime.is_some() {
+        sys::set_times_at(
+            dir,
+            name,
+            set.atime.unwrap_or(sys::TimeSet::Omit),
+            set.mtime.unwrap_or(sys::TimeSet::Omit),
+        )?;
+    }
+    Ok(())
 }

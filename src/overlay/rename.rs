@@ -14,10 +14,11 @@
 
 use super::copyup::{Data, remove_tree};
 use super::dircache::LayerId;
+use super::graft::GraftAt;
 use super::ids::NodeId;
 use super::node::Node;
 use super::ops::switch_to_alias;
-use super::splice::SpliceAt;
+use super::place::NamePlace;
 use super::tree::{Tree, TreeRead, TreeWrite};
 use super::{Overlay, check_name};
 use crate::layer;
@@ -47,8 +48,9 @@ impl Names<'_> {
 enum Check {
     /// Both names are one object: nothing to do.
     Same,
-    /// Inside splices (one splice: the source's own rename).
-    Splice(SpliceAt, SpliceAt, Arc<Node>),
+    /// Inside grafts, from one entry to the other (one graft: the source's own
+    /// rename).
+    Graft(GraftAt, GraftAt, Arc<Node>),
     /// In the union.
     Union(Plan),
 }
@@ -117,7 +119,7 @@ impl Overlay {
     fn rename_prepare(&self, t: &mut TreeRead, n: Names<'_>) -> SysResult<bool> {
         let plan = match self.rename_check(t, n)? {
             Check::Same => return Ok(false),
-            Check::Splice(..) => return Ok(true),
+            Check::Graft(..) => return Ok(true),
             Check::Union(plan) => plan,
         };
         self.copy_up_dir(t, n.p)?;
@@ -144,21 +146,15 @@ impl Overlay {
         let exchange = n.exchange();
         let noreplace = flags & rename_flag::NOREPLACE != 0;
         let (src, _) = self.lookup_node(t, p, name, false)?;
-        let is_splice_root = |n: &Node| n.state.read().splice().is_some_and(|a| a.path.is_empty());
-        if is_splice_root(&src)
-            || self.splice_target(t, q, newname).is_some()
-            || self.holds_splice_target(t, &src)
-        {
+        let from = self.place_of_name(t, p, name);
+        let to = self.place_of_name(t, q, newname);
+        if from.is_mount_point() || to.is_mount_point() || self.holds_graft_target(t, &src) {
             // A mount point moves with its mount, not alone.
             return Err(Errno::EBUSY);
         }
-        let (ps, qs) = (
-            p.state.read().splice().cloned(),
-            q.state.read().splice().cloned(),
-        );
-        match (ps, qs) {
-            (Some(a), Some(b)) => return Ok(Check::Splice(a, b, src)),
-            (None, None) => {}
+        match (from, to) {
+            (NamePlace::Graft(a), NamePlace::Graft(b)) => return Ok(Check::Graft(a, b, src)),
+            (NamePlace::Union, NamePlace::Union) => {}
             _ => return Err(Errno::EXDEV),
         }
         self.upper()?;
@@ -241,10 +237,8 @@ impl Overlay {
             dst_merged_dir,
         } = match self.rename_check(t, n)? {
             Check::Same => return Ok(Moved::Done),
-            Check::Splice(a, b, src) => {
-                self.splice_rename(&a, name, &b, newname, flags)?;
-                let (from, to) = (layer::join(&a.path, name), layer::join(&b.path, newname));
-                self.splice_moved(a.id, &from, &to, exchange);
+            Check::Graft(a, b, src) => {
+                self.graft_rename(&a, &b, flags)?;
                 let mut s = src.state.write();
                 s.parent = Some(q.clone());
                 s.name = newname.into();

@@ -4,6 +4,7 @@
 
 use super::copyup::Data;
 use super::node::Node;
+use super::place::Place;
 use super::tree::Tree;
 use super::{NodeId, Overlay};
 use crate::sys::{self, Errno, SysResult};
@@ -14,33 +15,22 @@ use std::os::unix::ffi::OsStrExt;
 impl Overlay {
     /// An `O_PATH` handle on the object a node shows.
     pub(super) fn object_fd(&self, t: &Tree, node: &Node) -> SysResult<OwnedFd> {
-        let (upper, spliced) = {
-            let s = node.state.read();
-            (s.upper, s.splice().cloned())
-        };
-        let lower = if upper || spliced.is_some() {
-            None
-        } else {
-            self.first_lower(node)
-        };
-        if let Some(at) = spliced {
-            return self.splice_object(&at);
-        }
-        if upper {
-            let (dir, name) = self.upper_object(t, node)?;
-            sys::open_path_at(sys::borrow(&dir), &name)
-        } else {
-            let l = lower.ok_or(Errno::ENOENT)?;
-            self.lowers[l.layer].open_any(&l.path)
+        let place = self.place(node);
+        match self.branch_entry(node, &place)? {
+            Some((layer, path)) => layer.open_any(&path),
+            None => {
+                let (dir, name) = self.upper_object(t, node)?;
+                sys::open_path_at(sys::borrow(&dir), &name)
+            }
         }
     }
 
-    /// The stored name of an xattr: escaped in the union, as is inside a splice.
-    fn stored_xattr(&self, node: &Node, name: &OsStr) -> Vec<u8> {
-        if node.state.read().splice().is_some() {
-            name.as_bytes().to_vec()
-        } else {
-            self.markers.stored_name(name.as_bytes())
+    /// The stored name of an xattr: escaped in the union, as is inside a graft
+    /// (whose source holds no markers).
+    fn stored_xattr(&self, place: &Place, name: &OsStr) -> Vec<u8> {
+        match place {
+            Place::Graft(_) => name.as_bytes().to_vec(),
+            Place::Upper | Place::Lower => self.markers.stored_name(name.as_bytes()),
         }
     }
 
@@ -51,7 +41,7 @@ impl Overlay {
         }
         let t = self.tree.read();
         let fd = self.object_fd(&t, &node)?;
-        let stored = self.stored_xattr(&node, name);
+        let stored = self.stored_xattr(&self.place(&node), name);
         sys::get_xattr(sys::borrow(&fd), OsStr::from_bytes(&stored))
     }
 
@@ -60,7 +50,7 @@ impl Overlay {
         let node = self.node(ino)?;
         let t = self.tree.read();
         let fd = self.object_fd(&t, &node)?;
-        let spliced = node.state.read().splice().is_some();
+        let grafted = matches!(self.place(&node), Place::Graft(_));
         let mut out = Vec::new();
         for name in sys::list_xattr(sys::borrow(&fd))? {
             if self
@@ -71,7 +61,7 @@ impl Overlay {
                 // The mount's own record of owners and modes.
                 continue;
             }
-            let shown = if spliced {
+            let shown = if grafted {
                 Some(name)
             } else {
                 self.markers.visible_name(&name)
@@ -87,16 +77,16 @@ impl Overlay {
     pub fn setxattr(&self, ino: NodeId, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
         let node = self.node(ino)?;
         let mut t = self.tree.read();
-        let spliced = node.state.read().splice().cloned();
-        match &spliced {
-            Some(at) => self.splice_writable(at)?,
-            None => {
+        let place = self.place(&node);
+        match &place {
+            Place::Graft(at) => self.graft(at)?.writable()?,
+            Place::Upper | Place::Lower => {
                 self.upper()?;
                 self.copy_up(&mut t, &node, Data::Meta)?;
             }
         }
         let fd = self.object_fd(&t, &node)?;
-        let stored = self.stored_xattr(&node, name);
+        let stored = self.stored_xattr(&place, name);
         node.state.write().no_capability = false;
         sys::set_xattr(sys::borrow(&fd), OsStr::from_bytes(&stored), value, flags)
     }
@@ -104,22 +94,20 @@ impl Overlay {
     pub fn removexattr(&self, ino: NodeId, name: &OsStr) -> SysResult<()> {
         let node = self.node(ino)?;
         let mut t = self.tree.read();
-        let stored = self.stored_xattr(&node, name);
+        let place = self.place(&node);
+        let stored = self.stored_xattr(&place, name);
         let stored = OsStr::from_bytes(&stored);
-        let (upper, spliced) = {
-            let s = node.state.read();
-            (s.upper, s.splice().cloned())
-        };
-        match &spliced {
-            Some(at) => self.splice_writable(at)?,
-            None => {
+        match &place {
+            Place::Graft(at) => self.graft(at)?.writable()?,
+            Place::Upper => {
                 self.upper()?;
-                if !upper {
-                    // Nothing to remove needs no copy.
-                    let fd = self.object_fd(&t, &node)?;
-                    sys::get_xattr(sys::borrow(&fd), stored)?;
-                    self.copy_up(&mut t, &node, Data::Meta)?;
-                }
+            }
+            Place::Lower => {
+                self.upper()?;
+                // Nothing to remove needs no copy.
+                let fd = self.object_fd(&t, &node)?;
+                sys::get_xattr(sys::borrow(&fd), stored)?;
+                self.copy_up(&mut t, &node, Data::Meta)?;
             }
         }
         let fd = self.object_fd(&t, &node)?;

@@ -35,7 +35,7 @@ fn a_stat_elsewhere_completes_while_a_rename_copies_a_large_lower_file() {
             userxattr: true,
             volatile: true,
             ownership: Default::default(),
-            splices: Vec::new(),
+            grafts: Vec::new(),
             override_stat: None,
         })
         .expect("open the union"),

@@ -1,4 +1,4 @@
-//! Volumes and bind mounts spliced into the union (`--volume`, `--bind`) and the volume
+//! Volumes and bind mounts grafted into the union (`--volume`, `--bind`) and the volume
 //! store (`layerfuse volume …`). Kernel overlayfs has no such thing, so there is no oracle:
 //! every test asserts the rule itself, through a real mount, and looks at the sources on
 //! the host side to see where each operation landed.
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Entries and attributes inside a splice may be cached for 1 s: a change made on the host
+/// Entries and attributes inside a graft may be cached for 1 s: a change made on the host
 /// must show through the mount within that. The 500 ms on top is scheduling slack on a
 /// loaded machine, not part of the rule.
 const HOST_SEEN: Duration = Duration::from_millis(1500);
@@ -318,11 +318,11 @@ fn upper_lines(m: &TestMount) -> Vec<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Inside a splice: straight to the source
+// Inside a graft: straight to the source
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn every_op_inside_a_splice_lands_in_the_source_and_nothing_in_the_upper() {
+fn every_op_inside_a_graft_lands_in_the_source_and_nothing_in_the_upper() {
     need_root!();
     let l = Layers::new(1);
     l.lower(0)
@@ -342,7 +342,7 @@ fn every_op_inside_a_splice_lands_in_the_source_and_nothing_in_the_upper() {
     let mut f = Findings::default();
 
     f.eq(
-        "listing of the splice: the source's entries as they are, none of the layers'",
+        "listing of the graft: the source's entries as they are, none of the layers'",
         names(&d),
         vec![
             ".wh.old".into(),
@@ -449,7 +449,7 @@ fn every_op_inside_a_splice_lands_in_the_source_and_nothing_in_the_upper() {
         expected,
     );
     f.check(
-        "upper holds nothing below the splice target",
+        "upper holds nothing below the graft target",
         !after.iter().any(|l| l.starts_with("data/")),
     );
     drop(m);
@@ -457,7 +457,7 @@ fn every_op_inside_a_splice_lands_in_the_source_and_nothing_in_the_upper() {
 }
 
 #[test]
-fn a_splice_over_an_existing_directory_hides_what_the_layers_hold_there() {
+fn a_graft_over_an_existing_directory_hides_what_the_layers_hold_there() {
     need_root!();
     let l = Layers::new(2);
     l.lower(0).file("opt/a", "a0").dir("opt/sub");
@@ -616,7 +616,7 @@ fn missing_parents_of_a_target_are_made_in_the_upper() {
         "the target itself is the volume",
         fs::write(m.path("srv/app/data/f"), "f").is_ok() && h.vol("appdata").join("f").is_file(),
     );
-    // A directory whose listing shows a splice target is not empty.
+    // A directory whose listing shows a graft target is not empty.
     f.errno(
         "rmdir of a made parent that holds only a target",
         fs::remove_dir(m.path("x/y")),
@@ -628,7 +628,7 @@ fn missing_parents_of_a_target_are_made_in_the_upper() {
 }
 
 #[test]
-fn a_read_only_splice_refuses_every_write_with_erofs() {
+fn a_read_only_graft_refuses_every_write_with_erofs() {
     need_root!();
     let l = Layers::new(1);
     l.lower(0).file("top", "t");
@@ -749,7 +749,7 @@ fn a_read_only_splice_refuses_every_write_with_erofs() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn nested_splices_work_and_crossing_a_boundary_is_exdev() {
+fn nested_grafts_work_and_crossing_a_boundary_is_exdev() {
     need_root!();
     let l = Layers::new(1);
     l.lower(0)
@@ -863,7 +863,7 @@ fn nested_splices_work_and_crossing_a_boundary_is_exdev() {
         &[libc::EBUSY, libc::EXDEV],
     );
 
-    // Inside one splice, rename and link work.
+    // Inside one graft, rename and link work.
     f.check(
         "rename within the volume",
         renameat2(&p("data/f"), &p("data/f2"), 0).is_ok() && vol.join("f2").is_file(),
@@ -899,7 +899,7 @@ fn nested_splices_work_and_crossing_a_boundary_is_exdev() {
     f.assert_none();
 }
 
-/// A nested target whose name also exists in the outer splice's source: the nested splice
+/// A nested target whose name also exists in the outer graft's source: the nested graft
 /// hides that entry, and removing the target must not remove the hidden entry of the outer
 /// source (nor anything else): EBUSY, as for any mount point.
 #[test]
@@ -968,7 +968,7 @@ fn removing_a_nested_target_is_ebusy_and_never_touches_the_outer_source() {
 }
 
 #[test]
-fn statfs_inside_a_splice_reports_the_source_filesystem() {
+fn statfs_inside_a_graft_reports_the_source_filesystem() {
     need_root!();
     let l = Layers::new(1);
     l.lower(0).file("top", "t");
@@ -1001,12 +1001,12 @@ fn statfs_inside_a_splice_reports_the_source_filesystem() {
     );
     let without_type = |x: (u64, i64, i64)| (x.0, x.1);
     f.eq(
-        "statfs of the splice target (blocks, bsize)",
+        "statfs of the graft target (blocks, bsize)",
         without_type(fig(&m.path("t"))),
         without_type(tmpfs),
     );
     f.eq(
-        "statfs of a file inside the splice",
+        "statfs of a file inside the graft",
         without_type(fig(&m.path("t/f"))),
         without_type(tmpfs),
     );
@@ -1024,7 +1024,7 @@ fn statfs_inside_a_splice_reports_the_source_filesystem() {
     fs::write(m.path("t/big"), vec![7u8; 1 << 20]).unwrap();
     let (a, b) = (statfs(&m.path("t")).unwrap(), statfs(&src).unwrap());
     f.eq(
-        "f_bfree inside the splice after writing 1 MiB",
+        "f_bfree inside the graft after writing 1 MiB",
         a.f_bfree,
         b.f_bfree,
     );
@@ -1896,79 +1896,60 @@ fn refused(what: &str, extra: &[String], needle: &str) {
     );
 }
 
+/// Bad volume and bind specs: each is refused with one line naming the culprit.
 #[test]
-fn refuses_a_splice_target_that_is_not_absolute() {
+fn refuses_bad_graft_specs() {
     need_root!();
     let h = Host::new();
     let src = h.dir("src");
-    refused("relative volume target", &[volume("v1:data")], "data");
-    refused("relative bind target", &[bind(&src, "data")], "data");
-}
-
-#[test]
-fn refuses_a_splice_target_with_dot_dot() {
-    need_root!();
-    let h = Host::new();
-    let src = h.dir("src");
-    refused("volume target a/../b", &[volume("v1:/a/../b")], "..");
-    refused("bind target /..", &[bind(&src, "/..")], "..");
-    refused("volume target /x/..", &[volume("v1:/x/..:ro")], "..");
-}
-
-#[test]
-fn refuses_a_splice_target_naming_the_root() {
-    need_root!();
-    let h = Host::new();
-    let src = h.dir("src");
-    refused("volume at /", &[volume("v1:/")], "root");
-    refused("bind at //", &[bind(&src, "//")], "root");
-    refused("anonymous volume at /", &[volume(":/:ro")], "root");
-}
-
-#[test]
-fn refuses_a_missing_bind_source() {
-    need_root!();
-    let h = Host::new();
     let missing = h.p("no/such/dir");
-    refused(
-        "missing bind source",
-        &[volume("good:/good"), bind(&missing, "/data")],
-        "no/such/dir",
-    );
-}
-
-#[test]
-fn refuses_bad_volume_names() {
-    need_root!();
+    // (what, extra mount arguments, what the refusal must name)
+    let mut cases: Vec<(String, Vec<String>, String)> = [
+        // Targets: absolute, no `..`, not the root.
+        ("relative volume target", vec![volume("v1:data")], "data"),
+        ("relative bind target", vec![bind(&src, "data")], "data"),
+        ("volume target a/../b", vec![volume("v1:/a/../b")], ".."),
+        ("bind target /..", vec![bind(&src, "/..")], ".."),
+        ("volume target /x/..", vec![volume("v1:/x/..:ro")], ".."),
+        ("volume at /", vec![volume("v1:/")], "root"),
+        ("bind at //", vec![bind(&src, "//")], "root"),
+        ("anonymous volume at /", vec![volume(":/:ro")], "root"),
+        // Sources.
+        (
+            "missing bind source",
+            vec![volume("good:/good"), bind(&missing, "/data")],
+            "no/such/dir",
+        ),
+        // Two grafts at one target.
+        (
+            "two volumes at /data",
+            vec![volume("v1:/data"), volume("v2:/data")],
+            "/data",
+        ),
+        (
+            "volume at /data and bind at /data/",
+            vec![volume("v1:/data"), bind(&src, "/data/")],
+            "/data",
+        ),
+        (
+            "binds at /data and //data",
+            vec![bind(&src, "/data"), bind(&src, "//data:ro")],
+            "/data",
+        ),
+    ]
+    .into_iter()
+    .map(|(what, extra, needle)| (what.to_string(), extra, needle.to_string()))
+    .collect();
     for bad in ["a/b", "sp ace", "-x", ".hidden", "x", "a$b", "é1"] {
-        refused(
-            &format!("volume name {bad:?}"),
-            &[volume("good:/good"), volume(&format!("{bad}:/data"))],
-            bad,
-        );
+        cases.push((
+            format!("volume name {bad:?}"),
+            vec![volume("good:/good"), volume(&format!("{bad}:/data"))],
+            bad.to_string(),
+        ));
     }
-}
-
-#[test]
-fn refuses_two_splices_at_the_same_target() {
-    need_root!();
-    let h = Host::new();
-    let src = h.dir("src");
-    refused(
-        "two volumes at /data",
-        &[volume("v1:/data"), volume("v2:/data")],
-        "/data",
-    );
-    refused(
-        "volume at /data and bind at /data/",
-        &[volume("v1:/data"), bind(&src, "/data/")],
-        "/data",
-    );
-    refused(
-        "binds at /data and //data",
-        &[bind(&src, "/data"), bind(&src, "//data:ro")],
-        "/data",
-    );
+    for (what, extra, needle) in &cases {
+        refused(what, extra, needle);
+    }
 }
 
 #[test]
