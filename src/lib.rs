@@ -18,6 +18,8 @@ pub mod layer;
 pub mod overlay;
 pub mod session;
 mod sys;
+#[cfg(target_os = "linux")]
+mod uring;
 pub mod volumes;
 
 pub use error::{SetupError, SetupErrorKind};

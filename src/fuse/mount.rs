@@ -73,7 +73,7 @@ pub struct MountOptions {
 enum Serving {
     Dev(Session<DevFs>),
     #[cfg(target_os = "linux")]
-    Uring(super::uring::UringSession),
+    Uring(crate::uring::UringSession),
 }
 
 /// A mounted union: run it with [`Mounted::run`]; unmounting it (from anywhere) ends it.
@@ -130,7 +130,7 @@ pub fn mount(overlay: Arc<Overlay>, mountpoint: &Path, opts: &MountOptions) -> i
             return mount_uring(overlay, mountpoint, opts)
                 .map_err(|e| io::Error::other(format!("io_uring transport: {e}")));
         }
-        Transport::Auto => match super::uring::kernel_offers_uring() {
+        Transport::Auto => match crate::uring::kernel_offers_uring() {
             Some(Ok(())) => match mount_uring(overlay.clone(), mountpoint, opts) {
                 Ok(m) => return Ok(m),
                 Err(e) => {
@@ -269,13 +269,13 @@ fn mount_uring(
     overlay: Arc<Overlay>,
     mountpoint: &Path,
     opts: &MountOptions,
-) -> Result<Mounted, super::uring::Unavailable> {
-    use super::uring::Unavailable;
-    if let Some(offered) = super::uring::kernel_offers_uring() {
+) -> Result<Mounted, crate::uring::Unavailable> {
+    use crate::uring::Unavailable;
+    if let Some(offered) = crate::uring::kernel_offers_uring() {
         offered.map_err(Unavailable::NotOffered)?;
     }
     let dev = kernel_mount(mountpoint, opts)?;
-    match super::uring::start(dev, Policy::new(overlay)) {
+    match crate::uring::start(dev, Policy::new(overlay)) {
         Ok(s) => Ok(Mounted {
             serving: Serving::Uring(s),
         }),

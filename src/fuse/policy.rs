@@ -4,11 +4,11 @@
 //! an open file is handed to the kernel for passthrough, which invalidations are
 //! sent, and how the union's answers map to replies. No transport's types appear
 //! here: the classic `/dev/fuse` transport (fuser, [`super::devfuse`]) and the
-//! io_uring transport ([`super::uring`]) each turn these plain answers into bytes.
+//! io_uring transport (`crate::uring`) each turn these plain answers into bytes.
 
 use super::dirstream;
+use super::flags::init;
 use super::passthrough::PassthroughTable;
-use super::wire::init;
 use crate::counters::Op;
 use crate::overlay::{
     Attr, Caller, Errno, FileKind, HandleId, NewEntry, NodeId, OpenInfo, Overlay, SetAttr,
@@ -34,7 +34,7 @@ pub const MAX_BACKGROUND: u16 = 64;
 
 /// `FOPEN_*` bits of an open reply (the kernel's values; fuser's `FopenFlags` has
 /// the same bits).
-pub use super::wire::fopen;
+pub use super::flags::fopen;
 
 pub fn ttl(a: &Attr) -> Duration {
     if a.volatile { GRAFT_TTL } else { TTL }
