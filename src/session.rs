@@ -69,6 +69,8 @@ struct Attached {
     made: Vec<String>,
     /// What `layerfuse status` shows of them.
     shown: Vec<GraftStatus>,
+    /// Volumes being filled for the first time: marked until the fill is complete.
+    filling: Vec<crate::volumes::Volume>,
 }
 
 /// Make (or find) the volumes a mount asks for, claim them for this process, and
@@ -86,10 +88,22 @@ fn attach(cfg: &MountConfig, store: &VolumeStore, out: &mut Attached) -> Result<
                     out.made.push(v.name.clone());
                 }
                 out.claims.push(store.claim(&v.name, &cfg.mountpoint)?);
+                // A population cut short (no room, kill -9) is never shown: it starts over.
+                let unfinished = store.fill_unfinished(&v);
+                if unfinished {
+                    store.clear_unfinished(&v)?;
+                }
                 let empty = std::fs::read_dir(&v.path)
                     .map(|mut d| d.next().is_none())
                     .unwrap_or(false);
-                out.populate.push(empty && !s.nocopy);
+                let populate = empty && !s.nocopy;
+                if populate {
+                    store.begin_fill(&v)?;
+                    out.filling.push(v.clone());
+                } else if unfinished {
+                    store.end_fill(&v)?;
+                }
+                out.populate.push(populate);
                 out.shown.push(GraftStatus {
                     kind: "volume".into(),
                     name: v.name.clone(),
@@ -162,6 +176,12 @@ impl Session {
         let control = control::Bound::new();
         let started = attach(&cfg, &store, &mut attached)
             .and_then(|()| open_union(&cfg, &attached, report))
+            .and_then(|overlay| {
+                for v in &attached.filling {
+                    store.end_fill(v)?;
+                }
+                Ok(overlay)
+            })
             .and_then(|overlay| {
                 let overlay = Arc::new(overlay);
                 let opts = MountOptions {

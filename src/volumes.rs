@@ -210,6 +210,55 @@ impl VolumeStore {
         Ok(Claim { _lock: f, path })
     }
 
+    /// Where a volume's unfinished first population is marked.
+    fn fill_marker(&self, name: &str) -> PathBuf {
+        self.dir(name).join("filling")
+    }
+
+    /// Whether a first population of the volume began and never finished (the mount that
+    /// filled it failed, or was killed): what its data holds is not the image's.
+    pub fn fill_unfinished(&self, v: &Volume) -> bool {
+        self.fill_marker(&v.name).exists()
+    }
+
+    /// Empty the data of a volume whose population did not finish.
+    pub fn clear_unfinished(&self, v: &Volume) -> Result<(), SetupError> {
+        let rd = fs::read_dir(&v.path).map_err(|e| SetupError::io(&v.path, "", &e))?;
+        for e in rd {
+            let e = e.map_err(|e| SetupError::io(&v.path, "", &e))?;
+            let p = e.path();
+            // Neither call follows a symlink.
+            let r = match e.file_type() {
+                Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
+                _ => fs::remove_file(&p),
+            };
+            r.map_err(|e| SetupError::io(&p, "cannot empty an unfinished volume", &e))?;
+        }
+        Ok(())
+    }
+
+    /// Mark the start of a volume's first population; made durable before any data is copied.
+    pub fn begin_fill(&self, v: &Volume) -> Result<(), SetupError> {
+        let marker = self.fill_marker(&v.name);
+        File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| File::open(self.dir(&v.name))?.sync_all())
+            .map_err(|e| SetupError::io(&marker, "", &e))
+    }
+
+    /// The population is complete: once its data is durable, drop the mark.
+    pub fn end_fill(&self, v: &Volume) -> Result<(), SetupError> {
+        let marker = self.fill_marker(&v.name);
+        File::open(&v.path)
+            .and_then(|d| {
+                crate::sys::syncfs(std::os::fd::AsFd::as_fd(&d))
+                    .map_err(|e| std::io::Error::from_raw_os_error(e.0))
+            })
+            .and_then(|()| fs::remove_file(&marker))
+            .and_then(|()| File::open(self.dir(&v.name))?.sync_all())
+            .map_err(|e| SetupError::io(&marker, "", &e))
+    }
+
     /// Remove a volume and its data; refused while a mount uses it unless `force`.
     pub fn remove(&self, name: &str, force: bool) -> Result<(), SetupError> {
         self.get(name)?;
