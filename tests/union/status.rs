@@ -86,9 +86,19 @@ fn status_counts_what_the_mount_did() {
         .collect();
     let given: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
     assert_eq!(shown, given);
+    // The transport this mount was asked for, or under `auto` the one the kernel offers.
+    assert_eq!(s["transport"].as_str(), Some(expected_transport()), "{s}");
+    let text = Command::new(layerfuse_bin())
+        .arg("status")
+        .arg(&m.mnt)
+        .output()
+        .expect("layerfuse status");
+    let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        matches!(s["transport"].as_str(), Some("dev" | "uring")),
-        "{s}"
+        text.lines()
+            .next()
+            .is_some_and(|l| l.contains(&format!("transport {}", expected_transport()))),
+        "{text}"
     );
     assert_eq!(counter(s, &["copy_ups"]), COPIES as u64, "{s}");
     assert_eq!(counter(s, &["bytes_copied"]), size, "{s}");
@@ -112,6 +122,19 @@ fn status_counts_what_the_mount_did() {
             .any(|x| x["mountpoint"] == s["mountpoint"]),
         "{all}"
     );
+}
+
+/// The transport a test mount serves on: `$LAYERFUSE_TRANSPORT` when it names one, else
+/// (`auto`) io_uring exactly when the kernel's switch is on.
+fn expected_transport() -> &'static str {
+    match std::env::var("LAYERFUSE_TRANSPORT").as_deref() {
+        Ok("uring" | "io_uring") => "uring",
+        Ok("dev") => "dev",
+        _ => match fs::read_to_string("/sys/module/fuse/parameters/enable_uring") {
+            Ok(v) if matches!(v.trim(), "Y" | "y" | "1") => "uring",
+            _ => "dev",
+        },
+    }
 }
 
 /// PATH of the control socket of daemon `pid`.
