@@ -137,9 +137,19 @@ pub fn chmod_path_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
 
 pub fn unmount(path: &Path, lazy: bool) -> SysResult<()> {
     let c = cstr(path.as_os_str().as_bytes())?;
-    let flags = if lazy { libc::MNT_FORCE } else { 0 };
-    // SAFETY: `c` is a valid C string.
-    check(unsafe { libc::unmount(c.as_ptr(), flags) })?;
+    #[cfg(not(target_os = "linux"))]
+    {
+        let flags = if lazy { libc::MNT_FORCE } else { 0 };
+        // SAFETY: `c` is a valid C string.
+        check(unsafe { libc::unmount(c.as_ptr(), flags) })?;
+    }
+    // The `portable` build on Linux: the same code paths above the mount itself.
+    #[cfg(target_os = "linux")]
+    {
+        let flags = if lazy { libc::MNT_DETACH } else { 0 };
+        // SAFETY: `c` is a valid C string.
+        check(unsafe { libc::umount2(c.as_ptr(), flags) })?;
+    }
     Ok(())
 }
 

@@ -11,16 +11,18 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
-#[cfg(target_os = "linux")]
+// The code path is chosen by `portable` as well as by the target: a Linux build with
+// `--features portable` runs the FreeBSD/macOS module, so CI can mount and test it.
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
 mod linux;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
 pub use linux::*;
 #[cfg(target_os = "linux")]
 pub mod uring;
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
 mod bsd;
-#[cfg(not(target_os = "linux"))]
+#[cfg(any(not(target_os = "linux"), feature = "portable"))]
 pub use bsd::*;
 
 /// An OS error code, kept from the syscall to the reply.
@@ -53,6 +55,7 @@ impl Errno {
     pub const EOVERFLOW: Errno = Errno(libc::EOVERFLOW);
     pub const ENXIO: Errno = Errno(libc::ENXIO);
     pub const ENOTTY: Errno = Errno(libc::ENOTTY);
+    pub const ENOTCONN: Errno = Errno(libc::ENOTCONN);
     #[cfg(target_os = "linux")]
     pub const ENODATA: Errno = Errno(libc::ENODATA);
     #[cfg(not(target_os = "linux"))]
@@ -322,6 +325,13 @@ pub fn open_dir_path(path: &Path) -> SysResult<OwnedFd> {
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`; an empty name stats `dir` itself.
 pub fn stat_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    if name.is_empty() && AT_EMPTY_PATH == 0 {
+        // No AT_EMPTY_PATH in the portable module: fstat the fd itself.
+        // SAFETY: `st` is a valid out-pointer of the right type.
+        check(unsafe { libc::fstat(dir.as_raw_fd(), st.as_mut_ptr()) })?;
+        // SAFETY: fstat succeeded, so it filled `st`.
+        return Ok(Stat::from_libc(&unsafe { st.assume_init() }));
+    }
     let (c, flags) = if name.is_empty() {
         (
             CString::default(),
@@ -436,6 +446,9 @@ pub fn readlink_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<OsString> {
 
 /// `fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW)`; `u32::MAX` leaves an id unchanged.
 pub fn chown_at(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> SysResult<()> {
+    if name.is_empty() && AT_EMPTY_PATH == 0 {
+        return chown_fd(dir, uid, gid);
+    }
     let (c, flags) = if name.is_empty() {
         (
             CString::default(),
