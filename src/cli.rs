@@ -29,7 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Mount a union (returns once it is live; the daemon stays in the background).
     Mount(Box<MountArgs>),
-    /// Unmount a union; its daemon then exits.
+    /// Unmount a union; its daemon then exits (a mount whose daemon was killed goes too).
+    #[command(alias = "unmount")]
     Umount(UmountArgs),
     /// Manage named volumes (they outlive every mount that uses them).
     Volume(VolumeArgs),
@@ -378,7 +379,7 @@ pub fn is_compat(args: &[OsString]) -> bool {
     // Any subcommand clap knows (the list is the definitions themselves).
     !<Cli as clap::CommandFactory>::command()
         .get_subcommands()
-        .any(|c| c.get_name() == first)
+        .any(|c| c.get_name() == first || c.get_all_aliases().any(|a| a == first))
 }
 
 /// Parse `[-f] [-d] -o OPTS [-o OPTS …] [SOURCE] MOUNTPOINT` (options may come anywhere).

@@ -114,8 +114,12 @@ fn main() -> ExitCode {
 fn run_compat(args: &[OsString]) -> Result<(), Failure> {
     let c = cli::parse_compat(args)?;
     init_logging(if c.debug { "debug" } else { "warn" });
-    for u in &c.unknown {
-        tracing::warn!(option = %u, "unknown mount option ignored");
+    // Said once, by the command that was run: the daemon it starts parses the same
+    // arguments again, and its stderr is relayed until the mount is live.
+    if std::env::var_os(READY_ENV).is_none() {
+        for u in &c.unknown {
+            tracing::warn!(option = %u, "unknown mount option ignored");
+        }
     }
     mount(c.request, c.foreground)
 }

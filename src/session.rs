@@ -395,8 +395,7 @@ pub fn status_of(mountpoint: &Path) -> Option<MountStatus> {
 /// `layerfuse umount`: unmount a layerfuse mount (only one: any other filesystem at
 /// that path is refused); its daemon then exits.
 pub fn unmount_path(mountpoint: &Path, lazy: bool) -> Result<(), SetupError> {
-    let canon =
-        std::fs::canonicalize(mountpoint).map_err(|e| SetupError::io(mountpoint, "", &e))?;
+    let canon = mountpoint_path(mountpoint)?;
     // A mount of another subtype (-o subtype=) is ours if its daemon says so.
     if !is_layerfuse_mount(&canon) && status_of(&canon).is_none() {
         return Err(SetupError::new(
@@ -404,8 +403,26 @@ pub fn unmount_path(mountpoint: &Path, lazy: bool) -> Result<(), SetupError> {
             format!("{}: not a layerfuse mount", mountpoint.display()),
         ));
     }
-    Unmounter {
-        mountpoint: mountpoint.to_path_buf(),
+    Unmounter { mountpoint: canon }.unmount(lazy)
+}
+
+/// The absolute path of a mount point. A mount whose daemon died (killed) answers
+/// ENOTCONN to everything, stat included, so it is named through its parent: umount(2)
+/// never asks the filesystem, and the dead mount goes as `umount` makes it go.
+fn mountpoint_path(mountpoint: &Path) -> Result<PathBuf, SetupError> {
+    let err = |e: &std::io::Error| SetupError::io(mountpoint, "", e);
+    match std::fs::canonicalize(mountpoint) {
+        Ok(p) => Ok(p),
+        Err(e) if e.raw_os_error() == Some(crate::sys::Errno::ENOTCONN.0) => {
+            let name = mountpoint.file_name().ok_or_else(|| err(&e))?;
+            let parent = match mountpoint.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            Ok(std::fs::canonicalize(parent)
+                .map_err(|e| err(&e))?
+                .join(name))
+        }
+        Err(e) => Err(err(&e)),
     }
-    .unmount(lazy)
 }

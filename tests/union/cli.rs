@@ -812,3 +812,86 @@ fn volume_fill_progress_shows_on_a_terminal_only() {
     );
     drop(guard);
 }
+
+/// Start `layerfuse ARGS` in daemon mode (stderr to a file), wait for it to return, and
+/// hand back its stderr and the daemons serving `l.mnt` (guarded: unmounted and ended).
+fn daemon_mount(l: &Layers, args: &[OsString]) -> (String, DaemonGuard) {
+    let err = l.root.join("daemon.stderr");
+    let mut cmd = Command::new(layerfuse_bin());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let mut guard = DaemonGuard {
+        mnt: l.mnt.clone(),
+        pids: Vec::new(),
+    };
+    let status = reap(&mut child, DEADLINE);
+    guard.pids = pids_with_arg(&l.mnt);
+    let stderr = fs::read_to_string(&err).unwrap_or_default();
+    let status = status.expect("layerfuse (daemon mode) did not return");
+    assert!(status.success(), "exit {status}; stderr: {stderr}");
+    assert!(!guard.pids.is_empty(), "no background daemon process found");
+    (stderr, guard)
+}
+
+/// The fuse-overlayfs syntax warns about an option it ignores once, though both the command
+/// and the daemon it starts parse the options.
+#[test]
+fn an_ignored_compat_option_is_warned_about_once() {
+    need_root!();
+    let l = base();
+    let o = format!(
+        "lowerdir={}:{},upperdir={},workdir={},frobnicate",
+        l.lowers[0].display(),
+        l.lowers[1].display(),
+        l.upper.as_ref().unwrap().display(),
+        l.work.as_ref().unwrap().display()
+    );
+    let (stderr, _guard) = daemon_mount(&l, &["-o".into(), o.into(), s(&l.mnt)]);
+    assert_eq!(fs::read_to_string(l.mnt.join("b")).unwrap(), "b");
+    let warnings = stderr.lines().filter(|l| l.contains("frobnicate")).count();
+    assert_eq!(warnings, 1, "stderr: {stderr}");
+}
+
+/// A mount whose daemon was killed (every access: ENOTCONN) is unmounted by `layerfuse
+/// unmount` as `umount` would, and nothing of it stays in /proc/mounts.
+#[test]
+fn unmount_of_a_mount_whose_daemon_was_killed() {
+    need_root!();
+    let l = base();
+    let mut a: Vec<OsString> = vec!["mount".into()];
+    a.extend(std_args(&l));
+    a.push(s(&l.mnt));
+    let (_, guard) = daemon_mount(&l, &a);
+    for &pid in &guard.pids {
+        // SAFETY: kill on the daemon this test started (found by its unique mountpoint).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(
+        wait_for(DEADLINE, || guard.pids.iter().all(|&p| process_gone(p))),
+        "daemon did not die"
+    );
+    let e = fs::metadata(&l.mnt).expect_err("a dead mount answers nothing");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
+    assert!(!mounts_at(&l.mnt).is_empty());
+    let out = Command::new(layerfuse_bin())
+        .arg("unmount")
+        .arg(&l.mnt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "layerfuse unmount: {}; stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(mounts_at(&l.mnt).is_empty(), "still in /proc/mounts");
+    assert!(fs::metadata(&l.mnt).unwrap().is_dir());
+}
