@@ -93,6 +93,52 @@ fn check_target(t: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(comps.join("/")))
 }
 
+/// Which channel carries requests between the kernel and the daemon.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// io_uring where the kernel offers it (`enable_uring`), else `/dev/fuse`.
+    #[default]
+    Auto,
+    /// FUSE-over-io_uring: per-CPU queues (Linux 6.14+, root, `enable_uring=1`).
+    Uring,
+    /// The classic `/dev/fuse` read/write loop (every platform, rootless).
+    Dev,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Transport::Auto),
+            "uring" | "io_uring" => Ok(Transport::Uring),
+            "dev" => Ok(Transport::Dev),
+            other => Err(format!(
+                "unknown transport {other:?} (expected auto, uring or dev)"
+            )),
+        }
+    }
+}
+
+impl Transport {
+    /// `$LAYERFUSE_TRANSPORT` (how test harnesses choose), else auto.
+    pub fn from_env() -> Result<Transport, String> {
+        match std::env::var("LAYERFUSE_TRANSPORT") {
+            Ok(v) => v.parse(),
+            Err(_) => Ok(Transport::Auto),
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Auto => "auto",
+            Transport::Uring => "uring",
+            Transport::Dev => "dev",
+        })
+    }
+}
+
 /// Everything `layerfuse mount` needs, checked.
 #[derive(Clone, Debug)]
 pub struct MountConfig {
@@ -110,7 +156,7 @@ pub struct MountConfig {
     pub subtype: String,
     pub read_only: bool,
     /// `--transport` / `-o transport=`; None: `$LAYERFUSE_TRANSPORT`, else auto.
-    pub transport: Option<crate::fuse::Transport>,
+    pub transport: Option<Transport>,
     /// The work dir of our own, to be made at mount (the first mount without `--work`).
     pub make_work: Option<PathBuf>,
 }
@@ -200,7 +246,7 @@ pub struct MountRequest {
     pub read_only: bool,
     /// How requests travel (`--transport`, `-o transport=`); None: `$LAYERFUSE_TRANSPORT`,
     /// else auto.
-    pub transport: Option<crate::fuse::Transport>,
+    pub transport: Option<Transport>,
     /// Mount options passed through: kernel flags (`nodev`, `noexec`, …) and
     /// `fsname=`/`subtype=`.
     pub flags: Vec<String>,

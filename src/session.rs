@@ -5,12 +5,13 @@
 //! this way; everything that can go wrong before serving is one [`SetupError`].
 
 mod control;
+mod mount;
 
 pub use control::{GraftStatus, MountStatus};
 
-use crate::fuse::{self, MountOptions};
 use crate::overlay::{GraftConfig, Overlay};
 use crate::volumes::{Claim, VolumeStore};
+use mount::MountOptions;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -19,11 +20,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use crate::config::{
-    GraftSource, GraftSpec, MountConfig, MountRequest, default_work_dir, is_layerfuse_mount,
-    parse_graft, split_lowers,
+    GraftSource, GraftSpec, MountConfig, MountRequest, Transport, default_work_dir,
+    is_layerfuse_mount, parse_graft, split_lowers,
 };
 pub use crate::error::{SetupError, SetupErrorKind};
-pub use crate::fuse::Transport;
 
 /// One mount served by this process.
 #[derive(Debug)]
@@ -192,10 +192,10 @@ impl Session {
                     subtype: cfg.subtype.clone(),
                     transport: match cfg.transport {
                         Some(t) => t,
-                        None => fuse::Transport::from_env().map_err(SetupError::invalid)?,
+                        None => Transport::from_env().map_err(SetupError::invalid)?,
                     },
                 };
-                match fuse::mount(overlay.clone(), &cfg.mountpoint, &opts) {
+                match mount::mount(overlay.clone(), &cfg.mountpoint, &opts) {
                     Ok(m) => Ok(Some((m, overlay))),
                     // Unmounted (umount2, fusermount -u) between the kernel's mount and
                     // the first request: nothing is left mounted, as after any unmount.

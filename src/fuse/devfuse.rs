@@ -4,7 +4,7 @@
 //! into fuser's reply; nothing is decided here.
 
 use super::convert::{errno, file_attr, file_type, handle, negative_attr, node, time_set};
-use super::policy::{self, Entry, Opened, Policy, Xattr};
+use super::policy::{self, Entry, Notify, Opened, Policy, Xattr};
 use crate::overlay::{Caller, SetAttr, SysResult};
 use fuser::{
     AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, FileHandle, FopenFlags, Generation,
@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 /// The union served through fuser.
 pub struct DevFs {
-    pub(super) policy: std::sync::Arc<Policy<BackingId>>,
+    policy: std::sync::Arc<Policy<BackingId>>,
 }
 
 fn caller(req: &Request, umask: u32) -> Caller {
@@ -233,7 +233,7 @@ impl fuser::Filesystem for DevFs {
         // and, without FUSE_HANDLE_KILLPRIV_V2 (which fuser cannot negotiate), never says
         // whether the caller may keep set-id bits: a caller other than root is taken to
         // lack CAP_FSETID, as nearly every one does (the kernel overlayfs clears them).
-        let kill = flags.0 & crate::sys::oflag::TRUNC != 0 && req.uid() != 0;
+        let kill = flags.0 & crate::overlay::oflag::TRUNC != 0 && req.uid() != 0;
         let r = self
             .policy
             .open(node(ino), flags.0, kill, |fd| reply.open_backing(fd).ok());
@@ -548,5 +548,126 @@ impl fuser::Filesystem for DevFs {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(self.err(e)),
         }
+    }
+}
+
+/// The classic transport serving one mount: [`DevServing::run`] serves until the
+/// filesystem is unmounted.
+pub struct DevServing(fuser::Session<DevFs>);
+
+impl DevServing {
+    pub fn run(self) -> std::io::Result<()> {
+        self.0.run()
+    }
+}
+
+/// How fuser mounts (through fusermount3) when the caller cannot mount itself.
+pub struct FuserMount<'a> {
+    pub fsname: &'a str,
+    pub subtype: &'a str,
+    pub read_only: bool,
+    /// Kernel flags (`nodev`, `noexec`, …).
+    pub flags: &'a [String],
+}
+
+fn fuser_config(threads: usize) -> fuser::Config {
+    let mut config = fuser::Config::default();
+    config.acl = fuser::SessionACL::All;
+    config.n_threads = Some(threads.max(1));
+    config.clone_fd = cfg!(target_os = "linux") && threads > 1;
+    config
+}
+
+/// Serve `overlay` on `dev`, a `/dev/fuse` the caller has already mounted.
+pub fn serve_device(
+    overlay: std::sync::Arc<crate::overlay::Overlay>,
+    dev: std::os::fd::OwnedFd,
+    threads: usize,
+) -> std::io::Result<DevServing> {
+    let (fs, policy) = DevFs::new(overlay);
+    let session = fuser::Session::from_fd(fs, dev, fuser::SessionACL::All, fuser_config(threads))?;
+    Ok(serving(session, &policy))
+}
+
+/// Mount `overlay` at `mountpoint` through fuser (fusermount3) and serve it.
+pub fn mount_and_serve(
+    overlay: std::sync::Arc<crate::overlay::Overlay>,
+    mountpoint: &Path,
+    threads: usize,
+    how: &FuserMount,
+) -> std::io::Result<DevServing> {
+    let (fs, policy) = DevFs::new(overlay);
+    let mut config = fuser_config(threads);
+    config.mount_options = fuser_options(how);
+    let session = fuser::Session::new(fs, mountpoint, &config)?;
+    Ok(serving(session, &policy))
+}
+
+impl DevFs {
+    fn new(
+        overlay: std::sync::Arc<crate::overlay::Overlay>,
+    ) -> (DevFs, std::sync::Arc<Policy<BackingId>>) {
+        let policy = std::sync::Arc::new(Policy::new(overlay));
+        (
+            DevFs {
+                policy: policy.clone(),
+            },
+            policy,
+        )
+    }
+}
+
+fn serving(session: fuser::Session<DevFs>, policy: &Policy<BackingId>) -> DevServing {
+    let notifier: std::sync::Arc<dyn Notify> = std::sync::Arc::new(FuserNotify(session.notifier()));
+    policy.set_notifier(Box::new(FuserNotify(session.notifier())));
+    policy.forward_attr_changes(notifier);
+    tracing::info!(transport = "dev", "serving over /dev/fuse");
+    DevServing(session)
+}
+
+/// The mount options fuser (and so fusermount3) is given.
+fn fuser_options(how: &FuserMount) -> Vec<fuser::MountOption> {
+    use fuser::MountOption;
+    let mut options = vec![
+        MountOption::FSName(how.fsname.to_owned()),
+        MountOption::Subtype(how.subtype.to_owned()),
+        MountOption::DefaultPermissions,
+    ];
+    // A container root needs device nodes and setuid binaries to work.
+    let (mut dev, mut suid) = (true, true);
+    for f in how.flags {
+        match f.as_str() {
+            "nodev" => dev = false,
+            "nosuid" => suid = false,
+            "noexec" => options.push(MountOption::NoExec),
+            "noatime" => options.push(MountOption::NoAtime),
+            "sync" => options.push(MountOption::Sync),
+            "dirsync" => options.push(MountOption::DirSync),
+            _ => {}
+        }
+    }
+    options.push(if dev {
+        MountOption::Dev
+    } else {
+        MountOption::NoDev
+    });
+    options.push(if suid {
+        MountOption::Suid
+    } else {
+        MountOption::NoSuid
+    });
+    options.push(if how.read_only {
+        MountOption::RO
+    } else {
+        MountOption::RW
+    });
+    options
+}
+
+struct FuserNotify(fuser::Notifier);
+
+impl Notify for FuserNotify {
+    fn inval_inode(&self, ino: u64, offset: i64, len: i64) -> std::io::Result<()> {
+        self.0.inval_inode(fuser::INodeNo(ino), offset, len)
     }
 }

@@ -12,9 +12,8 @@ use super::passthrough::PassthroughTable;
 use crate::counters::Op;
 use crate::overlay::{
     Attr, Caller, Errno, FileKind, HandleId, NewEntry, NodeId, OpenInfo, Overlay, SetAttr,
-    SysResult,
+    SysResult, oflag,
 };
-use crate::sys::oflag;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};

@@ -26,7 +26,7 @@ mod xattr;
 
 /// Plain types the union's API speaks in (re-exported so callers need not reach
 /// below the union).
-pub use crate::sys::{Errno, FileKind, FsStats, SysResult, TimeSet, Timespec, rename_flag};
+pub use crate::sys::{Errno, FileKind, FsStats, SysResult, TimeSet, Timespec, oflag, rename_flag};
 pub use dir::DirEntry;
 pub use graft::GraftConfig;
 pub use handles::OpenInfo;
