@@ -1,12 +1,34 @@
 //! The mount-free tier: the union driven through its Rust API (`Overlay`), no kernel
-//! mount of the union in between, so each check is fast and shows exactly which call
-//! did what. The differential suite (`tests/union.rs`) stays the judge of behaviour;
-//! this tier pins down the union's own rules (locking, routing) directly.
-#![cfg(target_os = "linux")]
+//! mount of the union in between, so each check is fast, shows exactly which call did
+//! what, and needs no `/dev/fuse`. The differential suite (`tests/union.rs`) stays the
+//! judge of behaviour; this tier pins down the union's own rules directly.
+//!
+//! - `routing`, `changes`: which layer a name comes from, whiteouts, opaque
+//!   directories, merged listings, copy-up, rename, hard links. Any platform the union
+//!   builds on; no privilege beyond owning the temp dir, except that a removal of a
+//!   lower entry writes a 0/0 device on Linux (root, as the daemon runs).
+//! - `markers` (Linux): the kernel's xattr and device markers, read and written, and
+//!   xattr hiding; the `trusted.*` and 0/0-device checks need root.
+//! - `locking` (Linux): lock order, against a lower layer served by a FUSE mount of the
+//!   test's own (root and `/dev/fuse`).
 
+#[path = "api/fixture.rs"]
+mod fixture;
+
+#[path = "api/changes.rs"]
+mod changes;
+#[path = "api/routing.rs"]
+mod routing;
+
+#[cfg(target_os = "linux")]
 mod common;
 
+#[cfg(target_os = "linux")]
 #[path = "api/blocking_lower.rs"]
 mod blocking_lower;
+#[cfg(target_os = "linux")]
 #[path = "api/locking.rs"]
 mod locking;
+#[cfg(target_os = "linux")]
+#[path = "api/markers.rs"]
+mod markers;
