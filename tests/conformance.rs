@@ -21,9 +21,8 @@ mod regressions;
 mod runner;
 #[path = "conformance/snapshot.rs"]
 mod snapshot;
-#[path = "conformance/sys.rs"]
-mod sys;
 
+use common::sys;
 use mount::{Impl, environment_ok};
 use runner::{Case, run_and_report, seed_for};
 use std::collections::HashSet;

@@ -17,11 +17,10 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -93,255 +92,12 @@ macro_rules! need_root {
     };
 }
 
-// ---------------------------------------------------------------------------------------------
-// Small syscall helpers (libc; paths as bytes)
-// ---------------------------------------------------------------------------------------------
-
-pub fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("path with NUL")
-}
-
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-fn cvt_ssize(ret: libc::ssize_t) -> io::Result<usize> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret as usize)
-    }
-}
-
-pub fn errno_name(e: &io::Error) -> String {
-    let Some(n) = e.raw_os_error() else {
-        return format!("{e}");
-    };
-    let name = match n {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EIO => "EIO",
-        libc::ENXIO => "ENXIO",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        libc::EXDEV => "EXDEV",
-        libc::ENODEV => "ENODEV",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::EISDIR => "EISDIR",
-        libc::EINVAL => "EINVAL",
-        libc::ETXTBSY => "ETXTBSY",
-        libc::EFBIG => "EFBIG",
-        libc::ENOSPC => "ENOSPC",
-        libc::ESPIPE => "ESPIPE",
-        libc::EROFS => "EROFS",
-        libc::EMLINK => "EMLINK",
-        libc::ERANGE => "ERANGE",
-        libc::ENAMETOOLONG => "ENAMETOOLONG",
-        libc::ENOSYS => "ENOSYS",
-        libc::ENOTEMPTY => "ENOTEMPTY",
-        libc::ELOOP => "ELOOP",
-        libc::ENODATA => "ENODATA",
-        libc::EOVERFLOW => "EOVERFLOW",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::ESTALE => "ESTALE",
-        _ => return format!("errno {n}"),
-    };
-    name.to_string()
-}
-
-pub fn open(p: &Path, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
-    let c = cpath(p);
-    // SAFETY: c is a valid NUL-terminated string; the returned fd is owned by us.
-    let fd = cvt(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })?;
-    // SAFETY: fd was just returned by open and is not owned elsewhere.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-pub fn mknod(p: &Path, mode: libc::mode_t, dev: libc::dev_t) -> io::Result<()> {
-    let c = cpath(p);
-    // SAFETY: valid C string.
-    cvt(unsafe { libc::mknod(c.as_ptr(), mode, dev) }).map(drop)
-}
-
-pub fn makedev(major: u32, minor: u32) -> libc::dev_t {
-    libc::makedev(major, minor)
-}
-
-pub fn renameat2(old: &Path, new: &Path, flags: libc::c_uint) -> io::Result<()> {
-    let (o, n) = (cpath(old), cpath(new));
-    // SAFETY: valid C strings; AT_FDCWD with absolute paths.
-    cvt(unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            o.as_ptr(),
-            libc::AT_FDCWD,
-            n.as_ptr(),
-            flags,
-        )
-    })
-    .map(drop)
-}
-
-pub fn lsetxattr(p: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    let (c, n) = (cpath(p), CString::new(name).unwrap());
-    // SAFETY: valid C strings, value pointer/len from a slice.
-    cvt(unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    })
-    .map(drop)
-}
-
-pub fn lremovexattr(p: &Path, name: &str) -> io::Result<()> {
-    let (c, n) = (cpath(p), CString::new(name).unwrap());
-    // SAFETY: valid C strings.
-    cvt(unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) }).map(drop)
-}
-
-pub fn lgetxattr(p: &Path, name: &str) -> io::Result<Vec<u8>> {
-    let (c, n) = (cpath(p), CString::new(name).unwrap());
-    let mut buf = vec![0u8; 65536];
-    // SAFETY: buffer pointer/len from a live Vec.
-    let len = cvt_ssize(unsafe {
-        libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-    })?;
-    buf.truncate(len);
-    Ok(buf)
-}
-
-pub fn llistxattr(p: &Path) -> io::Result<Vec<String>> {
-    let c = cpath(p);
-    let mut buf = vec![0u8; 65536];
-    // SAFETY: buffer pointer/len from a live Vec.
-    let len =
-        cvt_ssize(unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })?;
-    buf.truncate(len);
-    let mut names: Vec<String> = buf
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect();
-    names.sort();
-    Ok(names)
-}
-
-pub fn umount2(p: &Path, flags: libc::c_int) -> io::Result<()> {
-    let c = cpath(p);
-    // SAFETY: valid C string.
-    cvt(unsafe { libc::umount2(c.as_ptr(), flags) }).map(drop)
-}
-
-pub fn statfs(p: &Path) -> io::Result<libc::statfs> {
-    let c = cpath(p);
-    // SAFETY: zeroed statfs is a valid out-buffer.
-    let mut s: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and out-pointer.
-    cvt(unsafe { libc::statfs(c.as_ptr(), &mut s) })?;
-    Ok(s)
-}
-
-/// utimensat without following symlinks; panics on failure (test setup only).
-pub fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) {
-    utimens(p, atime, mtime).unwrap_or_else(|e| panic!("utimensat {}: {e}", p.display()));
-}
-
-pub fn utimens(p: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
-    let c = cpath(p);
-    let ts = [
-        libc::timespec {
-            tv_sec: atime.0,
-            tv_nsec: atime.1,
-        },
-        libc::timespec {
-            tv_sec: mtime.0,
-            tv_nsec: mtime.1,
-        },
-    ];
-    // SAFETY: valid C string and a two-element timespec array.
-    cvt(unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
-}
-
-/// One directory entry as the kernel returned it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawDirent {
-    pub name: Vec<u8>,
-    pub ino: u64,
-    pub dtype: u8,
-    pub off: i64,
-}
-
-/// `getdents64` with a small buffer, so a listing takes several calls; returns one call's entries
-/// (empty at the end).
-pub fn getdents(fd: &OwnedFd, bufsize: usize) -> io::Result<Vec<RawDirent>> {
-    let mut buf = vec![0u8; bufsize];
-    // SAFETY: buffer pointer/len from a live Vec; fd is open.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_getdents64,
-            fd.as_raw_fd(),
-            buf.as_mut_ptr(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    while pos < n as usize {
-        let ino = u64::from_ne_bytes(buf[pos..pos + 8].try_into().unwrap());
-        let off = i64::from_ne_bytes(buf[pos + 8..pos + 16].try_into().unwrap());
-        let reclen = u16::from_ne_bytes(buf[pos + 16..pos + 18].try_into().unwrap()) as usize;
-        let dtype = buf[pos + 18];
-        let name_bytes = &buf[pos + 19..pos + reclen];
-        let end = name_bytes
-            .iter()
-            .position(|b| *b == 0)
-            .unwrap_or(name_bytes.len());
-        out.push(RawDirent {
-            name: name_bytes[..end].to_vec(),
-            ino,
-            dtype,
-            off,
-        });
-        pos += reclen;
-    }
-    Ok(out)
-}
-
-/// The whole listing of a directory (including `.` and `..`), in the order returned.
-pub fn read_dir_raw(p: &Path) -> io::Result<Vec<RawDirent>> {
-    let fd = open(p, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    let mut all = Vec::new();
-    loop {
-        let batch = getdents(&fd, 32768)?;
-        if batch.is_empty() {
-            return Ok(all);
-        }
-        all.extend(batch);
-    }
-}
+pub mod sys;
+#[allow(unused_imports)] // each suite uses some
+pub use sys::{
+    RawDirent, cpath, errno_name, getdents, lgetxattr, llistxattr, lremovexattr, lsetxattr,
+    makedev, mknod, open, read_dir_raw, renameat2, set_times, statfs, umount2, utimens,
+};
 
 pub fn dtype_name(t: u8) -> &'static str {
     match t {
@@ -967,19 +723,7 @@ impl TestMount {
                 data.push_str(",metacopy=on");
             }
         }
-        let (src, fstype, d) = (c"overlay", c"overlay", CString::new(data.clone()).unwrap());
-        let mnt = cpath(&layers.mnt);
-        // SAFETY: all pointers are valid NUL-terminated strings.
-        let r = cvt(unsafe {
-            libc::mount(
-                src.as_ptr(),
-                mnt.as_ptr(),
-                fstype.as_ptr(),
-                0,
-                d.as_ptr().cast(),
-            )
-        });
-        if let Err(e) = r {
+        if let Err(e) = sys::mount("overlay", &layers.mnt, "overlay", &data) {
             panic!("kernel overlay mount -o {data}: {e}");
         }
         let id = mounts_at(&layers.mnt).last().map(|m| m.id);

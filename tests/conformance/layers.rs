@@ -352,7 +352,8 @@ pub fn materialize(layer: &Layer, root: &Path, format: Format) {
         let name = e.path.rsplit('/').next().unwrap_or(&e.path);
         let made = match &e.kind {
             Kind::Dir => sys::mkdir(&p, 0o755),
-            Kind::File(content) => std::fs::write(&p, content).map_err(|_| libc::EIO),
+            Kind::File(content) => std::fs::write(&p, content)
+                .map_err(|_| std::io::Error::from_raw_os_error(libc::EIO)),
             Kind::Symlink(t) => sys::symlink(t, &p),
             Kind::HardLink(t) => {
                 let tp = root.join(t);
@@ -367,7 +368,7 @@ pub fn materialize(layer: &Layer, root: &Path, format: Format) {
                 Format::Oci => {
                     let w = p.with_file_name(format!(".wh.{name}"));
                     std::fs::write(&w, b"")
-                        .map_err(|_| libc::EIO)
+                        .map_err(|_| std::io::Error::from_raw_os_error(libc::EIO))
                         .and_then(|_| sys::chmod(&w, 0))
                 }
             },
@@ -381,12 +382,13 @@ pub fn materialize(layer: &Layer, root: &Path, format: Format) {
         }
         sys::lchown(&p, e.uid, e.gid).expect("lchown");
         for (n, v) in &e.xattrs {
-            sys::lsetxattr(&p, n, v.as_bytes(), 0).expect("setxattr");
+            sys::lsetxattr(&p, n, v.as_bytes()).expect("setxattr");
         }
         if e.opaque {
             match format {
-                Format::Kernel => sys::lsetxattr(&p, "trusted.overlay.opaque", b"y", 0),
-                Format::Oci => std::fs::write(p.join(".wh..wh..opq"), b"").map_err(|_| libc::EIO),
+                Format::Kernel => sys::lsetxattr(&p, "trusted.overlay.opaque", b"y"),
+                Format::Oci => std::fs::write(p.join(".wh..wh..opq"), b"")
+                    .map_err(|_| std::io::Error::from_raw_os_error(libc::EIO)),
             }
             .expect("opaque marker");
         }

@@ -65,8 +65,8 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if sys::umount(&self.dir, 0).is_err() {
-            let _ = sys::umount(&self.dir, libc::MNT_DETACH);
+        if sys::umount2(&self.dir, 0).is_err() {
+            let _ = sys::umount2(&self.dir, libc::MNT_DETACH);
         }
         let _ = std::fs::remove_dir(&self.dir);
     }
@@ -211,9 +211,9 @@ impl Mounted {
     pub fn unmount(mut self) -> Result<(), String> {
         self.unmounted = true;
         let mut problems = Vec::new();
-        if let Err(e) = sys::umount(&self.mnt, 0) {
+        if let Err(e) = sys::umount2(&self.mnt, 0) {
             problems.push(format!("umount: {}", sys::errno_name(e)));
-            let _ = sys::umount(&self.mnt, libc::MNT_DETACH);
+            let _ = sys::umount2(&self.mnt, libc::MNT_DETACH);
         }
         if let Some(mut child) = self.child.take() {
             // reaps, or kills by PID after the deadline
@@ -236,8 +236,8 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if !self.unmounted && sys::umount(&self.mnt, 0).is_err() {
-            let _ = sys::umount(&self.mnt, libc::MNT_DETACH);
+        if !self.unmounted && sys::umount2(&self.mnt, 0).is_err() {
+            let _ = sys::umount2(&self.mnt, libc::MNT_DETACH);
         }
         if let Some(mut child) = self.child.take() {
             crate::common::reap(&mut child, Duration::from_secs(5));

@@ -4,6 +4,7 @@
 use super::layers::{Layer, Rng, random_rel_path};
 use super::sys::{self, errno_name};
 use std::collections::HashMap;
+use std::os::fd::IntoRawFd;
 use std::path::{Path, PathBuf};
 
 /// Bytes to write: literal text, or one byte repeated (to cross page and buffer boundaries).
@@ -737,7 +738,7 @@ pub fn fmt_content(b: &[u8]) -> String {
     }
 }
 
-fn err(stage: &str, e: i32) -> String {
+fn err(stage: &str, e: std::io::Error) -> String {
     format!("{stage}:{}", errno_name(e))
 }
 
@@ -759,7 +760,9 @@ pub fn exec(op: &Op, s: &mut Side) -> String {
             write,
             read,
         } => {
-            let fd = match sys::open(&s.path(path), flags | libc::O_NONBLOCK, *mode) {
+            let fd = match sys::open(&s.path(path), flags | libc::O_NONBLOCK, *mode)
+                .map(IntoRawFd::into_raw_fd)
+            {
                 Ok(fd) => fd,
                 Err(e) => return err("open", e),
             };
@@ -795,7 +798,7 @@ pub fn exec(op: &Op, s: &mut Side) -> String {
         }
         Op::Rmdir { path } => unit(sys::rmdir(&s.path(path))),
         Op::Unlink { path } => unit(sys::unlink(&s.path(path))),
-        Op::Rename { from, to, flags } => unit(sys::rename2(&s.path(from), &s.path(to), *flags)),
+        Op::Rename { from, to, flags } => unit(sys::renameat2(&s.path(from), &s.path(to), *flags)),
         Op::Link { from, to } => unit(sys::link(&s.path(from), &s.path(to))),
         Op::Symlink { target, path } => unit(sys::symlink(target, &s.path(path))),
         Op::Readlink { path } => match sys::readlink(&s.path(path)) {
@@ -810,7 +813,7 @@ pub fn exec(op: &Op, s: &mut Side) -> String {
             name,
             value,
             flags,
-        } => unit(sys::lsetxattr(
+        } => unit(sys::lsetxattr_flags(
             &s.path(path),
             name,
             value.as_bytes(),
@@ -866,7 +869,9 @@ pub fn exec(op: &Op, s: &mut Side) -> String {
             if let Some(old) = s.fds[*slot].take() {
                 sys::close(old);
             }
-            match sys::open(&s.path(path), flags | libc::O_NONBLOCK, 0o644) {
+            match sys::open(&s.path(path), flags | libc::O_NONBLOCK, 0o644)
+                .map(IntoRawFd::into_raw_fd)
+            {
                 Ok(fd) => {
                     s.fds[*slot] = Some(fd);
                     "ok".into()

@@ -134,7 +134,7 @@ fn volume(spec: &str) -> String {
 }
 
 fn errno_str(n: i32) -> String {
-    errno_name(&io::Error::from_raw_os_error(n))
+    errno_name(io::Error::from_raw_os_error(n))
 }
 
 fn outcome<T>(r: &io::Result<T>) -> String {

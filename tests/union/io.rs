@@ -22,7 +22,7 @@ fn errno_of(r: libc::c_int) -> String {
     if r == 0 {
         "ok".into()
     } else {
-        errno_name(&std::io::Error::last_os_error())
+        errno_name(std::io::Error::last_os_error())
     }
 }
 
@@ -357,7 +357,7 @@ fn copy_file_range_between_layers() {
                     if n == 0 {
                         "eof".into()
                     } else {
-                        errno_name(&std::io::Error::last_os_error())
+                        errno_name(std::io::Error::last_os_error())
                     },
                 );
                 break;
