@@ -5,10 +5,10 @@
 //!
 //! - `routing`, `changes`: which layer a name comes from, whiteouts, opaque
 //!   directories, merged listings, copy-up, rename, hard links. Any platform the union
-//!   builds on; no privilege beyond owning the temp dir, except that a removal of a
-//!   lower entry writes a 0/0 device on Linux (root, as the daemon runs).
+//!   builds on; no privilege beyond owning the temp dir (a 0/0 whiteout device needs
+//!   none since Linux 5.8).
 //! - `markers` (Linux): the kernel's xattr and device markers, read and written, and
-//!   xattr hiding; the `trusted.*` and 0/0-device checks need root.
+//!   xattr hiding; only the `trusted.*` check needs root.
 //! - `locking` (Linux): lock order, against a lower layer served by a FUSE mount of the
 //!   test's own (root and `/dev/fuse`).
 
