@@ -115,26 +115,51 @@ impl VolumeStore {
             None => (random_id()?, true),
         };
         let dir = self.dir(&name);
-        if dir.exists() {
-            return Err(SetupError::new(
+        let exists = || {
+            SetupError::new(
                 SetupErrorKind::AlreadyExists,
                 format!("volume {name} already exists"),
-            ));
+            )
+        };
+        if dir.join("meta.json").exists() {
+            return Err(exists());
         }
-        let data = dir.join("_data");
-        fs::create_dir_all(dir.join("users"))
-            .and_then(|_| fs::create_dir(&data))
-            .map_err(|e| SetupError::io(&dir, "", &e))?;
+        // A directory without its metadata is a creation cut short (by an older version,
+        // which built it in place): no mount ever used it.
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(|e| SetupError::io(&dir, "", &e))?;
+        }
         let v = Volume {
-            name,
+            name: name.clone(),
             created: now(),
             anonymous,
-            path: data,
+            path: dir.join("_data"),
         };
         let meta = serde_json::to_vec_pretty(&v)
             .map_err(|e| SetupError::new(SetupErrorKind::Io, e.to_string()))?;
-        fs::write(dir.join("meta.json"), meta).map_err(|e| SetupError::io(&dir, "", &e))?;
-        Ok(v)
+        // Built beside it and renamed into place, so a crash (kill -9) at any point leaves
+        // either no volume or a whole one; a leftover `.new-` dir is never listed.
+        let new = self
+            .root
+            .join("volumes")
+            .join(format!(".new-{name}-{}", crate::sys::getpid()));
+        let _ = fs::remove_dir_all(&new);
+        let built = fs::create_dir_all(new.join("users"))
+            .and_then(|()| fs::create_dir(new.join("_data")))
+            .and_then(|()| fs::write(new.join("meta.json"), &meta))
+            .map_err(|e| SetupError::io(&new, "", &e));
+        let placed = built.and_then(|()| {
+            fs::rename(&new, &dir).map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::DirectoryNotEmpty => {
+                    exists()
+                }
+                _ => SetupError::io(&dir, "", &e),
+            })
+        });
+        if placed.is_err() {
+            let _ = fs::remove_dir_all(&new);
+        }
+        placed.map(|()| v)
     }
 
     pub fn get(&self, name: &str) -> Result<Volume, SetupError> {
@@ -237,26 +262,23 @@ impl VolumeStore {
         Ok(())
     }
 
-    /// Mark the start of a volume's first population; made durable before any data is copied.
+    /// Mark the start of a volume's first population, before any data is copied.
+    ///
+    /// Neither this nor [`end_fill`](Self::end_fill) syncs: a mount must go live within
+    /// its wait however busy the disk is, and a syncfs or fsync can take tens of seconds
+    /// there. The marks guard against the daemon dying (kill -9, a full disk); after a
+    /// power cut they are as durable as the data the filesystem wrote back.
     pub fn begin_fill(&self, v: &Volume) -> Result<(), SetupError> {
         let marker = self.fill_marker(&v.name);
         File::create(&marker)
-            .and_then(|f| f.sync_all())
-            .and_then(|()| File::open(self.dir(&v.name))?.sync_all())
+            .map(drop)
             .map_err(|e| SetupError::io(&marker, "", &e))
     }
 
-    /// The population is complete: once its data is durable, drop the mark.
+    /// The population is complete: drop the mark.
     pub fn end_fill(&self, v: &Volume) -> Result<(), SetupError> {
         let marker = self.fill_marker(&v.name);
-        File::open(&v.path)
-            .and_then(|d| {
-                crate::sys::syncfs(std::os::fd::AsFd::as_fd(&d))
-                    .map_err(|e| std::io::Error::from_raw_os_error(e.0))
-            })
-            .and_then(|()| fs::remove_file(&marker))
-            .and_then(|()| File::open(self.dir(&v.name))?.sync_all())
-            .map_err(|e| SetupError::io(&marker, "", &e))
+        fs::remove_file(&marker).map_err(|e| SetupError::io(&marker, "", &e))
     }
 
     /// Remove a volume and its data; refused while a mount uses it unless `force`.

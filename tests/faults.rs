@@ -17,7 +17,13 @@ mod support;
 mod changed;
 #[path = "faults/crash.rs"]
 mod crash;
+#[path = "faults/eio.rs"]
+mod eio;
 #[path = "faults/enospc.rs"]
 mod enospc;
+#[path = "faults/faultfs.rs"]
+mod faultfs;
 #[path = "faults/fds.rs"]
 mod fds;
+#[path = "faults/liveness.rs"]
+mod liveness;

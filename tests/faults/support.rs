@@ -155,8 +155,18 @@ impl Live {
         }
         let what = match exited {
             Some(st) => format!("exited with {st} before the mount appeared"),
-            None => format!("neither mounted nor exited within {DEADLINE:?}"),
+            None => format!(
+                "neither mounted nor exited within {DEADLINE:?}; where its threads wait:\n{}",
+                thread_stacks(live.pid())
+            ),
         };
+        // Gone now, by PID, and whatever it mounted meanwhile with it.
+        live.kill();
+        for m in mounts_at(mnt) {
+            if !before.contains(&m.id) {
+                unmount_all(mnt);
+            }
+        }
         Err(format!("{what}; stderr: {}", live.stderr()))
     }
 
@@ -391,4 +401,29 @@ pub fn env_number(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Each thread of process `pid`: its name, where it waits in the kernel, and its kernel stack
+/// (for a hang's report).
+pub fn thread_stacks(pid: u32) -> String {
+    let mut out = String::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let p = t.path();
+        let read = |f: &str| fs::read_to_string(p.join(f)).unwrap_or_default();
+        out.push_str(&format!(
+            "  {} {} wchan={}\n{}",
+            t.file_name().to_string_lossy(),
+            read("comm").trim(),
+            read("wchan"),
+            read("stack")
+                .lines()
+                .take(12)
+                .map(|l| format!("      {l}\n"))
+                .collect::<String>()
+        ));
+    }
+    out
 }
