@@ -392,15 +392,17 @@ impl Overlay {
     }
 
     /// The fd the kernel may read and write directly (FUSE passthrough) for an open
-    /// file: only a regular file in the upper layer or in a graft. A lower file is
-    /// served by the daemon, so that a reader opened before a copy-up can move to
-    /// the copy, as on kernel overlayfs.
+    /// file: a regular file in the upper layer or in a graft. A lower file is served
+    /// by the daemon, so that a reader opened before a copy-up can move to the copy,
+    /// as on kernel overlayfs — except in a union without an upper, where no copy-up
+    /// can ever reach it: there the kernel reads the lower (data) file itself.
     pub fn backing_file(&self, fh: HandleId) -> Option<Arc<OwnedFd>> {
         let h = self.handles.get(fh).ok()?;
         let Handle::File(f) = &*h else { return None };
+        let never_copied_up = self.is_read_only();
         let eligible = f.node.kind() == FileKind::Regular
-            && self.place(&f.node) != Place::Lower
-            && !f.on_lower.load(Ordering::Acquire);
+            && (never_copied_up
+                || (self.place(&f.node) != Place::Lower && !f.on_lower.load(Ordering::Acquire)));
         eligible.then(|| f.fd.read().clone())
     }
 

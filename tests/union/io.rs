@@ -490,3 +490,48 @@ fn terminal_probe_gets_enotty() {
     let log = m.stderr();
     assert!(!log.contains("ioctl"), "daemon logged the probe: {log}");
 }
+
+/// A union without an upper can never copy a file up, so layerfuse lets the kernel read its
+/// lower files directly (FUSE passthrough): the bytes are the kernel overlayfs's (whole
+/// reads, preads across and past the end, the shadowed and the deeper layer), and the daemon
+/// sees no READ for them.
+#[test]
+fn a_union_without_an_upper_reads_lower_files_directly() {
+    need_root!();
+    let l = Layers::read_only(2);
+    let big: Vec<u8> = (0..(3u32 << 20) + 123).map(|i| (i % 251) as u8).collect();
+    l.lower(0).file_bytes("big", &big).file("small", "top");
+    l.lower(1)
+        .file("small", "shadowed")
+        .file("deep/f", "deeper");
+    let p = Pair::new(&l);
+    p.check(|c| {
+        let r = fs::read(c.p("big"));
+        c.val("big", r.as_ref().map(|b| (b.len(), b == &big)).ok());
+        let r = fs::read_to_string(c.p("small"));
+        c.val("small", r.ok());
+        let r = fs::read_to_string(c.p("deep/f"));
+        c.val("deep/f", r.ok());
+        if let Some(f) = c.ok("open big", fs::File::open(c.p("big"))) {
+            for at in [0u64, 4095, 1 << 20, (3 << 20) + 100, 1 << 30] {
+                let mut buf = vec![0u8; 300];
+                let n = f.read_at(&mut buf, at);
+                c.val(&format!("pread at {at}"), n.map(|n| buf[..n].to_vec()).ok());
+            }
+        }
+    });
+    if p.other.kind != Impl::Layerfuse {
+        return;
+    }
+    let out = std::process::Command::new(layerfuse_bin())
+        .args(["status", "--format", "json"])
+        .arg(&p.other.mnt)
+        .output()
+        .expect("layerfuse status");
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(
+        s[0]["counters"]["requests"]["read"].as_u64().unwrap_or(0),
+        0,
+        "the daemon served reads of lower files: {s}"
+    );
+}
