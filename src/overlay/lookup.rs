@@ -347,13 +347,8 @@ impl Overlay {
                 Found::Missing => {}
                 Found::Entry(st) => {
                     let fd = sys::open_path_at(sys::borrow(&dir), name)?;
-                    // One listing tells which markers to read: an entry made through the
-                    // mount has none, and then costs this one call.
-                    let xattrs = sys::list_xattr(sys::borrow(&fd)).unwrap_or_default();
-                    let has_xattr = |n: &OsStr| xattrs.iter().any(|x| x.as_slice() == n.as_bytes());
-                    if has_xattr(self.markers.origin()) {
-                        origin = sys::get_xattr(sys::borrow(&fd), self.markers.origin()).ok();
-                    }
+                    let marked = u.layer.upper_markers(sys::borrow(&fd));
+                    origin = marked.origin;
                     let has_origin = origin.is_some();
                     if st.kind() == FileKind::Directory {
                         let m = u.layer.dir_markers(sys::borrow(&fd));
@@ -363,7 +358,7 @@ impl Overlay {
                             search = redirect_search(r);
                         }
                     } else {
-                        if st.kind() == FileKind::Regular && has_xattr(self.markers.metacopy()) {
+                        if st.kind() == FileKind::Regular && marked.metacopy {
                             if !self.metacopy {
                                 // The kernel's answer without metacopy=on: its data
                                 // is elsewhere, and following it is not allowed.
@@ -377,7 +372,7 @@ impl Overlay {
                         if !has_origin && !metacopy {
                             merge_lowers = false;
                         } else if st.nlink > 1 {
-                            nlink_adjust = self.read_nlink_adjust(sys::borrow(&fd));
+                            nlink_adjust = u.layer.nlink_adjust(sys::borrow(&fd));
                             index = self.index_of(origin.as_deref(), &st);
                         }
                     }

@@ -14,6 +14,7 @@ mod dircache;
 mod graft;
 mod handles;
 mod ids;
+mod index;
 mod lookup;
 mod lowerindex;
 mod node;
@@ -241,7 +242,7 @@ impl Overlay {
         let upper = match &cfg.upper {
             None => None,
             Some((u, w)) => {
-                let layer = Layer::open(u, markers.clone(), !sys::KERNEL_WHITEOUTS)
+                let layer = Layer::open_upper(u, markers.clone())
                     .map_err(|e| err(u, "cannot open upper dir", e))?;
                 let work_root =
                     sys::open_dir_path(w).map_err(|e| err(w, "cannot open work dir", e))?;
@@ -249,9 +250,9 @@ impl Overlay {
                     .map_err(|e| err(w, "work dir is in use by another mount", e))?;
                 let work = copyup::prepare_work_dir(sys::borrow(&work_root))
                     .map_err(|e| err(w, "cannot prepare work dir", e))?;
-                let index = copyup::open_index_dir(sys::borrow(&work_root), "lf-index")
+                let index = index::open_index_dir(sys::borrow(&work_root), "lf-index")
                     .map_err(|e| err(w, "cannot prepare index dir", e))?;
-                let kernel_index = copyup::open_index_dir(sys::borrow(&work_root), "index")
+                let kernel_index = index::open_index_dir(sys::borrow(&work_root), "index")
                     .map_err(|e| err(w, "cannot prepare index dir", e))?;
                 let has_index_entries = [&kernel_index, &index].iter().any(|d| {
                     sys::read_dir(sys::borrow(d)).map_or(true, |entries| !entries.is_empty())
@@ -475,7 +476,7 @@ impl Overlay {
         let name = self.override_stat.as_ref()?;
         let fd = self.object_fd(t, node).ok()?;
         let v = sys::get_xattr(sys::borrow(&fd), name).ok()?;
-        parse_override(&v)
+        crate::layer::parse_override(&v)
     }
 
     fn attr_of(&self, t: &Tree, node: &Node, st: &Stat) -> Attr {
@@ -611,17 +612,6 @@ fn check_name(name: &OsStr) -> SysResult<()> {
     }
 }
 
-/// `UID:GID:MODE` (mode in octal, file type bits allowed), as containers/storage and
-/// fuse-overlayfs write `user.containers.override_stat`.
-pub(crate) fn parse_override(v: &[u8]) -> Option<(u32, u32, u32)> {
-    let s = std::str::from_utf8(v).ok()?;
-    let mut it = s.trim_end_matches('\0').split(':');
-    let uid = it.next()?.parse().ok()?;
-    let gid = it.next()?.parse().ok()?;
-    let mode = u32::from_str_radix(it.next()?, 8).ok()?;
-    Some((uid, gid, mode))
-}
-
 /// Take the work dir's lock. A daemon whose mount was just unmounted still holds it for
 /// the moment it takes to exit, and runtimes mount the same layer again right away
 /// (Docker does between two containers): wait for it to be released, up to a few seconds.
@@ -635,18 +625,5 @@ fn lock_work_dir(work_root: std::os::fd::BorrowedFd<'_>) -> SysResult<()> {
             }
             other => return other,
         }
-    }
-}
-
-#[cfg(test)]
-mod override_tests {
-    #[test]
-    fn override_values_parse() {
-        assert_eq!(super::parse_override(b"0:0:0755"), Some((0, 0, 0o755)));
-        assert_eq!(
-            super::parse_override(b"1000:100:100644"),
-            Some((1000, 100, 0o100644))
-        );
-        assert_eq!(super::parse_override(b"x"), None);
     }
 }

@@ -11,6 +11,7 @@ use super::node::Node;
 use super::place::{NamePlace, Place};
 use super::tree::Tree;
 use super::{Attr, Caller, Overlay, SetAttr, Upper, check_name};
+use crate::layer::{self, Found};
 use crate::sys::{self, Errno, FileKind, Stat, SysResult, oflag, rename_flag};
 use std::ffi::OsStr;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -51,12 +52,7 @@ impl Overlay {
         }
         self.copy_up_dir(t, parent)?;
         let dir = self.dir_fd(LayerId::Upper, &self.upper_path(t, parent))?;
-        let over_whiteout = match sys::stat_at(sys::borrow(&dir), name) {
-            Ok(st) if st.is_whiteout_device() => true,
-            Ok(_) => false,
-            Err(Errno::ENOENT) => false,
-            Err(e) => return Err(e),
-        };
+        let over_whiteout = upper.layer.entry_at(sys::borrow(&dir), name)? == Found::Whiteout;
         Ok((upper, Slot { dir, over_whiteout }))
     }
 
@@ -197,7 +193,7 @@ impl Overlay {
                 caller.gid
             };
             let st = sys::stat_at(at_dir, at_name)?;
-            let value = format!("{}:{}:0{:o}", caller.uid, gid, (st.mode & !0o7777) | perm);
+            let value = layer::override_value(caller.uid, gid, (st.mode & !0o7777) | perm);
             if let Ok(fd) = sys::open_path_at(at_dir, at_name) {
                 // Symlinks cannot carry user.* xattrs: they keep their real owner.
                 let _ = sys::set_xattr(sys::borrow(&fd), xname, value.as_bytes(), 0);
@@ -217,7 +213,7 @@ impl Overlay {
                 sys::chmod_path_fd(sys::borrow(&fd), perm | keep_sgid)?;
             }
             if opaque {
-                sys::set_xattr(sys::borrow(&fd), self.markers.opaque(), b"y", 0)?;
+                upper.layer.set_opaque(sys::borrow(&fd))?;
             }
         }
         if slot.over_whiteout {
@@ -270,7 +266,7 @@ impl Overlay {
         let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(&t, &parent))?;
         let pdir = sys::borrow(&pdir);
         // This name (not just the node: hard links) may be in the upper or only below.
-        let name_in_upper = matches!(sys::stat_at(pdir, name), Ok(st) if !st.is_whiteout_device());
+        let name_in_upper = matches!(upper.layer.entry_at(pdir, name), Ok(Found::Entry(_)));
         let mut last_link = true;
         let mut removed = None;
         if name_in_upper {
@@ -332,15 +328,7 @@ impl Overlay {
         // needed), then delete it there with whatever whiteouts it holds.
         let work = sys::borrow(&upper.work);
         let tmp = self.temp_name();
-        let flags = if whiteout { rename_flag::WHITEOUT } else { 0 };
-        match sys::rename_at(pdir, name, work, &tmp, flags) {
-            Ok(()) => self.counters.whiteouts(whiteout as u64),
-            Err(e) if whiteout && (e == Errno::EINVAL || e == Errno::EPERM) => {
-                sys::rename_at(pdir, name, work, &tmp, 0)?;
-                self.make_whiteout(pdir, name)?;
-            }
-            Err(e) => return Err(e),
-        }
+        self.move_away(pdir, name, work, &tmp, whiteout)?;
         if !dir {
             return remove_tree(work, &tmp).map(|()| None);
         }
@@ -353,8 +341,29 @@ impl Overlay {
         Ok(emptied)
     }
 
+    /// Put a whiteout at `name` in the upper directory `dir`.
     pub(super) fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
-        sys::mknod_at(dir, name, FileKind::CharDevice.mode_bits(), 0)?;
+        self.upper()?.layer.make_whiteout(dir, name)?;
+        self.counters.whiteouts(1);
+        Ok(())
+    }
+
+    /// Move the upper entry `dir/name` to `to_dir/to`, leaving a whiteout behind when
+    /// `whiteout` (a lower layer still has the name).
+    pub(super) fn move_away(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        to_dir: BorrowedFd<'_>,
+        to: &OsStr,
+        whiteout: bool,
+    ) -> SysResult<()> {
+        if !whiteout {
+            return sys::rename_at(dir, name, to_dir, to, 0);
+        }
+        self.upper()?
+            .layer
+            .move_leaving_whiteout(dir, name, to_dir, to)?;
         self.counters.whiteouts(1);
         Ok(())
     }
@@ -488,11 +497,10 @@ impl Overlay {
             let (u, g, m) = self
                 .override_of(&t, &node)
                 .unwrap_or((st.uid, st.gid, st.mode));
-            let value = format!(
-                "{}:{}:0{:o}",
+            let value = layer::override_value(
                 set.uid.unwrap_or(u),
                 set.gid.unwrap_or(g),
-                (st.mode & !0o7777) | (set.mode.unwrap_or(m) & 0o7777)
+                (st.mode & !0o7777) | (set.mode.unwrap_or(m) & 0o7777),
             );
             let fd = sys::open_path_at(dir, &name)?;
             sys::set_xattr(sys::borrow(&fd), xname, value.as_bytes(), 0)?;

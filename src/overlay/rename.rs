@@ -21,7 +21,7 @@ use super::ops::switch_to_alias;
 use super::place::NamePlace;
 use super::tree::{Tree, TreeRead, TreeWrite};
 use super::{Overlay, check_name};
-use crate::layer;
+use crate::layer::{self, Found};
 use crate::sys::{self, Errno, FileKind, SysResult, oflag, rename_flag};
 use std::ffi::OsStr;
 use std::os::fd::BorrowedFd;
@@ -267,7 +267,10 @@ impl Overlay {
         };
         let qdir = self.dir_fd(LayerId::Upper, &self.upper_path(t, q))?;
         let dst_name_was_upper = dst.is_some()
-            && matches!(sys::stat_at(sys::borrow(&qdir), newname), Ok(st) if !st.is_whiteout_device());
+            && matches!(
+                self.upper_entry(sys::borrow(&qdir), newname),
+                Ok(Found::Entry(_))
+            );
         // One name of a lower hard link goes: its inode's count is kept in the index,
         // whose copy phase 1 made. Never waited for here: a copy-up of that file in
         // progress lets go of the tree lock and must be able to take it again.
@@ -340,8 +343,8 @@ impl Overlay {
                 }
             }
             let whiteout = self.lower_positive(p, name)?;
-            let target_is_whiteout = dst.is_none()
-                && matches!(sys::stat_at(qdir, newname), Ok(st) if st.is_whiteout_device());
+            let target_is_whiteout =
+                dst.is_none() && matches!(self.upper_entry(qdir, newname), Ok(Found::Whiteout));
             if target_is_whiteout {
                 // Swap with the whiteout: it lands at the old name, which is where one
                 // is needed if a lower layer still has that name; else remove it.
@@ -350,15 +353,7 @@ impl Overlay {
                     sys::unlink_at(pdir, name, false)?;
                 }
             } else {
-                let wflag = if whiteout { rename_flag::WHITEOUT } else { 0 };
-                match sys::rename_at(pdir, name, qdir, newname, wflag) {
-                    Ok(()) => self.counters.whiteouts(whiteout as u64),
-                    Err(e) if whiteout && (e == Errno::EINVAL || e == Errno::EPERM) => {
-                        sys::rename_at(pdir, name, qdir, newname, 0)?;
-                        self.make_whiteout(pdir, name)?;
-                    }
-                    Err(e) => return Err(e),
-                }
+                self.move_away(pdir, name, qdir, newname, whiteout)?;
             }
         }
         {
@@ -425,7 +420,7 @@ impl Overlay {
         name: &OsStr,
     ) -> SysResult<()> {
         if node.kind() == FileKind::Directory
-            || matches!(sys::stat_at(dir, name), Ok(st) if !st.is_whiteout_device())
+            || matches!(self.upper_entry(dir, name), Ok(Found::Entry(_)))
         {
             return Ok(());
         }
@@ -435,7 +430,12 @@ impl Overlay {
 
     fn set_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
         let fd = sys::open_path_at(dir, name)?;
-        sys::set_xattr(sys::borrow(&fd), self.markers.opaque(), b"y", 0)
+        self.upper()?.layer.set_opaque(sys::borrow(&fd))
+    }
+
+    /// What the upper directory `dir` holds at `name`.
+    fn upper_entry(&self, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Found> {
+        self.upper()?.layer.entry_at(dir, name)
     }
 
     /// Record where a renamed directory's lower content lives (the kernel's
@@ -463,7 +463,8 @@ impl Overlay {
             .any(|l| l.layer == first.layer && l.path == lparent);
         let fd = sys::open_path_at(at, name)?;
         // A path from the root stays true wherever the entry moves (the kernel keeps it).
-        let own = sys::get_xattr(sys::borrow(&fd), self.markers.redirect()).ok();
+        let format = &self.upper()?.layer;
+        let own = format.redirect_of(sys::borrow(&fd));
         if own.as_ref().is_some_and(|r| r.starts_with(b"/")) {
             return Ok(());
         }
@@ -481,7 +482,7 @@ impl Overlay {
             v.extend_from_slice(&self.top_lower_path(t, dir, own)?);
             v
         };
-        sys::set_xattr(sys::borrow(&fd), self.markers.redirect(), &value, 0)
+        format.set_redirect(sys::borrow(&fd), &value)
     }
 
     /// Where a lookup of `node` searches the topmost lower layer: its entry there if it

@@ -1,0 +1,309 @@
+//! The hard-link index: a lower file with several names is copied up once and
+//! linked into `W/index` (named as the kernel names it) or `W/lf-index`, so its
+//! other names join the same upper inode when they are next looked up (the kernel's
+//! `index=on`); `overlay.nlink` keeps the link count the union shows. The names and
+//! values on disk are `crate::layer`'s (`index_key`, `nlink_adjust`); this module
+//! decides when an entry is made, joined or adopted.
+
+use super::copyup::{Data, remove_tree};
+use super::dircache::LayerId;
+use super::lookup::Resolved;
+use super::node::{IndexRef, LowerRef, Lowers, Node};
+use super::tree::{Tree, TreeRead};
+use super::{Overlay, Upper};
+use crate::layer::{self, IndexKey};
+use crate::sys::{self, Errno, FileKind, Stat, SysResult};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Open (making it if needed) an index dir of the work dir, kept across mounts:
+/// `W/index` (the kernel's, entries named by origin file handle) or `W/lf-index`
+/// (layerfuse's own, for files whose filesystem has no file handles).
+pub(super) fn open_index_dir(work_root: BorrowedFd<'_>, name: &str) -> SysResult<OwnedFd> {
+    let name = OsStr::new(name);
+    match sys::mkdir_at(work_root, name, 0o700) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    sys::open_at(
+        work_root,
+        name,
+        sys::oflag::RDONLY | sys::oflag::DIRECTORY,
+        0,
+    )
+}
+
+/// Where the index keeps the copy of a lower file with several names.
+pub(super) struct IndexSlot<'a> {
+    pub dir: BorrowedFd<'a>,
+    pub key: OsString,
+    pub kernel: bool,
+}
+
+/// The index entry of a lower inode (its name is the format's: `layer::index_key`).
+pub(super) fn index_slot<'a>(upper: &'a Upper, origin: Option<&[u8]>, st: &Stat) -> IndexSlot<'a> {
+    let IndexKey { kernel, name } = layer::index_key(origin, st);
+    IndexSlot {
+        dir: sys::borrow(if kernel {
+            &upper.kernel_index
+        } else {
+            &upper.index
+        }),
+        key: name,
+        kernel,
+    }
+}
+
+impl Overlay {
+    /// A lower file with several names whose inode was copied up through another
+    /// name (found in the index): link this name to that copy too. Returns whether it
+    /// did.
+    pub(super) fn join_indexed_copy(
+        &self,
+        t: &Tree,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        r: &Resolved,
+    ) -> SysResult<bool> {
+        let Some(upper) = &self.upper else {
+            return Ok(false);
+        };
+        let st = &r.stat;
+        if st.kind() == FileKind::Directory || st.nlink <= 1 {
+            return Ok(false);
+        }
+        let Some(lower) = r.lowers.first() else {
+            return Ok(false);
+        };
+        if !upper.has_index_entries.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let layer = &self.lowers[lower.layer];
+        let origin = layer
+            .open_any(&lower.path)
+            .ok()
+            .and_then(|fd| layer.origin_handle(sys::borrow(&fd)));
+        let slot = index_slot(upper, origin.as_deref(), st);
+        if sys::stat_at(slot.dir, &slot.key).is_err() {
+            return Ok(false);
+        }
+        self.copy_up_dir(t, parent)?;
+        let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(t, parent))?;
+        // Joining a copy is no change of the directory: its times are kept.
+        let joined = self.place_keeping_times(sys::borrow(&pdir), || {
+            match sys::link_at(slot.dir, &slot.key, sys::borrow(&pdir), name) {
+                Ok(()) => Ok(true),
+                Err(Errno::EEXIST) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })?;
+        if joined {
+            self.add_nlink_adjust(slot.dir, &slot.key, -1);
+        }
+        Ok(true)
+    }
+
+    /// A name of a lower hard link is about to go: copy the inode into the index only
+    /// (no name in the upper), so its link count can be kept (the kernel does the
+    /// same with `index=on`). The node's data then lives in the index entry.
+    pub(super) fn index_lower_link(&self, t: &mut TreeRead, node: &Arc<Node>) -> SysResult<()> {
+        self.build_index_copy(t, node)?;
+        self.adopt_index_copy(t, node).map(|_| ())
+    }
+
+    /// The lower file of `node` and its stat, when it is a hard link of a lower layer
+    /// that is not yet in the upper one.
+    fn lower_hard_link(&self, node: &Node) -> SysResult<Option<(LowerRef, Stat)>> {
+        {
+            let s = node.state.read();
+            if s.upper || s.kind == FileKind::Directory {
+                return Ok(None);
+            }
+        }
+        let lower = self.first_lower(node).ok_or(Errno::EIO)?;
+        let st = self.lowers[lower.layer].stat(&lower.path)?;
+        Ok((st.nlink > 1).then_some((lower, st)))
+    }
+
+    /// The first half of [`Overlay::index_lower_link`], the one that copies data:
+    /// make the index entry of `node`'s lower hard link if there is none yet. The
+    /// node is not changed. The tree lock is let go while the copy is built.
+    pub(super) fn build_index_copy(&self, t: &mut TreeRead, node: &Arc<Node>) -> SysResult<()> {
+        let upper = self.upper()?;
+        let _turn = node.copy_up_turn(t);
+        let Some((lower, _)) = self.lower_hard_link(node)? else {
+            return Ok(());
+        };
+        let src_layer = &self.lowers[lower.layer];
+        let (src_dir_path, src_name) = layer::split_last(&lower.path).ok_or(Errno::EIO)?;
+        let src_dir = src_layer.open_dir(src_dir_path)?;
+        let src_dir = sys::borrow(&src_dir);
+        let st = sys::stat_at(src_dir, src_name)?;
+        let origin = sys::open_path_at(src_dir, src_name)
+            .ok()
+            .and_then(|fd| src_layer.origin_handle(sys::borrow(&fd)));
+        let slot = index_slot(upper, origin.as_deref(), &st);
+        if sys::stat_at(slot.dir, &slot.key).is_ok() {
+            return Ok(());
+        }
+        let work = sys::borrow(&upper.work);
+        let tmp = self.temp_name();
+        // Neither the lower file nor the index moves with a rename: no lock needed.
+        let built = t.unlocked(|| {
+            self.build_copy(
+                src_dir,
+                src_name,
+                &st,
+                (work, &tmp),
+                st.kind(),
+                self.meta_or_full(Data::Meta, st.kind()),
+                origin.as_deref().unwrap_or(b""),
+            )
+        });
+        let placed = built.and_then(|()| {
+            // One name (the index) stands for the lower's `nlink` names.
+            let fd = sys::open_path_at(work, &tmp)?;
+            upper
+                .layer
+                .set_nlink_adjust(sys::borrow(&fd), st.nlink as i64 - 1)?;
+            upper.has_index_entries.store(true, Ordering::Release);
+            match sys::link_at(work, &tmp, slot.dir, &slot.key) {
+                Ok(()) | Err(Errno::EEXIST) => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
+        let _ = remove_tree(work, &tmp);
+        placed
+    }
+
+    /// The second half of [`Overlay::index_lower_link`]: `node` takes the index entry
+    /// made for its lower hard link as its data. Copies nothing: `Ok(false)` when that
+    /// entry is not there (yet).
+    pub(super) fn adopt_index_copy(&self, t: &TreeRead, node: &Arc<Node>) -> SysResult<bool> {
+        let _turn = node.copy_up_turn(t);
+        self.adopt_index_copy_locked(node)
+    }
+
+    /// [`Overlay::adopt_index_copy`] under any tree guard (rename's move): the node's
+    /// `copy_up` mutex is only tried, as a copy-up holding it may be waiting for the
+    /// tree lock. `Ok(false)` when it is taken, or the entry is not there.
+    pub(super) fn try_adopt_index_copy(&self, t: &Tree, node: &Arc<Node>) -> SysResult<bool> {
+        match node.try_copy_up_turn(t) {
+            Some(_turn) => self.adopt_index_copy_locked(node),
+            None => Ok(false),
+        }
+    }
+
+    fn adopt_index_copy_locked(&self, node: &Arc<Node>) -> SysResult<bool> {
+        let upper = self.upper()?;
+        let Some((lower, st)) = self.lower_hard_link(node)? else {
+            return Ok(true);
+        };
+        let origin = self.lowers[lower.layer]
+            .open_any(&lower.path)
+            .ok()
+            .and_then(|fd| self.lowers[lower.layer].origin_handle(sys::borrow(&fd)));
+        let slot = index_slot(upper, origin.as_deref(), &st);
+        if sys::stat_at(slot.dir, &slot.key).is_err() {
+            return Ok(false);
+        }
+        let adjust = sys::open_path_at(slot.dir, &slot.key)
+            .map(|fd| upper.layer.nlink_adjust(sys::borrow(&fd)))
+            .unwrap_or(0);
+        let metacopy = self.is_metacopy_at(slot.dir, &slot.key);
+        // In the upper layer from now on: keep the lower entry's own path.
+        let lowers = self.node_lowers(node);
+        let mut s = node.state.write();
+        s.lowers = Lowers::Stack(lowers);
+        s.upper = true;
+        s.metacopy = metacopy;
+        s.stale_name = true;
+        s.set_nlink_adjust(adjust);
+        s.set_index(Some(IndexRef {
+            kernel: slot.kernel,
+            key: slot.key,
+        }));
+        Ok(true)
+    }
+
+    /// The index entry of an upper file with several names, found by its origin
+    /// record (or its own identity where the filesystem has no file handles).
+    pub(super) fn index_of(&self, origin: Option<&[u8]>, st: &Stat) -> Option<IndexRef> {
+        let upper = self.upper.as_ref()?;
+        let origin = origin.filter(|o| !o.is_empty());
+        let slot = index_slot(upper, origin, st);
+        let here = sys::stat_at(slot.dir, &slot.key).ok()?;
+        (here.ino == st.ino && here.dev == st.dev).then_some(IndexRef {
+            kernel: slot.kernel,
+            key: slot.key,
+        })
+    }
+
+    /// Change the `overlay.nlink` adjustment of the upper `dir/name` by `delta`;
+    /// returns the new one.
+    pub(super) fn add_nlink_adjust(&self, dir: BorrowedFd<'_>, name: &OsStr, delta: i64) -> i64 {
+        let (Ok(upper), Ok(fd)) = (self.upper(), sys::open_path_at(dir, name)) else {
+            return 0;
+        };
+        let adjust = upper.layer.nlink_adjust(sys::borrow(&fd)) + delta;
+        let _ = upper.layer.set_nlink_adjust(sys::borrow(&fd), adjust);
+        adjust
+    }
+
+    /// A hard link whose data is in the index (another name was copied up or removed)
+    /// reached by a name still only in a lower layer: give that name in the upper,
+    /// linked to the index entry, as the kernel's copy-up of that name does.
+    pub(super) fn join_index_by_name(&self, t: &TreeRead, node: &Arc<Node>) -> SysResult<()> {
+        let (index, parent, name) = {
+            let s = node.state.read();
+            match (s.index(), &s.parent) {
+                (Some(ix), Some(p)) if !s.stale_name && s.kind != FileKind::Directory => {
+                    (ix.clone(), p.clone(), s.name.clone())
+                }
+                _ => return Ok(()),
+            }
+        };
+        self.copy_up_dir(t, &parent)?;
+        let upper = self.upper()?;
+        let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(t, &parent))?;
+        let pdir = sys::borrow(&pdir);
+        let _turn = node.copy_up_turn(t);
+        match sys::stat_at(pdir, &name) {
+            Err(Errno::ENOENT) => {}
+            _ => return Ok(()),
+        }
+        let idir = sys::borrow(if index.kernel {
+            &upper.kernel_index
+        } else {
+            &upper.index
+        });
+        self.link_upper_name(node, (idir, &index.key), pdir, &name)
+    }
+
+    /// Give `node` one more upper name, `name` in `pdir`, as a hard link of its upper
+    /// object `src`. The name was already counted below, so the link count shown stays
+    /// (`overlay.nlink` one lower), and the directory keeps its times: placing a copy
+    /// is no change of it.
+    pub(super) fn link_upper_name(
+        &self,
+        node: &Node,
+        (src_dir, src_name): (BorrowedFd<'_>, &OsStr),
+        pdir: BorrowedFd<'_>,
+        name: &OsStr,
+    ) -> SysResult<()> {
+        self.place_keeping_times(pdir, || sys::link_at(src_dir, src_name, pdir, name))?;
+        let adjust = self.add_nlink_adjust(pdir, name, -1);
+        node.state.write().set_nlink_adjust(adjust);
+        Ok(())
+    }
+
+    /// Whether the upper `dir/name` is a metadata-only copy.
+    pub(super) fn is_metacopy_at(&self, dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+        let Ok(upper) = self.upper() else {
+            return false;
+        };
+        sys::open_path_at(dir, name).is_ok_and(|fd| upper.layer.is_metacopy(sys::borrow(&fd)))
+    }
+}
