@@ -401,9 +401,9 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, SetupError> {
                 let v = it
                     .next()
                     .ok_or_else(|| SetupError::invalid("-o needs a value"))?;
-                opts.push(v.to_string_lossy().into_owned());
+                opts.push(utf8_option(v)?.to_owned());
             }
-            o if o.starts_with("-o") => opts.push(o[2..].to_owned()),
+            o if o.starts_with("-o") => opts.push(utf8_option(a)?[2..].to_owned()),
             o if o.starts_with('-') && o.len() > 1 => {}
             _ => positional.push(PathBuf::from(a)),
         }
@@ -433,8 +433,8 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, SetupError> {
         };
         match (key, value) {
             ("lowerdir", Some(v)) => req.lowers = split_lowers(v),
-            ("upperdir", Some(v)) => req.upper = Some(PathBuf::from(v)),
-            ("workdir", Some(v)) => req.work = Some(PathBuf::from(v)),
+            ("upperdir", Some(v)) => req.upper = Some(unescape_dir(v)),
+            ("workdir", Some(v)) => req.work = Some(unescape_dir(v)),
             ("volatile", None) | ("fsync", Some("0")) => req.volatile = true,
             ("redirect_dir", Some(v)) => req.redirect_dir = v != "off" && v != "nofollow",
             ("metacopy", Some("on")) => req.metacopy = true,
@@ -476,6 +476,17 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, SetupError> {
     })
 }
 
+/// An option string as text: a path in it that is not UTF-8 would otherwise become another
+/// path (its bytes replaced), so it is refused, as `layerfuse mount` refuses it.
+fn utf8_option(o: &std::ffi::OsStr) -> Result<&str, SetupError> {
+    o.to_str().ok_or_else(|| {
+        SetupError::invalid(format!(
+            "-o {}: not valid UTF-8 (paths in options must be UTF-8)",
+            o.to_string_lossy()
+        ))
+    })
+}
+
 /// A numeric id option's value.
 fn id(key: &str, v: &str) -> Result<u32, SetupError> {
     v.parse()
@@ -483,16 +494,23 @@ fn id(key: &str, v: &str) -> Result<u32, SetupError> {
 }
 
 /// Split a comma-separated option string; a value in double quotes (SELinux
-/// contexts) may hold commas. Empty items are dropped.
+/// contexts) may hold commas, and `\,` is a comma inside a value (the backslash stays
+/// for the value's own unescaping, as the kernel's overlay option parser does). Empty
+/// items are dropped.
 fn split_options(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
-    for c in s.chars() {
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
         match c {
             '"' => {
                 quoted = !quoted;
                 cur.push(c);
+            }
+            '\\' => {
+                cur.push(c);
+                cur.extend(chars.next());
             }
             ',' if !quoted => {
                 if !cur.is_empty() {
@@ -506,6 +524,20 @@ fn split_options(s: &str) -> Vec<String> {
         out.push(cur);
     }
     out
+}
+
+/// A directory option's value without its escapes (`\X` is X), as the kernel reads
+/// `upperdir=` and `workdir=`.
+fn unescape_dir(v: &str) -> PathBuf {
+    let mut out = String::with_capacity(v.len());
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next().unwrap_or('\\')),
+            c => out.push(c),
+        }
+    }
+    PathBuf::from(out)
 }
 
 #[cfg(test)]
@@ -570,6 +602,39 @@ mod tests {
         assert_eq!(c.request.squash_gid, Some(5));
         let bad = argv(&["layerfuse", "-o", "lowerdir=/a,squash_to_uid=x", "/m"]);
         assert!(parse_compat(&bad).is_err());
+    }
+
+    #[test]
+    fn option_strings_that_are_not_utf8_are_refused() {
+        use std::os::unix::ffi::OsStringExt;
+        for a in [
+            vec![b"-o".to_vec(), b"lowerdir=/l/\xffa".to_vec()],
+            vec![b"-olowerdir=/l/\xffa".to_vec()],
+        ] {
+            let mut argv = vec![OsString::from("layerfuse")];
+            argv.extend(a.into_iter().map(OsString::from_vec));
+            argv.push("/m".into());
+            let e = parse_compat(&argv).unwrap_err().to_string();
+            assert!(e.contains("not valid UTF-8"), "{e}");
+        }
+    }
+
+    #[test]
+    fn escaped_commas_stay_inside_their_value() {
+        let a = argv(&[
+            "layerfuse",
+            "-o",
+            "lowerdir=/l/a\\,b:/l/c\\:d,upperdir=/u\\,1,workdir=/w\\\\x,ro",
+            "/m",
+        ]);
+        let c = parse_compat(&a).unwrap();
+        assert_eq!(
+            c.request.lowers,
+            vec![PathBuf::from("/l/a,b"), PathBuf::from("/l/c:d")]
+        );
+        assert_eq!(c.request.upper, Some(PathBuf::from("/u,1")));
+        assert_eq!(c.request.work, Some(PathBuf::from("/w\\x")));
+        assert!(c.request.read_only && c.unknown.is_empty());
     }
 
     #[test]

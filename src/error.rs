@@ -44,6 +44,17 @@ impl SetupError {
                 .collect::<Vec<_>>()
                 .join("; ");
         }
+        // Nothing unprintable either: a hostile name in the message must not move the cursor
+        // or colour the terminal it is shown on.
+        if message.chars().any(char::is_control) {
+            message = message
+                .chars()
+                .map(|c| match c.is_control() {
+                    true => c.escape_default().to_string(),
+                    false => c.to_string(),
+                })
+                .collect();
+        }
         SetupError { kind, message }
     }
 
@@ -123,5 +134,7 @@ mod tests {
     fn messages_are_one_line() {
         let e = SetupError::invalid("fusermount3: bad\n\noption\n");
         assert_eq!(e.to_string(), "fusermount3: bad; option");
+        let e = SetupError::invalid("data:r\tx\u{1b}[31m: bad");
+        assert_eq!(e.to_string(), "data:r\\tx\\u{1b}[31m: bad");
     }
 }
