@@ -17,6 +17,7 @@
 //! The xattr names of the markers, in both namespaces, are in `markers.rs`. The
 //! union (`crate::overlay`) decides when a marker is needed and calls these.
 
+use super::storemeta::{self, StoredFile};
 use super::{Layer, OCI_OPAQUE, OCI_WHITEOUT_PREFIX};
 use crate::sys::{self, Errno, FileKind, Stat, SysResult, rename_flag};
 use std::ffi::{OsStr, OsString};
@@ -102,6 +103,26 @@ pub fn parse_override(v: &[u8]) -> Option<(u32, u32, u32)> {
 /// The override record of an owner and a mode (type bits included).
 pub fn override_value(uid: u32, gid: u32, mode: u32) -> String {
     format!("{uid}:{gid}:0{mode:o}")
+}
+
+/// The store's record in the directory open at `dir`. A record that cannot be read
+/// or decoded is ignored: the files then show as their inodes are.
+fn read_record(dir: BorrowedFd<'_>) -> Option<Vec<StoredFile>> {
+    // Far beyond any real record (a directory of 65,536 files with 255-byte names).
+    const MAX: usize = 64 << 20;
+    let fd = sys::open_at(
+        dir,
+        OsStr::new(storemeta::RECORD_NAME),
+        sys::oflag::RDONLY,
+        0,
+    )
+    .ok()?;
+    let st = sys::stat_fd(sys::borrow(&fd)).ok()?;
+    if st.kind() != FileKind::Regular || st.size as usize > MAX {
+        return None;
+    }
+    let bytes = sys::read_exact_at(sys::borrow(&fd), st.size as usize, 0).ok()?;
+    storemeta::decode(&bytes).ok()
 }
 
 /// The `U+N` value of `overlay.nlink`.
@@ -224,10 +245,25 @@ impl Layer {
     /// Every entry of the directory open at `dir`, whiteouts decoded, reserved
     /// names dropped. Entries whose type the filesystem did not report are stat'ed.
     pub fn list(&self, dir: BorrowedFd<'_>, markers: &DirMarkers) -> SysResult<Vec<Listed>> {
+        Ok(self.list_with_record(dir, markers)?.0)
+    }
+
+    /// [`Layer::list`], and the layer store's record of the directory's deduplicated
+    /// files (`storemeta`), where it holds a readable one.
+    pub fn list_with_record(
+        &self,
+        dir: BorrowedFd<'_>,
+        markers: &DirMarkers,
+    ) -> SysResult<(Vec<Listed>, Option<Vec<StoredFile>>)> {
         let raw = sys::read_dir(dir)?;
         let mut out = Vec::with_capacity(raw.len());
+        let mut record = None;
         for e in raw {
             let bytes = e.name.as_bytes();
+            if self.oci && bytes == storemeta::RECORD_NAME.as_bytes() {
+                record = read_record(dir);
+                continue;
+            }
             if self.oci && bytes.starts_with(OCI_WHITEOUT_PREFIX) {
                 let rest = &bytes[OCI_WHITEOUT_PREFIX.len()..];
                 if !rest.starts_with(OCI_WHITEOUT_PREFIX) && !rest.is_empty() {
@@ -263,7 +299,7 @@ impl Layer {
                 whiteout,
             });
         }
-        Ok(out)
+        Ok((out, record))
     }
 
     // ---- What the union writes (into the upper layer). ----

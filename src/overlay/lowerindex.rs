@@ -6,6 +6,7 @@
 //! same reads. The index is bounded; when full it is dropped and refilled on demand.
 
 use super::ids::LayerIndex;
+use crate::layer::storemeta::StoredFile;
 use crate::layer::{Listed, RelPath};
 use dashmap::DashMap;
 use std::collections::HashMap;
@@ -20,10 +21,13 @@ pub(super) struct DirIndex {
     /// Positions in `list` sorted by name, one per name (a name is not stored twice:
     /// the index is kept for large trees).
     by_name: Vec<u32>,
+    /// The layer store's record of this directory's deduplicated files: what the
+    /// layer's tar said of them (see `layer::storemeta`).
+    pub record: Option<Vec<StoredFile>>,
 }
 
 impl DirIndex {
-    pub(super) fn new(list: Vec<Listed>) -> DirIndex {
+    pub(super) fn new(list: Vec<Listed>, record: Option<Vec<StoredFile>>) -> DirIndex {
         let mut by_name: Vec<u32> = (0..list.len() as u32).collect();
         // A layer's own entry wins over an OCI whiteout of the same name in it
         // (whiteouts apply to the layers below); else the first listed.
@@ -36,7 +40,11 @@ impl DirIndex {
         });
         by_name.dedup_by(|b, a| list[*a as usize].name == list[*b as usize].name);
         by_name.shrink_to_fit();
-        DirIndex { list, by_name }
+        DirIndex {
+            list,
+            by_name,
+            record,
+        }
     }
 
     pub(super) fn get(&self, name: &std::ffi::OsStr) -> Option<&Listed> {

@@ -44,6 +44,7 @@ use node::{Node, NodeTable};
 use place::Place;
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
@@ -434,8 +435,8 @@ impl Overlay {
             xattr_whiteouts,
             ..Default::default()
         };
-        let list = self.lowers[li].list(sys::borrow(&dir), &markers)?;
-        let index = Arc::new(lowerindex::DirIndex::new(list));
+        let (list, record) = self.lowers[li].list_with_record(sys::borrow(&dir), &markers)?;
+        let index = Arc::new(lowerindex::DirIndex::new(list, record));
         self.lower_index.insert(li, path, index.clone());
         Ok(Some(index))
     }
@@ -479,8 +480,35 @@ impl Overlay {
         crate::layer::parse_override(&v)
     }
 
+    /// The link count the layer store's record gives a lower file (the names it had
+    /// in its layer's tar): a deduplicated file's inode is shared by every layer
+    /// holding the same content, and its own count is theirs together.
+    fn stored_nlink(&self, node: &Node) -> Option<u64> {
+        let l = self.first_lower(node)?;
+        let (dir, name) = crate::layer::split_last(&l.path)?;
+        // The directory's index as lookup built it (with its xattr-whiteout marker).
+        let xattr_whiteouts = node.parent().is_some_and(|p| {
+            p.state
+                .read()
+                .lowers
+                .dir_stack()
+                .iter()
+                .any(|pl| pl.layer == l.layer && pl.path == dir && pl.xattr_whiteouts)
+        });
+        let index = self.lower_dir_index(l.layer, dir, xattr_whiteouts).ok()??;
+        let record = index.record.as_ref()?;
+        crate::layer::storemeta::find(record, name.as_bytes()).map(|f| u64::from(f.nlink))
+    }
+
     fn attr_of(&self, t: &Tree, node: &Node, st: &Stat) -> Attr {
         let mut st = *st;
+        if st.nlink > 1
+            && st.kind() == FileKind::Regular
+            && self.place(node) == Place::Lower
+            && let Some(n) = self.stored_nlink(node)
+        {
+            st.nlink = n;
+        }
         let metacopy = node.state.read().metacopy;
         let data_lower = if metacopy {
             self.first_lower(node)

@@ -154,3 +154,58 @@ fn trusted_markers_are_hidden_and_user_xattrs_copied_up() {
         ["user.more", "user.note"]
     );
 }
+
+/// The layer store keeps one inode per content, hard-linked into every layer that holds
+/// it, and records in each directory what the layer's tar said of its files
+/// (`.wh..wh..lfmeta`): the union shows the tar's link count, not the shared inode's.
+#[test]
+fn a_store_record_gives_a_deduplicated_file_its_own_link_count() {
+    use layerfuse::layer::storemeta::{RECORD_NAME, StoredFile, encode};
+    use layerfuse::overlay::Timespec;
+    let d = Dirs::new(2);
+    // One object shared by two layers: `a` and its tar hard link `b` in l0, `x` in l1.
+    let a = d.file(Some(0), "d/a", b"shared");
+    std::fs::hard_link(&a, d.lower(0).join("d/b")).expect("tar hard link");
+    d.dir(Some(1), "e");
+    std::fs::hard_link(&a, d.lower(1).join("e/x")).expect("other layer's name");
+    d.file(Some(0), "d/plain", b"not in the record");
+    std::fs::hard_link(d.lower(0).join("d/plain"), d.lower(0).join("d/plain2")).expect("link");
+    let entry = |name: &str, nlink| StoredFile {
+        name: name.as_bytes().to_vec(),
+        mode: 0o100_644,
+        uid: 0,
+        gid: 0,
+        atime: Timespec { sec: 1, nsec: 0 },
+        mtime: Timespec { sec: 1, nsec: 0 },
+        nlink,
+        file: 7,
+    };
+    std::fs::write(
+        d.lower(0).join("d").join(RECORD_NAME),
+        encode(&[entry("a", 2), entry("b", 2)]),
+    )
+    .expect("record");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&a).expect("object").nlink(),
+        3,
+        "the shared inode's"
+    );
+    let u = d.open();
+    assert_eq!(u.stat("d/a").expect("stat d/a").nlink, 2, "the tar's count");
+    assert_eq!(u.stat("d/b").expect("stat d/b").nlink, 2);
+    let ino = u.stat("d/a").expect("stat d/a").ino;
+    assert_eq!(u.ov.getattr(ino, None).expect("getattr").nlink, 2);
+    assert_eq!(
+        u.stat("d/plain").expect("stat").nlink,
+        2,
+        "not in the record"
+    );
+    assert!(
+        !u.names("d")
+            .expect("list")
+            .iter()
+            .any(|n| n.starts_with(".wh.")),
+        "the record is never shown"
+    );
+}
