@@ -187,7 +187,14 @@ impl Overlay {
             };
             self.copy_up(&mut t, &node, data)?;
         }
-        let fd = self.open_backing(&t, &node, backing_flags(flags))?;
+        // A name unlinked meanwhile (another caller) may have become a whiteout, a char device
+        // 0/0 whose open says ENXIO: never an answer for a file; it is gone.
+        let fd = self
+            .open_backing(&t, &node, backing_flags(flags))
+            .map_err(|e| match (e, node.kind()) {
+                (Errno::ENXIO, FileKind::Regular | FileKind::Symlink) => Errno::ENOENT,
+                (e, _) => e,
+            })?;
         let (on_lower, metacopy) = {
             let s = node.state.read();
             (!s.data_upper(), s.metacopy)
