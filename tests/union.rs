@@ -15,12 +15,17 @@ mod copyup;
 mod grafts;
 #[path = "union/ids.rs"]
 mod ids;
+// An upper exchanged with kernel overlayfs: the kernel's on-disk format, which the portable
+// path does not write (OCI markers, no xattrs: docs/design.md "The portable path").
+#[cfg(not(feature = "portable"))]
 #[path = "union/interop.rs"]
 mod interop;
 #[path = "union/io.rs"]
 mod io;
 #[path = "union/lookup.rs"]
 mod lookup;
+// Metadata-only copies are marked and redirected by xattrs, which the portable path has not.
+#[cfg(not(feature = "portable"))]
 #[path = "union/metacopy.rs"]
 mod metacopy;
 #[path = "union/perms.rs"]

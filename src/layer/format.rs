@@ -310,9 +310,24 @@ impl Layer {
         self.find(dir, name, &DirMarkers::default())
     }
 
-    /// Put a whiteout at `name` in `dir`.
+    /// Put a whiteout at `name` in `dir`: the kernel's 0/0 device, or where the system
+    /// has none (the portable module, `!sys::KERNEL_WHITEOUTS`) an OCI `.wh.NAME` file.
     pub fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<()> {
-        sys::mknod_at(dir, name, FileKind::CharDevice.mode_bits(), 0)
+        if sys::KERNEL_WHITEOUTS {
+            return sys::mknod_at(dir, name, FileKind::CharDevice.mode_bits(), 0);
+        }
+        let flags = sys::oflag::WRONLY | sys::oflag::CREAT | sys::oflag::EXCL;
+        match sys::open_at(dir, &oci_whiteout_name(name)?, flags, 0o600) {
+            Ok(_) | Err(Errno::EEXIST) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Remove the OCI whiteout of `name` in `dir` once an entry took its place.
+    pub fn drop_oci_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) {
+        if let Ok(wh) = oci_whiteout_name(name) {
+            let _ = sys::unlink_at(dir, &wh, false);
+        }
     }
 
     /// Move `from_dir/from` to `to_dir/to`, leaving a whiteout at the old name: in one
@@ -336,7 +351,12 @@ impl Layer {
 
     /// Mark the directory behind `fd` opaque: nothing below merges into it.
     pub fn set_opaque(&self, fd: BorrowedFd<'_>) -> SysResult<()> {
-        sys::set_xattr(fd, self.markers.opaque(), b"y", 0)
+        if sys::KERNEL_WHITEOUTS {
+            return sys::set_xattr(fd, self.markers.opaque(), b"y", 0);
+        }
+        // No trusted.* there: the OCI marker inside the directory.
+        let flags = sys::oflag::WRONLY | sys::oflag::CREAT;
+        sys::open_at(fd, OsStr::from_bytes(OCI_OPAQUE), flags, 0o600).map(drop)
     }
 
     /// Record where the lower content of the entry behind `fd` lives (the old name
@@ -426,4 +446,14 @@ mod tests {
         assert_eq!(parse_nlink_adjust(b"U-1"), Some(-1));
         assert_eq!(parse_nlink_adjust(b"L+1"), None);
     }
+}
+
+/// The OCI whiteout of `name`: `.wh.NAME` (too long for a name: ENAMETOOLONG).
+fn oci_whiteout_name(name: &OsStr) -> SysResult<OsString> {
+    let mut wh = OCI_WHITEOUT_PREFIX.to_vec();
+    wh.extend_from_slice(name.as_bytes());
+    if wh.len() > 255 {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    Ok(OsString::from(OsStr::from_bytes(&wh)))
 }

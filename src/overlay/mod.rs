@@ -292,7 +292,9 @@ impl Overlay {
             lowers,
             upper,
             markers,
-            redirect_dir: cfg.redirect_dir,
+            // A renamed directory's redirect is an xattr: without `trusted.*` (the portable
+            // module) renaming a lower directory fails with EXDEV, as `redirect_dir=off`.
+            redirect_dir: cfg.redirect_dir && sys::KERNEL_WHITEOUTS,
             metacopy: cfg.metacopy,
             volatile: cfg.volatile,
             privileged: sys::has_admin_capability(),

@@ -40,6 +40,10 @@ struct Slot {
     dir: Arc<OwnedFd>,
     /// The upper layer has a whiteout at the name, to be replaced atomically.
     over_whiteout: bool,
+    /// The upper layer has an OCI whiteout (`.wh.NAME`, a file of its own: the portable
+    /// module's format) for the name: the new entry is made first (an entry wins over a
+    /// whiteout in the same layer), then the marker is removed.
+    over_oci_whiteout: bool,
 }
 
 impl Overlay {
@@ -52,8 +56,17 @@ impl Overlay {
         }
         self.copy_up_dir(t, parent)?;
         let dir = self.dir_fd(LayerId::Upper, &self.upper_path(t, parent))?;
-        let over_whiteout = upper.layer.entry_at(sys::borrow(&dir), name)? == Found::Whiteout;
-        Ok((upper, Slot { dir, over_whiteout }))
+        let whiteout = upper.layer.entry_at(sys::borrow(&dir), name)? == Found::Whiteout;
+        let over_oci_whiteout =
+            whiteout && sys::stat_at(sys::borrow(&dir), name) == Err(Errno::ENOENT);
+        Ok((
+            upper,
+            Slot {
+                dir,
+                over_whiteout: whiteout && !over_oci_whiteout,
+                over_oci_whiteout,
+            },
+        ))
     }
 
     /// Create a new entry: a file (returned open), directory, device node or symlink.
@@ -99,7 +112,9 @@ impl Overlay {
         // A directory made in a merged directory (or over a whiteout) is opaque, as
         // the kernel makes it: nothing below can ever merge into it.
         let opaque = matches!(what, NewEntry::Dir)
-            && (slot.over_whiteout || !parent.state.read().lowers.is_empty());
+            && (slot.over_whiteout
+                || slot.over_oci_whiteout
+                || !parent.state.read().lowers.is_empty());
         let work = sys::borrow(&upper.work);
         let (at_dir, at_name) = if slot.over_whiteout {
             (work, self.temp_name())
@@ -133,6 +148,9 @@ impl Overlay {
                 sys::unlink_at(at_dir, &at_name, is_dir)
             };
             return Err(e);
+        }
+        if slot.over_oci_whiteout {
+            upper.layer.drop_oci_whiteout(sys::borrow(&slot.dir), name);
         }
         let st = sys::stat_at(sys::borrow(&slot.dir), name)?;
         let r = Resolved {
@@ -415,6 +433,9 @@ impl Overlay {
             let _ = sys::unlink_at(work, &tmp, false);
         } else {
             sys::link_at(sys::borrow(&sdir), sname, sys::borrow(&slot.dir), name)?;
+        }
+        if slot.over_oci_whiteout {
+            upper.layer.drop_oci_whiteout(sys::borrow(&slot.dir), name);
         }
         node.state
             .write()

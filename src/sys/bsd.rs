@@ -45,9 +45,21 @@ pub fn open_beneath(root: BorrowedFd<'_>, rel: &[u8], flags: i32, mode: u32) -> 
     super::open_at(base, OsStr::from_bytes(last), flags, mode)
 }
 
+/// A handle on one entry to stat, chmod or truncate it, never following a symlink. There
+/// is no `O_PATH` on macOS (and FreeBSD's allows no fchmod), so the entry is opened for
+/// reading; `O_NONBLOCK` so a FIFO does not wait for a writer. A symlink (ELOOP) is
+/// opened as the link itself.
 pub fn open_path_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<OwnedFd> {
-    super::open_at(dir, name, libc::O_RDONLY, 0)
+    match super::open_at(dir, name, libc::O_RDONLY | libc::O_NONBLOCK, 0) {
+        Err(Errno::ELOOP) => super::open_at(dir, name, LINK_ITSELF, 0),
+        other => other,
+    }
 }
+
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+const LINK_ITSELF: i32 = libc::O_PATH;
+#[cfg(target_vendor = "apple")]
+const LINK_ITSELF: i32 = libc::O_SYMLINK;
 
 pub fn rename_at(
     old_dir: BorrowedFd<'_>,

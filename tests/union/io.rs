@@ -54,6 +54,10 @@ fn fsync_fdatasync_syncfs() {
 }
 
 #[test]
+#[cfg_attr(
+    feature = "portable",
+    ignore = "fallocate is not offered by the portable OS module (EOPNOTSUPP)"
+)]
 fn fallocate_modes() {
     need_root!();
     differential(&io_layers(), |c| {
