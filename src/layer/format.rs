@@ -422,6 +422,16 @@ impl Layer {
     }
 }
 
+/// The OCI whiteout of `name`: `.wh.NAME` (too long for a name: ENAMETOOLONG).
+fn oci_whiteout_name(name: &OsStr) -> SysResult<OsString> {
+    let mut wh = OCI_WHITEOUT_PREFIX.to_vec();
+    wh.extend_from_slice(name.as_bytes());
+    if wh.len() > 255 {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    Ok(OsString::from(OsStr::from_bytes(&wh)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,14 +456,4 @@ mod tests {
         assert_eq!(parse_nlink_adjust(b"U-1"), Some(-1));
         assert_eq!(parse_nlink_adjust(b"L+1"), None);
     }
-}
-
-/// The OCI whiteout of `name`: `.wh.NAME` (too long for a name: ENAMETOOLONG).
-fn oci_whiteout_name(name: &OsStr) -> SysResult<OsString> {
-    let mut wh = OCI_WHITEOUT_PREFIX.to_vec();
-    wh.extend_from_slice(name.as_bytes());
-    if wh.len() > 255 {
-        return Err(Errno::ENAMETOOLONG);
-    }
-    Ok(OsString::from(OsStr::from_bytes(&wh)))
 }

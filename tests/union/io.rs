@@ -500,6 +500,10 @@ fn terminal_probe_gets_enotty() {
 /// reads, preads across and past the end, the shadowed and the deeper layer), and the daemon
 /// sees no READ for them.
 #[test]
+#[cfg_attr(
+    feature = "portable",
+    ignore = "no FUSE passthrough on the portable path (FreeBSD and macOS have none)"
+)]
 fn a_union_without_an_upper_reads_lower_files_directly() {
     need_root!();
     let l = Layers::read_only(2);
