@@ -157,6 +157,12 @@ pub struct MountArgs {
     /// Default: $LAYERFUSE_TRANSPORT, else auto. Example: --transport uring
     #[arg(long, value_name = "auto|uring|dev")]
     pub transport: Option<layerfuse::session::Transport>,
+    /// Show changes made directly in the lower layers (new, changed, removed files
+    /// and directories) within a second: one inotify watch per lower directory
+    /// (Linux). Names the upper layer holds or whites out keep showing the upper.
+    /// Example: --watch-lowers
+    #[arg(long)]
+    pub watch_lowers: bool,
     /// Show stored user ids HOST..HOST+COUNT as CONTAINER..CONTAINER+COUNT (and store
     /// the reverse); several triples may follow each other.
     /// Example: --uidmapping 0:100000:65536
@@ -226,6 +232,7 @@ impl MountArgs {
             volatile: self.volatile,
             read_only: self.read_only,
             transport: self.transport,
+            watch_lowers: self.watch_lowers,
             flags: self
                 .options
                 .iter()
@@ -457,6 +464,7 @@ pub fn parse_compat(args: &[OsString]) -> Result<CompatMount, SetupError> {
             ("squash_to_gid", Some(v)) => req.squash_gid = Some(id(key, v)?),
             ("fsname" | "subtype", Some(_)) => req.flags.push(item.clone()),
             ("ro", None) => req.read_only = true,
+            ("watch_lowers", None) => req.watch_lowers = true,
             ("transport", Some(v)) => req.transport = Some(v.parse().map_err(SetupError::invalid)?),
             ("rw", None) | ("dev", None) | ("suid", None) | ("exec", None) | ("atime", None) => {}
             ("nodev" | "nosuid" | "noexec" | "noatime" | "sync" | "dirsync", None) => {

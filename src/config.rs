@@ -159,6 +159,8 @@ pub struct MountConfig {
     pub transport: Option<Transport>,
     /// The work dir of our own, to be made at mount (the first mount without `--work`).
     pub make_work: Option<PathBuf>,
+    /// Show changes made directly in the lower layers (`--watch-lowers`, Linux).
+    pub watch_lowers: bool,
 }
 
 /// Split a `lowerdir` value on `:`, where `\:` stands for a colon inside a path and
@@ -260,6 +262,8 @@ pub struct MountRequest {
     pub store_root: Option<PathBuf>,
     /// fuse-overlayfs's `xattr_permissions`: the xattr that holds owners and modes.
     pub override_stat: Option<String>,
+    /// Show changes made directly in the lower layers (`--watch-lowers`, `-o watch_lowers`).
+    pub watch_lowers: bool,
 }
 
 /// The `-o` options of a mount, sorted out.
@@ -341,6 +345,11 @@ impl MountRequest {
     pub fn validate(&self) -> Result<MountConfig, SetupError> {
         if self.lowers.is_empty() {
             return Err(SetupError::invalid("no lower layer given (--lower A:B:C)"));
+        }
+        if self.watch_lowers && !cfg!(target_os = "linux") {
+            return Err(SetupError::invalid(
+                "--watch-lowers needs inotify, which only Linux has",
+            ));
         }
         if self.metacopy && !self.redirect_dir {
             // A moved metadata-only copy finds its data through a redirect (the
@@ -461,6 +470,7 @@ impl MountRequest {
             read_only,
             transport: self.transport,
             make_work,
+            watch_lowers: self.watch_lowers,
         })
     }
 

@@ -6,6 +6,8 @@
 
 mod control;
 mod mount;
+#[cfg(target_os = "linux")]
+mod watch;
 
 pub use control::{GraftStatus, MountStatus};
 
@@ -171,6 +173,18 @@ impl Session {
             }
             None => None,
         };
+        // Watched before the mount is live: no host change after it goes unseen.
+        #[cfg(target_os = "linux")]
+        let watcher = if cfg.watch_lowers {
+            Some(watch::Watcher::new(&cfg.overlay.lowers).map_err(|e| {
+                SetupError::new(
+                    crate::error::kind_of(&e),
+                    format!("--watch-lowers: cannot watch the lower layers: {e}"),
+                )
+            })?)
+        } else {
+            None
+        };
         let store = VolumeStore::new(cfg.store_root.clone());
         let mut attached = Attached::default();
         let control = control::Bound::new();
@@ -226,6 +240,24 @@ impl Session {
         };
         tracing::info!(mountpoint = %cfg.mountpoint.display(), transport = %mounted.transport(), "mounted");
         let mountpoint = cfg.mountpoint.clone();
+        #[cfg(target_os = "linux")]
+        let watching = match watcher {
+            Some(w) => {
+                let watched = w.watched();
+                match w.start(overlay.clone(), mounted.notifier()) {
+                    Ok(r) => {
+                        tracing::debug!(watched, "lower layer watcher started");
+                        Some(r)
+                    }
+                    Err(e) => {
+                        drop(mounted);
+                        let _ = crate::sys::unmount(&cfg.mountpoint, true);
+                        return Err(SetupError::io(&cfg.mountpoint, "cannot watch lowers", &e));
+                    }
+                }
+            }
+            None => None,
+        };
         let control = control.and_then(|c| {
             c.serve(
                 control::Fixed {
@@ -250,6 +282,10 @@ impl Session {
                 // Answers status while the mount is served, not after.
                 let _control = control;
                 let served = mounted.run();
+                #[cfg(target_os = "linux")]
+                if let Some(w) = watching {
+                    w.stop();
+                }
                 if served.is_err() {
                     // A connection that failed leaves a dead mount (ENOTCONN): not kept.
                     let _ = crate::sys::unmount(&mountpoint, true);

@@ -34,3 +34,5 @@ mod perms;
 mod rootless;
 #[path = "union/status.rs"]
 mod status;
+#[path = "union/watch.rs"]
+mod watch;

@@ -556,6 +556,11 @@ impl fuser::Filesystem for DevFs {
 pub struct DevServing(fuser::Session<DevFs>);
 
 impl DevServing {
+    /// Where invalidations for this mount go (the watcher of live lower layers).
+    pub fn notifier(&self) -> std::sync::Arc<dyn Notify> {
+        std::sync::Arc::new(FuserNotify(self.0.notifier()))
+    }
+
     pub fn run(self) -> std::io::Result<()> {
         self.0.run()
     }
@@ -669,5 +674,8 @@ struct FuserNotify(fuser::Notifier);
 impl Notify for FuserNotify {
     fn inval_inode(&self, ino: u64, offset: i64, len: i64) -> std::io::Result<()> {
         self.0.inval_inode(fuser::INodeNo(ino), offset, len)
+    }
+    fn inval_entry(&self, parent: u64, name: &std::ffi::OsStr) -> std::io::Result<()> {
+        self.0.inval_entry(fuser::INodeNo(parent), name)
     }
 }

@@ -44,6 +44,9 @@ pub trait Notify: Send + Sync {
     /// Drop the kernel's attributes of `ino` (and its data from `offset` for `len`
     /// bytes; `len` 0: none, -1: to the end).
     fn inval_inode(&self, ino: u64, offset: i64, len: i64) -> std::io::Result<()>;
+    /// Drop the kernel's entry (or negative entry) `name` of directory `parent`. Never
+    /// from inside a request handler: the kernel takes the directory's lock.
+    fn inval_entry(&self, parent: u64, name: &std::ffi::OsStr) -> std::io::Result<()>;
 }
 
 /// An entry reply: the node (None: a negative entry the kernel may keep).

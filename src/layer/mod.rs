@@ -40,6 +40,11 @@ pub struct Layer {
 /// slash; empty for the root itself.
 pub type RelPath = Vec<u8>;
 
+/// Whether relative path `p` is `dir` or below it.
+pub fn is_at_or_below(p: &[u8], dir: &[u8]) -> bool {
+    dir.is_empty() || (p.starts_with(dir) && (p.len() == dir.len() || p[dir.len()] == b'/'))
+}
+
 /// Append one name to a relative path.
 pub fn join(dir: &[u8], name: &OsStr) -> RelPath {
     let mut p = Vec::with_capacity(dir.len() + 1 + name.len());

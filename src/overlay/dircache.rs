@@ -80,6 +80,15 @@ impl DirCache {
             .retain(|(l, _), _| *l != LayerId::Upper);
     }
 
+    /// Forget `path` of `layer` and every directory below it (a live lower layer
+    /// removed or moved it).
+    pub(super) fn remove_below(&self, layer: LayerId, path: &[u8]) {
+        self.inner
+            .lock()
+            .map
+            .retain(|(l, p), _| *l != layer || !crate::layer::is_at_or_below(p, path));
+    }
+
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.inner.lock().map.len()

@@ -76,6 +76,17 @@ impl LowerIndex {
         self.dirs.get(&(layer, path.to_vec())).map(|d| d.clone())
     }
 
+    /// Forget the listing of `path` (a live lower layer changed it).
+    pub(super) fn remove(&self, layer: LayerIndex, path: &[u8]) {
+        self.dirs.remove(&(layer, path.to_vec()));
+    }
+
+    /// Forget the listings of `path` and every directory below it.
+    pub(super) fn remove_below(&self, layer: LayerIndex, path: &[u8]) {
+        self.dirs
+            .retain(|(l, p), _| *l != layer || !crate::layer::is_at_or_below(p, path));
+    }
+
     pub(super) fn insert(&self, layer: LayerIndex, path: &[u8], index: Arc<DirIndex>) {
         use std::sync::atomic::Ordering;
         let n = index.list.len() + 1;

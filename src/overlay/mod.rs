@@ -15,6 +15,7 @@ mod graft;
 mod handles;
 mod ids;
 mod index;
+mod live;
 mod lookup;
 mod lowerindex;
 mod node;
@@ -32,6 +33,7 @@ pub use dir::DirEntry;
 pub use graft::GraftConfig;
 pub use handles::OpenInfo;
 pub use ids::{HandleId, LayerIndex, NodeId};
+pub use live::{Invalidation, LowerChange, LowerChangeKind};
 pub use ops::NewEntry;
 pub use ownership::{IdMap, IdRange, Ownership};
 

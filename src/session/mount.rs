@@ -50,6 +50,16 @@ impl Mounted {
         }
     }
 
+    /// Where invalidations for this mount go, whichever transport serves it.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub fn notifier(&self) -> Arc<dyn fuse::policy::Notify> {
+        match &self.serving {
+            Serving::Dev(s) => s.notifier(),
+            #[cfg(target_os = "linux")]
+            Serving::Uring(s) => s.notifier(),
+        }
+    }
+
     /// The transport serving this mount: `uring` or `dev`.
     pub fn transport(&self) -> Transport {
         match self.serving {

@@ -89,14 +89,27 @@ impl Notify for DevNotify {
             .map_err(|e| io::Error::from_raw_os_error(e.0))?;
         Ok(())
     }
+    fn inval_entry(&self, parent: u64, name: &std::ffi::OsStr) -> io::Result<()> {
+        let m = wire::notify_inval_entry(parent, name.as_encoded_bytes());
+        sysuring::dev_write(self.0.as_fd(), &[&m])
+            .map_err(|e| io::Error::from_raw_os_error(e.0))?;
+        Ok(())
+    }
 }
 
 /// A mount served through io_uring queues.
 pub struct UringSession {
     threads: Vec<JoinHandle<()>>,
+    /// Notifications go to the device fd even though requests come over the rings.
+    notify: Arc<dyn Notify>,
 }
 
 impl UringSession {
+    /// Where invalidations for this mount go (the watcher of live lower layers).
+    pub fn notifier(&self) -> Arc<dyn Notify> {
+        self.notify.clone()
+    }
+
     /// Serve until the filesystem is unmounted.
     pub fn run(self) -> io::Result<()> {
         for t in self.threads {
@@ -178,7 +191,7 @@ pub fn start(dev: OwnedFd, policy: UPolicy) -> Result<UringSession, Unavailable>
     let policy = Arc::new(policy);
     let notify: Arc<dyn Notify> = Arc::new(DevNotify(dev.clone()));
     policy.set_notifier(Box::new(DevNotify(dev.clone())));
-    policy.forward_attr_changes(notify);
+    policy.forward_attr_changes(notify.clone());
     // The kernel's payload size for every entry: max(8 KiB, max_write, max_pages pages).
     let payload = (n.max_write as usize)
         .max(8192)
@@ -224,7 +237,7 @@ pub fn start(dev: OwnedFd, policy: UPolicy) -> Result<UringSession, Unavailable>
         payload,
         "serving over FUSE-over-io_uring"
     );
-    Ok(UringSession { threads })
+    Ok(UringSession { threads, notify })
 }
 
 /// One server of queue `qid`: pinned to its CPU, one entry registered, then answer

@@ -107,6 +107,7 @@ pub const GETATTR_FH: u32 = 1 << 0;
 pub const FSYNC_FDATASYNC: u32 = 1 << 0;
 /// `fuse_notify_code`.
 pub const NOTIFY_INVAL_INODE: i32 = 2;
+pub const NOTIFY_INVAL_ENTRY: i32 = 3;
 
 /// FUSE-over-io_uring (`fuse_uring_req_header`): the fuse_in/out_header area, the
 /// per-opcode argument area, then `fuse_uring_ent_in_out`.

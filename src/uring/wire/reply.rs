@@ -1,6 +1,6 @@
 //! Replies and notifications, written into a buffer of fixed capacity.
 
-use super::{KERNEL_VERSION, NOTIFY_INVAL_INODE, OUT_HEADER_LEN};
+use super::{KERNEL_VERSION, NOTIFY_INVAL_ENTRY, NOTIFY_INVAL_INODE, OUT_HEADER_LEN};
 use crate::overlay::{Attr, FileKind, Timespec};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -235,5 +235,19 @@ pub fn notify_inval_inode(ino: u64, offset: i64, len: i64) -> [u8; OUT_HEADER_LE
     m[16..24].copy_from_slice(&ino.to_le_bytes());
     m[24..32].copy_from_slice(&offset.to_le_bytes());
     m[32..40].copy_from_slice(&len.to_le_bytes());
+    m
+}
+
+/// A `FUSE_NOTIFY_INVAL_ENTRY` message: drop the kernel's (possibly negative) entry
+/// `name` of directory `parent` (`fuse_notify_inval_entry_out`, then the name and a NUL).
+pub fn notify_inval_entry(parent: u64, name: &[u8]) -> Vec<u8> {
+    let len = OUT_HEADER_LEN + 16 + name.len() + 1;
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&out_header(len as u32, NOTIFY_INVAL_ENTRY, 0));
+    m.extend_from_slice(&parent.to_le_bytes());
+    m.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    m.extend_from_slice(&0u32.to_le_bytes());
+    m.extend_from_slice(name);
+    m.push(0);
     m
 }

@@ -406,3 +406,11 @@ fn notify_inval_inode_layout() {
     assert_eq!(&m[..16], &out_header(40, 2, 0));
     assert_eq!(&m[16..40], &le(&[(8, 8), (0, 8), (u64::MAX, 8)])[..]);
 }
+
+#[test]
+fn notify_inval_entry_layout() {
+    let m = notify_inval_entry(8, b"ab");
+    assert_eq!(&m[..16], &out_header(35, 3, 0));
+    assert_eq!(&m[16..32], &le(&[(8, 8), (2, 4), (0, 4)])[..]);
+    assert_eq!(&m[32..], b"ab\0");
+}

@@ -1,0 +1,139 @@
+//! Live lower layers (`--watch-lowers`): what the union drops when a lower layer is
+//! changed on the host, and what the kernel must then be told.
+//!
+//! The union otherwise takes its lower layers as fixed and caches accordingly: each
+//! lower directory's listing (`lowerindex`), open lower directories (`dircache`),
+//! which layer of a directory's stack first holds each name (`LowerStack::names`), and
+//! per node the place its lower entry was found. A change reported in lower directory
+//! `dir` of layer `l` drops the listing of `dir` (and, for an entry that was a
+//! directory, everything cached below it), resets the stack names of every merged
+//! directory showing `dir`, and marks a lower-only node whose name changed so that the
+//! next lookup finds it afresh. Names that the upper layer holds or whites out are
+//! resolved there first, as always: a lower change under them stays invisible.
+
+use super::dircache::LayerId;
+use super::node::{LowerStack, Lowers, Node};
+use super::{FileKind, LayerIndex, NodeId, Overlay};
+use crate::layer::{self, RelPath};
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::sync::Arc;
+
+/// What changed in a lower layer, as a watcher saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LowerChange {
+    /// Which lower layer (0 = topmost).
+    pub layer: usize,
+    /// The directory the change is in, from the layer's root ("" for the root).
+    pub dir: RelPath,
+    pub name: OsString,
+    pub kind: LowerChangeKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LowerChangeKind {
+    /// The name was made, removed, or renamed away or onto.
+    Entry,
+    /// The content or attributes of what the name holds changed.
+    Content,
+}
+
+/// What the kernel must drop after lower changes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Invalidation {
+    /// The entry (or negative entry) `name` in directory `parent`.
+    Entry(NodeId, OsString),
+    /// A directory's attributes and cached listing.
+    Listing(NodeId),
+    /// A file's attributes and cached content.
+    Inode(NodeId),
+}
+
+impl Overlay {
+    /// Drop what the union cached of the lower entries in `changes`, and return what
+    /// the kernel must drop of the nodes it may hold.
+    pub fn lower_changed(&self, changes: &[LowerChange]) -> Vec<Invalidation> {
+        let layer_of = |i: usize| self.lowers.iter().nth(i).map(|(li, _)| li);
+        let mut by_dir: HashMap<(LayerIndex, &[u8]), Vec<&LowerChange>> = HashMap::new();
+        for c in changes {
+            let Some(li) = layer_of(c.layer) else {
+                continue;
+            };
+            self.lower_index.remove(li, &c.dir);
+            if c.kind == LowerChangeKind::Entry {
+                // Whatever was at the name (maybe a whole tree) is gone or moved.
+                let below = layer::join(&c.dir, &c.name);
+                self.lower_index.remove_below(li, &below);
+                self.dirs.remove_below(LayerId::Lower(li), &below);
+            }
+            by_dir.entry((li, &c.dir)).or_default().push(c);
+        }
+        let t = self.tree.read();
+        let mut nodes: Vec<Arc<Node>> = Vec::new();
+        self.nodes.for_each(|n| nodes.push(n.clone()));
+        // Merged directories showing a changed lower directory, with its changes.
+        let mut dirs: HashMap<NodeId, Vec<&LowerChange>> = HashMap::new();
+        for n in nodes.iter().filter(|n| n.kind() == FileKind::Directory) {
+            let mut s = n.state.write();
+            let Lowers::Stack(st) = &s.lowers else {
+                continue;
+            };
+            let mut hit: Vec<&LowerChange> = Vec::new();
+            for r in st.iter() {
+                if let Some(cs) = by_dir.get(&(r.layer, &r.path[..])) {
+                    hit.extend(cs.iter().copied());
+                }
+            }
+            if hit.is_empty() {
+                continue;
+            }
+            // Which layer first holds each name may have changed.
+            s.lowers = Lowers::Stack(LowerStack::shared(st.to_vec()));
+            dirs.insert(n.ino, hit);
+        }
+        let mut out: Vec<Invalidation> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut push = |i: Invalidation, out: &mut Vec<Invalidation>| {
+            if seen.insert(i.clone()) {
+                out.push(i);
+            }
+        };
+        for (&dir, cs) in &dirs {
+            for c in cs {
+                if c.kind == LowerChangeKind::Entry {
+                    push(Invalidation::Entry(dir, c.name.clone()), &mut out);
+                    push(Invalidation::Listing(dir), &mut out);
+                }
+            }
+        }
+        // Nodes the kernel may hold at a changed name: lower-only ones show the change.
+        for n in &nodes {
+            let mut s = n.state.write();
+            let Some(parent) = s.parent.as_ref().map(|p| p.ino) else {
+                continue;
+            };
+            let Some(cs) = dirs.get(&parent) else {
+                continue;
+            };
+            let Some(c) = cs.iter().find(|c| *c.name == *s.name) else {
+                continue;
+            };
+            if s.upper {
+                continue;
+            }
+            if c.kind == LowerChangeKind::Entry {
+                // Its lower entry may be gone or elsewhere now: the next lookup of
+                // the object (at any name) records where it is.
+                s.stale_name = true;
+            }
+            push(Invalidation::Inode(n.ino), &mut out);
+        }
+        drop(t);
+        out
+    }
+
+    /// How many lower layers the union has.
+    pub fn lower_count(&self) -> usize {
+        self.lowers.len()
+    }
+}
