@@ -46,6 +46,7 @@ pub trait Notify: Send + Sync {
     fn inval_inode(&self, ino: u64, offset: i64, len: i64) -> std::io::Result<()>;
     /// Drop the kernel's entry (or negative entry) `name` of directory `parent`. Never
     /// from inside a request handler: the kernel takes the directory's lock.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     fn inval_entry(&self, parent: u64, name: &std::ffi::OsStr) -> std::io::Result<()>;
 }
 
