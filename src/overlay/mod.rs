@@ -574,9 +574,19 @@ impl Overlay {
         }
         // A node only in the lower layers still is its lower entry once its name is gone
         // (layers never change); an upper one's path may name something else by now.
-        let reliable = |n: &Node| !n.state.read().unlinked || self.place(n) == Place::Lower;
+        // An object never changes its type: a name that holds one of another type by now
+        // (the whiteout another caller's unlink left, a file renamed over it) no longer
+        // holds this node, and the kernel would mark an inode whose type changed as bad
+        // and answer EIO (found by scripts/soak.sh's churn: stat gave EIO).
+        let reliable = |n: &Node, st: &Stat| {
+            let (unlinked, kind) = {
+                let s = n.state.read();
+                (s.unlinked, s.kind)
+            };
+            st.kind() == kind && (!unlinked || self.place(n) == Place::Lower)
+        };
         let st = match self.stat_node(&t, &node) {
-            Ok(st) if reliable(&node) => st,
+            Ok(st) if reliable(&node, &st) => st,
             other => match self.handles.fstat_any_of(ino) {
                 Some(st) => st,
                 // Gone, and no open file of the daemon's reaches it (the kernel opens
@@ -585,7 +595,11 @@ impl Overlay {
                     Some(st) => *st,
                     None => return Err(Errno::ENOENT),
                 },
-                None => other?,
+                // Its name holds another object now: this one is gone from it.
+                None => match other {
+                    Ok(_) => return Err(Errno::ENOENT),
+                    Err(e) => return Err(e),
+                },
             },
         };
         Ok(self.attr_of(&t, &node, &st))
