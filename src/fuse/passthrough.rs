@@ -32,6 +32,18 @@ impl<B> Default for InodeIo<B> {
 enum Mode {
     Cached,
     Passthrough,
+    /// By the daemon without the page cache (`FOPEN_DIRECT_IO`), beside the inode's
+    /// passthrough opens: the kernel allows that mix, and the open counts as neither.
+    Direct,
+}
+
+/// What [`PassthroughTable::open`] decided for one open file.
+pub enum Served<B> {
+    Passthrough(Arc<B>),
+    /// Through the page cache, by the daemon.
+    Cached,
+    /// By the daemon, direct I/O (the inode has passthrough opens).
+    Direct,
 }
 
 pub struct PassthroughTable<B> {
@@ -56,11 +68,20 @@ impl<B> PassthroughTable<B> {
         &self,
         ino: NodeId,
         fh: HandleId,
+        may_pass: bool,
         make: impl FnOnce() -> Option<B>,
-    ) -> Option<Arc<B>> {
+    ) -> Served<B> {
         let mut inodes = self.inodes.lock();
         let io = inodes.entry(ino).or_default();
-        let backing = if io.cached == 0 {
+        // A file the daemon must serve itself while passthrough opens of its inode are
+        // live (their release may still be on its way): direct I/O, which the kernel
+        // allows beside them, where a cached open would be refused (ETXTBSY).
+        if !may_pass && io.backing.is_some() {
+            drop(inodes);
+            self.handles.lock().insert(fh, (ino, Mode::Direct));
+            return Served::Direct;
+        }
+        let backing = if io.cached == 0 && may_pass {
             match &io.backing {
                 Some(b) => Some(b.clone()),
                 None => make().map(Arc::new),
@@ -68,20 +89,20 @@ impl<B> PassthroughTable<B> {
         } else {
             None
         };
-        let mode = match &backing {
+        let (mode, served) = match backing {
             Some(b) => {
                 io.backing = Some(b.clone());
                 io.passthrough += 1;
-                Mode::Passthrough
+                (Mode::Passthrough, Served::Passthrough(b))
             }
             None => {
                 io.cached += 1;
-                Mode::Cached
+                (Mode::Cached, Served::Cached)
             }
         };
         drop(inodes);
         self.handles.lock().insert(fh, (ino, mode));
-        backing
+        served
     }
 
     /// Handle `fh` was released.
@@ -94,6 +115,7 @@ impl<B> PassthroughTable<B> {
             match mode {
                 Mode::Cached => io.cached = io.cached.saturating_sub(1),
                 Mode::Passthrough => io.passthrough = io.passthrough.saturating_sub(1),
+                Mode::Direct => {}
             }
             if io.passthrough == 0 {
                 io.backing = None;

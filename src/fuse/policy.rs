@@ -8,7 +8,7 @@
 
 use super::dirstream;
 use super::flags::init;
-use super::passthrough::PassthroughTable;
+use super::passthrough::{PassthroughTable, Served};
 use crate::counters::Op;
 use crate::overlay::{
     Attr, Caller, Errno, FileKind, HandleId, NewEntry, NodeId, OpenInfo, Overlay, SetAttr,
@@ -356,7 +356,8 @@ impl<B> Policy<B> {
     /// With `FUSE_HANDLE_KILLPRIV_V2`, a set-id file opened for writing is served by
     /// the daemon: a passthrough write would clear nothing (the kernel writes the
     /// backing file with the daemon's credentials, and its kill reaches the daemon
-    /// as an empty SETATTR that cannot say what to drop).
+    /// as an empty SETATTR that cannot say what to drop), with direct I/O while
+    /// passthrough opens of the inode are still live (a RELEASE may still be on its way).
     fn opened(
         &self,
         ino: NodeId,
@@ -365,23 +366,29 @@ impl<B> Policy<B> {
         setid_write: bool,
         make: impl FnOnce(&OwnedFd) -> Option<B>,
     ) -> Opened<B> {
-        let fd = if self.passthrough_on() && !setid_write {
+        let may_pass = self.passthrough_on() && !setid_write;
+        let fd = if may_pass {
             self.overlay.backing_file(fh)
         } else {
             None
         };
-        let backing = self
+        match self
             .passthrough
-            .open(ino, fh, || fd.as_deref().and_then(make));
-        match backing {
-            Some(b) => Opened {
+            .open(ino, fh, may_pass, || fd.as_deref().and_then(make))
+        {
+            Served::Passthrough(b) => Opened {
                 fh,
                 flags: fopen::NOFLUSH | fopen::PASSTHROUGH,
                 backing: Some(b),
             },
-            None => Opened {
+            Served::Cached => Opened {
                 fh,
                 flags: open_flags(info),
+                backing: None,
+            },
+            Served::Direct => Opened {
+                fh,
+                flags: fopen::NOFLUSH | fopen::DIRECT_IO,
                 backing: None,
             },
         }
