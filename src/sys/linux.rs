@@ -419,19 +419,3 @@ pub fn will_need(fd: BorrowedFd<'_>, offset: u64, len: u64) {
         )
     };
 }
-
-/// Wait until `fd` is readable or `timeout_ms` passes; true when readable.
-pub fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> SysResult<bool> {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `p` is one valid pollfd for the duration of the call.
-    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-    match n {
-        -1 if Errno::last() == Errno(libc::EINTR) => Ok(false),
-        -1 => Err(Errno::last()),
-        n => Ok(n > 0),
-    }
-}

@@ -691,3 +691,20 @@ pub fn dup(fd: BorrowedFd<'_>) -> SysResult<OwnedFd> {
 pub fn borrow(fd: &OwnedFd) -> BorrowedFd<'_> {
     fd.as_fd()
 }
+
+/// Wait until `fd` is readable or `timeout_ms` passes; true when readable (POSIX poll,
+/// the same on every platform: the portable build's lower watcher uses it too).
+pub fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout_ms: i32) -> SysResult<bool> {
+    let mut p = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    match n {
+        -1 if Errno::last() == Errno(libc::EINTR) => Ok(false),
+        -1 => Err(Errno::last()),
+        n => Ok(n > 0),
+    }
+}
