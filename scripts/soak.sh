@@ -134,6 +134,10 @@ watchdog() {
       done
       gdb -batch -p "$daemon" -ex 'thread apply all bt' 2>&1 | grep -v '^\[New LWP'
       touch "$root/stuck"
+      # Nothing else wakes the callers blocked in the daemon (stress-ng, churn, the stat after
+      # phase 1): abort the connection so each of them gets ENOTCONN and the run ends in the
+      # fail checks below instead of hanging.
+      echo 1 >"/sys/fs/fuse/connections/$conn/abort"
       exit 1
     fi
   done
