@@ -12,7 +12,8 @@ use std::path::Path;
 use std::process::Command;
 
 /// `layerfuse status ARGS --format json`, parsed.
-fn status_json(args: &[&std::ffi::OsStr]) -> Value {
+/// `layerfuse status ARGS --format json`, asserting that it succeeds.
+pub(crate) fn status_json(args: &[&std::ffi::OsStr]) -> Value {
     let out = Command::new(layerfuse_bin())
         .arg("status")
         .args(args)
