@@ -12,7 +12,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -75,50 +75,6 @@ fn assert_daemon_healthy(m: &TestMount) {
     );
     if m.kind != Impl::Kernel {
         assert!(m.is_mounted(), "[{:?}] the mount went away:\n{err}", m.kind);
-    }
-}
-
-/// The kernel's reading of OCI markers of any file type: `.wh.NAME` (a file, a directory, a
-/// symlink, …) deletes NAME unless NAME is in the same directory; `.wh..wh..opq` of any type makes
-/// its directory opaque; other `.wh..wh.*` entries and a bare `.wh.` mean nothing. This is what
-/// layerfuse promises for a lower layer (src/layer/mod.rs: `.wh.*` names are never entries).
-fn oci_any_to_kernel(l: &Layers) {
-    fn conv(dir: &Path) {
-        let md = fs::symlink_metadata(dir).unwrap();
-        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name();
-            let b = name.as_bytes();
-            let p = e.path();
-            let ft = e.file_type().unwrap();
-            if b.starts_with(b".wh.") {
-                if ft.is_dir() {
-                    fs::remove_dir_all(&p).unwrap();
-                } else {
-                    fs::remove_file(&p).unwrap();
-                }
-                let rest = &b[4..];
-                if b == b".wh..wh..opq" {
-                    lsetxattr(dir, "trusted.overlay.opaque", b"y").unwrap();
-                } else if !rest.is_empty() && !rest.starts_with(b".wh.") {
-                    let t = dir.join(OsStr::from_bytes(rest));
-                    if fs::symlink_metadata(&t).is_err() {
-                        mknod(&t, libc::S_IFCHR, makedev(0, 0)).unwrap();
-                    }
-                }
-            } else if ft.is_dir() {
-                conv(&p);
-            }
-        }
-        set_times(
-            dir,
-            (md.atime(), md.atime_nsec()),
-            (md.mtime(), md.mtime_nsec()),
-        );
-    }
-    for lower in &l.lowers {
-        conv(lower);
     }
 }
 
@@ -453,7 +409,7 @@ fn names_with_every_byte_except_slash_and_nul() {
                 }
             }
         },
-        oci_any_to_kernel,
+        |l| l.oci_to_kernel(),
         |c| {
             let top = c.p("top");
             list_bytes(c, &top, "top");
@@ -668,7 +624,7 @@ fn oci_whiteouts_shaped_as_directories_or_symlinks() {
     differential_with(
         &l,
         no_prep,
-        oci_any_to_kernel,
+        |l| l.oci_to_kernel(),
         |c| {
             c.list("");
             c.list("d");

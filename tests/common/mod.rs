@@ -466,9 +466,12 @@ impl Layers {
         l
     }
 
-    /// Rewrite OCI markers in the lowers into the kernel format: `.wh.NAME` becomes a 0/0 char
-    /// device NAME, `.wh..wh..opq` becomes `trusted.overlay.opaque=y` on its directory, and
-    /// any other `.wh..wh.*` entry (aufs metadata) disappears.
+    /// Rewrite OCI markers in the lowers into the kernel format, reading them as layerfuse
+    /// promises to (src/layer/mod.rs: `.wh.*` names are never entries), whatever the marker's
+    /// file type (a file, a directory, a symlink, …): `.wh.NAME` becomes a 0/0 char device NAME
+    /// unless NAME is in the same directory, `.wh..wh..opq` becomes `trusted.overlay.opaque=y`
+    /// on its directory, and any other `.wh..wh.*` entry (aufs metadata) or a bare `.wh.`
+    /// disappears.
     pub fn oci_to_kernel(&self) {
         fn conv(dir: &Path) {
             // Keep the directory's times: the conversion must not be observable.
@@ -479,18 +482,22 @@ impl Layers {
                 let name = e.file_name();
                 let b = name.as_bytes();
                 let p = e.path();
-                if b == b".wh..wh..opq" {
-                    fs::remove_file(&p).unwrap();
-                    lsetxattr(dir, "trusted.overlay.opaque", b"y").unwrap();
-                } else if b.starts_with(b".wh..wh.") {
-                    let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
-                } else if let Some(target) = b.strip_prefix(b".wh.") {
-                    fs::remove_file(&p).unwrap();
-                    let t = dir.join(OsStr::from_bytes(target));
-                    if fs::symlink_metadata(&t).is_err() {
-                        mknod(&t, libc::S_IFCHR, makedev(0, 0)).unwrap();
+                let ft = e.file_type().unwrap();
+                if let Some(target) = b.strip_prefix(b".wh.") {
+                    if ft.is_dir() {
+                        fs::remove_dir_all(&p).unwrap();
+                    } else {
+                        fs::remove_file(&p).unwrap();
                     }
-                } else if e.file_type().unwrap().is_dir() {
+                    if b == b".wh..wh..opq" {
+                        lsetxattr(dir, "trusted.overlay.opaque", b"y").unwrap();
+                    } else if !target.is_empty() && !target.starts_with(b".wh.") {
+                        let t = dir.join(OsStr::from_bytes(target));
+                        if fs::symlink_metadata(&t).is_err() {
+                            mknod(&t, libc::S_IFCHR, makedev(0, 0)).unwrap();
+                        }
+                    }
+                } else if ft.is_dir() {
                     conv(&p);
                 }
             }
