@@ -17,7 +17,7 @@ use crate::support::*;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const KIB: usize = 1024;
@@ -285,5 +285,4 @@ fn kill_9_during_volume_population_never_shows_part_of_it() {
         drop(m);
     }
     eprintln!("{rounds} volume rounds, {cut} killed before the mount was live");
-    let _: Option<PathBuf> = None;
 }
