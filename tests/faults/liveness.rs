@@ -104,6 +104,10 @@ fn remount_cycles_under_load_go_live_or_fail_clearly_in_time() {
     fs::create_dir(&scratch).unwrap();
     let (u, w) = (l.upper.clone().unwrap(), l.work.clone().unwrap());
     let load = Load::start(&scratch, &l.mnt);
+    // The departing foreground daemons' unmount threads, and the background daemons (guarded:
+    // unmounted and ended by PID also when a cycle panics).
+    let mut unmounts = Vec::new();
+    let mut daemons = Vec::new();
     let (mut live, mut refused, mut slowest) = (0, Vec::new(), std::time::Duration::ZERO);
     for cycle in 0..cycles {
         let start = Instant::now();
@@ -118,9 +122,9 @@ fn remount_cycles_under_load_go_live_or_fail_clearly_in_time() {
                     if umount2(&m.mnt, 0).is_err() {
                         let _ = umount2(&m.mnt, libc::MNT_DETACH);
                     }
-                    std::thread::spawn(move || {
+                    unmounts.push(std::thread::spawn(move || {
                         let _ = m.unmount();
-                    });
+                    }));
                 }
                 Err(e) => {
                     assert!(
@@ -133,6 +137,8 @@ fn remount_cycles_under_load_go_live_or_fail_clearly_in_time() {
         } else {
             // Daemon mode: the command itself returns once live, or fails.
             let err = l.root.join("mount.stderr");
+            // Departing daemons of earlier cycles also name this mountpoint: not this one's.
+            let before = pids_with_arg(&l.mnt);
             let mut child = Command::new(layerfuse_bin())
                 .arg("mount")
                 .arg("--lower")
@@ -147,7 +153,14 @@ fn remount_cycles_under_load_go_live_or_fail_clearly_in_time() {
                 .stderr(fs::File::create(&err).unwrap())
                 .spawn()
                 .unwrap();
+            let mut guard = DaemonGuard {
+                mnt: l.mnt.clone(),
+                pids: Vec::new(),
+            };
             let st = reap(&mut child, DEADLINE);
+            guard.pids = pids_with_arg(&l.mnt);
+            guard.pids.retain(|p| !before.contains(p));
+            daemons.push(guard);
             let text = fs::read_to_string(&err).unwrap_or_default();
             let Some(st) = st else {
                 unmount_all(&l.mnt);
@@ -185,8 +198,13 @@ fn remount_cycles_under_load_go_live_or_fail_clearly_in_time() {
         }
     }
     drop(load);
+    for t in unmounts {
+        t.join().expect("an unmount thread panicked");
+    }
     unmount_all(&l.mnt);
-    // Departing daemons end by themselves once their mount is gone.
+    // Departing daemons end by themselves once their mount is gone; the guards wait for that
+    // (and kill by PID what does not).
+    drop(daemons);
     eprintln!(
         "{cycles} remount cycles under load: {live} live, {} refused, slowest {slowest:?}",
         refused.len()

@@ -257,52 +257,6 @@ fn foreground_mount_has_the_promised_shape() {
     assert_eq!(fs::read_to_string(m.path("a")).unwrap(), "a");
 }
 
-/// PIDs of processes whose command line mentions `needle`.
-fn pids_with_arg(needle: &Path) -> Vec<i32> {
-    let needle = needle.as_os_str().as_encoded_bytes();
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Ok(cmd) = fs::read(e.path().join("cmdline"))
-            && cmd.split(|b| *b == 0).any(|a| a == needle)
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-fn process_gone(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // A zombie has exited; its parent (not us: it was reparented) reaps it.
-        Ok(st) => st
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z')),
-    }
-}
-
-/// Cleans up a background daemon found by PID, even if the test fails.
-struct DaemonGuard {
-    mnt: PathBuf,
-    pids: Vec<i32>,
-}
-
-impl Drop for DaemonGuard {
-    fn drop(&mut self) {
-        unmount_all(&self.mnt);
-        for &pid in &self.pids {
-            if !wait_for(DEADLINE, || process_gone(pid)) {
-                // SAFETY: kill on a PID this test started (found by its unique mountpoint).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
-}
-
 #[test]
 fn daemon_mode_returns_once_live_and_umount_stops_it() {
     need_root!();
