@@ -19,8 +19,9 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::sync::Arc;
 
-/// What changed in a lower layer, as a watcher saw it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// What changed in a lower layer, as a watcher saw it (ordered by layer, directory,
+/// name, kind, so a batch sorts and deduplicates as it is).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LowerChange {
     /// Which lower layer (0 = topmost).
     pub layer: usize,
@@ -30,7 +31,7 @@ pub struct LowerChange {
     pub kind: LowerChangeKind,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LowerChangeKind {
     /// The name was made, removed, or renamed away or onto.
     Entry,
@@ -43,9 +44,7 @@ pub enum LowerChangeKind {
 pub enum Invalidation {
     /// The entry (or negative entry) `name` in directory `parent`.
     Entry(NodeId, OsString),
-    /// A directory's attributes and cached listing.
-    Listing(NodeId),
-    /// A file's attributes and cached content.
+    /// An inode's attributes and cached content (a directory's: its listing).
     Inode(NodeId),
 }
 
@@ -73,23 +72,32 @@ impl Overlay {
         self.nodes.for_each(|n| nodes.push(n.clone()));
         // Merged directories showing a changed lower directory, with its changes.
         let mut dirs: HashMap<NodeId, Vec<&LowerChange>> = HashMap::new();
+        // Most directories show no changed lower directory: look under the read lock,
+        // write only where there is a hit (the tree lock keeps each stack meanwhile).
         for n in nodes.iter().filter(|n| n.kind() == FileKind::Directory) {
-            let mut s = n.state.write();
-            let Lowers::Stack(st) = &s.lowers else {
-                continue;
+            let hit: Vec<&LowerChange> = {
+                let s = n.state.read();
+                let Lowers::Stack(st) = &s.lowers else {
+                    continue;
+                };
+                st.iter()
+                    .filter_map(|r| by_dir.get(&(r.layer, &r.path[..])))
+                    .flatten()
+                    .copied()
+                    .collect()
             };
-            let mut hit: Vec<&LowerChange> = Vec::new();
-            for r in st.iter() {
-                if let Some(cs) = by_dir.get(&(r.layer, &r.path[..])) {
-                    hit.extend(cs.iter().copied());
-                }
-            }
             if hit.is_empty() {
                 continue;
             }
             // Which layer first holds each name may have changed.
-            s.lowers = Lowers::Stack(LowerStack::shared(st.to_vec()));
+            let mut s = n.state.write();
+            if let Lowers::Stack(st) = &s.lowers {
+                s.lowers = Lowers::Stack(LowerStack::shared(st.to_vec()));
+            }
             dirs.insert(n.ino, hit);
+        }
+        if dirs.is_empty() {
+            return Vec::new();
         }
         let mut out: Vec<Invalidation> = Vec::new();
         let mut seen = HashSet::new();
@@ -102,38 +110,33 @@ impl Overlay {
             for c in cs {
                 if c.kind == LowerChangeKind::Entry {
                     push(Invalidation::Entry(dir, c.name.clone()), &mut out);
-                    push(Invalidation::Listing(dir), &mut out);
+                    push(Invalidation::Inode(dir), &mut out);
                 }
             }
         }
         // Nodes the kernel may hold at a changed name: lower-only ones show the change.
         for n in &nodes {
-            let mut s = n.state.write();
-            let Some(parent) = s.parent.as_ref().map(|p| p.ino) else {
-                continue;
+            let kind = {
+                let s = n.state.read();
+                if s.upper {
+                    continue;
+                }
+                let Some(cs) = s.parent.as_ref().and_then(|p| dirs.get(&p.ino)) else {
+                    continue;
+                };
+                let Some(c) = cs.iter().find(|c| *c.name == *s.name) else {
+                    continue;
+                };
+                c.kind
             };
-            let Some(cs) = dirs.get(&parent) else {
-                continue;
-            };
-            let Some(c) = cs.iter().find(|c| *c.name == *s.name) else {
-                continue;
-            };
-            if s.upper {
-                continue;
-            }
-            if c.kind == LowerChangeKind::Entry {
+            if kind == LowerChangeKind::Entry {
                 // Its lower entry may be gone or elsewhere now: the next lookup of
                 // the object (at any name) records where it is.
-                s.stale_name = true;
+                n.state.write().stale_name = true;
             }
             push(Invalidation::Inode(n.ino), &mut out);
         }
         drop(t);
         out
-    }
-
-    /// How many lower layers the union has.
-    pub fn lower_count(&self) -> usize {
-        self.lowers.len()
     }
 }

@@ -175,14 +175,7 @@ impl Watcher {
                     break;
                 }
             }
-            changes.sort_by(|a: &LowerChange, b| {
-                (a.layer, &a.dir, &a.name, a.kind as u8).cmp(&(
-                    b.layer,
-                    &b.dir,
-                    &b.name,
-                    b.kind as u8,
-                ))
-            });
+            changes.sort_unstable();
             changes.dedup();
             if changes.is_empty() {
                 continue;
@@ -190,9 +183,7 @@ impl Watcher {
             for i in overlay.lower_changed(&changes) {
                 let sent = match &i {
                     Invalidation::Entry(dir, name) => notify.inval_entry(dir.get(), name),
-                    Invalidation::Listing(n) | Invalidation::Inode(n) => {
-                        notify.inval_inode(n.get(), 0, 0)
-                    }
+                    Invalidation::Inode(n) => notify.inval_inode(n.get(), 0, 0),
                 };
                 if let Err(e) = sent {
                     // ENOENT: the kernel holds no such inode or entry any more.
