@@ -32,9 +32,6 @@ impl<B> Default for InodeIo<B> {
 enum Mode {
     Cached,
     Passthrough,
-    /// By the daemon without the page cache (`FOPEN_DIRECT_IO`), beside the inode's
-    /// passthrough opens: the kernel allows that mix, and the open counts as neither.
-    Direct,
 }
 
 /// What [`PassthroughTable::open`] decided for one open file.
@@ -76,9 +73,9 @@ impl<B> PassthroughTable<B> {
         // A file the daemon must serve itself while passthrough opens of its inode are
         // live (their release may still be on its way): direct I/O, which the kernel
         // allows beside them, where a cached open would be refused (ETXTBSY).
+        // Such an open counts as neither kind, so it is not recorded (its release finds
+        // nothing to undo).
         if !may_pass && io.backing.is_some() {
-            drop(inodes);
-            self.handles.lock().insert(fh, (ino, Mode::Direct));
             return Served::Direct;
         }
         let backing = if io.cached == 0 && may_pass {
@@ -115,7 +112,6 @@ impl<B> PassthroughTable<B> {
             match mode {
                 Mode::Cached => io.cached = io.cached.saturating_sub(1),
                 Mode::Passthrough => io.passthrough = io.passthrough.saturating_sub(1),
-                Mode::Direct => {}
             }
             if io.passthrough == 0 {
                 io.backing = None;

@@ -408,7 +408,11 @@ impl<B> Policy<B> {
             self.overlay.release(fh);
             return Err(e);
         }
-        let setid_write = self.killpriv()
+        // Only decides between passthrough and the daemon (a kill just done leaves no
+        // set-id bit to keep passthrough away from): no getattr when it cannot matter.
+        let setid_write = self.passthrough_on()
+            && self.killpriv()
+            && !kill
             && flags & oflag::ACCMODE != oflag::RDONLY
             && self
                 .overlay

@@ -489,6 +489,10 @@ impl Overlay {
     /// holding the same content, and its own count is theirs together.
     fn stored_nlink(&self, node: &Node) -> Option<u64> {
         let l = self.first_lower(node)?;
+        // Only OCI (store) layers carry the record.
+        if !self.lowers[l.layer].oci {
+            return None;
+        }
         let (dir, name) = crate::layer::split_last(&l.path)?;
         // The directory's index as lookup built it (with its xattr-whiteout marker).
         let xattr_whiteouts = node.parent().is_some_and(|p| {
@@ -579,11 +583,9 @@ impl Overlay {
         // holds this node, and the kernel would mark an inode whose type changed as bad
         // and answer EIO (found by scripts/soak.sh's churn: stat gave EIO).
         let reliable = |n: &Node, st: &Stat| {
-            let (unlinked, kind) = {
-                let s = n.state.read();
-                (s.unlinked, s.kind)
-            };
-            st.kind() == kind && (!unlinked || self.place(n) == Place::Lower)
+            let s = n.state.read();
+            let lower_only = !s.upper && s.graft().is_none();
+            st.kind() == s.kind && (!s.unlinked || lower_only)
         };
         let st = match self.stat_node(&t, &node) {
             Ok(st) if reliable(&node, &st) => st,

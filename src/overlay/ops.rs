@@ -57,8 +57,9 @@ impl Overlay {
         self.copy_up_dir(t, parent)?;
         let dir = self.dir_fd(LayerId::Upper, &self.upper_path(t, parent))?;
         let whiteout = upper.layer.entry_at(sys::borrow(&dir), name)? == Found::Whiteout;
-        let over_oci_whiteout =
-            whiteout && sys::stat_at(sys::borrow(&dir), name) == Err(Errno::ENOENT);
+        let over_oci_whiteout = whiteout
+            && upper.layer.oci
+            && sys::stat_at(sys::borrow(&dir), name) == Err(Errno::ENOENT);
         Ok((
             upper,
             Slot {
@@ -284,12 +285,15 @@ impl Overlay {
         let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(&t, &parent))?;
         let pdir = sys::borrow(&pdir);
         // This name (not just the node: hard links) may be in the upper or only below.
-        let name_in_upper = matches!(upper.layer.entry_at(pdir, name), Ok(Found::Entry(_)));
+        let in_upper = match upper.layer.entry_at(pdir, name) {
+            Ok(Found::Entry(st)) => Some(st),
+            _ => None,
+        };
         let mut last_link = true;
         let mut removed = None;
-        if name_in_upper {
-            removed = sys::stat_at(pdir, name).ok();
-            if !dir && let Some(st) = &removed {
+        if let Some(st) = in_upper {
+            removed = Some(st);
+            if !dir {
                 last_link = st.nlink as i64 + node.state.read().nlink_adjust() <= 1;
             }
             let emptied = self.remove_upper(upper, pdir, name, dir, need_whiteout)?;
