@@ -47,13 +47,15 @@ impl SetupError {
         // Nothing unprintable either: a hostile name in the message must not move the cursor
         // or colour the terminal it is shown on.
         if message.chars().any(char::is_control) {
-            message = message
-                .chars()
-                .map(|c| match c.is_control() {
-                    true => c.escape_default().to_string(),
-                    false => c.to_string(),
-                })
-                .collect();
+            let mut escaped = String::with_capacity(message.len());
+            for c in message.chars() {
+                if c.is_control() {
+                    escaped.extend(c.escape_default());
+                } else {
+                    escaped.push(c);
+                }
+            }
+            message = escaped;
         }
         SetupError { kind, message }
     }

@@ -14,8 +14,12 @@ pub mod init {
     pub const CACHE_SYMLINKS: u64 = 1 << 23;
     pub const NO_OPENDIR_SUPPORT: u64 = 1 << 24;
     pub const HANDLE_KILLPRIV_V2: u64 = 1 << 28;
+    /// Asked for by the io_uring transport only.
+    #[cfg(target_os = "linux")]
     pub const INIT_EXT: u64 = 1 << 30;
     pub const PASSTHROUGH: u64 = 1 << 37;
+    /// Asked for by the io_uring transport only.
+    #[cfg(target_os = "linux")]
     pub const OVER_IO_URING: u64 = 1 << 41;
 }
 

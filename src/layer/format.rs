@@ -206,12 +206,7 @@ impl Layer {
     }
 
     fn has_oci_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> bool {
-        let mut wh = OCI_WHITEOUT_PREFIX.to_vec();
-        wh.extend_from_slice(name.as_bytes());
-        if wh.len() > 255 {
-            return false;
-        }
-        sys::stat_at(dir, OsStr::from_bytes(&wh)).is_ok()
+        oci_whiteout_name(name).is_ok_and(|wh| sys::stat_at(dir, &wh).is_ok())
     }
 
     fn has_xattr_at(&self, dir: BorrowedFd<'_>, name: &OsStr, xattr: &OsStr) -> bool {

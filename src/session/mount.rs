@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub(super) struct MountOptions {
     pub read_only: bool,
     /// Request-serving threads of the `/dev/fuse` transport (each with its own fd
-    /// on Linux). The io_uring transport has one per CPU.
+    /// on Linux). The io_uring transport has its own (`THREADS_PER_QUEUE` per CPU).
     pub threads: usize,
     /// Extra kernel mount flags (`nodev`, `noexec`, …), checked by `config`.
     pub flags: Vec<String>,

@@ -693,7 +693,9 @@ pub fn borrow(fd: &OwnedFd) -> BorrowedFd<'_> {
 }
 
 /// Wait until `fd` is readable or `timeout_ms` passes; true when readable (POSIX poll,
-/// the same on every platform: the portable build's lower watcher uses it too).
+/// the same on every platform: the portable build's lower watcher uses it too; the
+/// watcher, its only user, is Linux-only).
+#[cfg(target_os = "linux")]
 pub fn wait_readable(fd: std::os::fd::BorrowedFd<'_>, timeout_ms: i32) -> SysResult<bool> {
     let mut p = libc::pollfd {
         fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
