@@ -15,7 +15,10 @@
 # More implementations for --impls: layerfuse-uring / layerfuse-dev (layerfuse on one transport;
 # plain `layerfuse` is --transport auto; uring needs /sys/module/fuse/parameters/enable_uring=Y,
 # which this script never changes) and fuse-overlayfs2 (upstream 2.0: `cargo install
-# fuse-overlayfs --root DIR`, then --fuse-overlayfs2 DIR/bin/fuse-overlayfs or $FUSE_OVERLAYFS2).
+# fuse-overlayfs --root DIR`, then --fuse-overlayfs2 DIR/bin/fuse-overlayfs or $FUSE_OVERLAYFS2)
+# and layerfuse-base (another layerfuse build, e.g. an older commit's, given by --layerfuse-base
+# PATH, mounted with the options it has always had and its own default transport: a before/after
+# comparison in one run).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -37,6 +40,7 @@ NO_BUILD=0
 FO2_BIN=${FUSE_OVERLAYFS2:-/var/tmp/fo2/bin/fuse-overlayfs}
 WORKLOAD=""
 LF_BIN=${LAYERFUSE:-}
+LF_BASE_BIN=${LAYERFUSE_BASE:-}
 METACOPY=0
 VOLATILE=0
 CMDLINE="scripts/bench.sh $*"
@@ -51,6 +55,7 @@ while [[ $# -gt 0 ]]; do
     --metrics) METRICS=$2; shift 2 ;;
     --layerfuse) LF_BIN=$2; shift 2 ;;
     --fuse-overlayfs2) FO2_BIN=$2; shift 2 ;;
+    --layerfuse-base) LF_BASE_BIN=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --workdir) WORK=$2; shift 2 ;;
     --settle) SETTLE=$2; shift 2 ;;
@@ -388,7 +393,7 @@ mount_union() {
         { log "kernel: mount failed: $(tail -n 3 "$logf")"; return 1; }
       t1=$(now)
       echo "$MNT 0" >>"$STATE/mounts" ;;
-    fuse-overlayfs|fuse-overlayfs2|layerfuse|layerfuse-uring|layerfuse-dev|unionfs-fuse)
+    fuse-overlayfs|fuse-overlayfs2|layerfuse|layerfuse-uring|layerfuse-dev|layerfuse-base|unionfs-fuse)
       lowers_abs=$(abs_list "$BASE" "$LOWERS")
       t0=$(now)
       case $impl in
@@ -406,6 +411,9 @@ mount_union() {
           [[ $impl == layerfuse-dev ]] && transport=dev
           "$LF_BIN" mount --lower "$lowers_abs" --upper "$upper" --work "$work" "${LF_MC[@]}" \
             --transport "$transport" -f "$MNT" >"$logf" 2>&1 & ;;
+        layerfuse-base)
+          "$LF_BASE_BIN" mount --lower "$lowers_abs" --upper "$upper" --work "$work" "${LF_MC[@]}" \
+            -f "$MNT" >"$logf" 2>&1 & ;;
         unionfs-fuse)
           branches="$upper=RW"
           IFS=: read -ra b <<<"$lowers_abs"
@@ -757,7 +765,11 @@ report() {
 probe() {
   local impl ok=() out
   for impl in "${IMPL_ARR[@]}"; do
-    if [[ $impl == layerfuse* && ! -x $LF_BIN ]]; then
+    if [[ $impl == layerfuse-base && ! -x $LF_BASE_BIN ]]; then
+      log "skipping layerfuse-base: no binary at '$LF_BASE_BIN' (--layerfuse-base PATH or \$LAYERFUSE_BASE)"
+      continue
+    fi
+    if [[ $impl == layerfuse* && $impl != layerfuse-base && ! -x $LF_BIN ]]; then
       log "skipping $impl: no binary at $LF_BIN (use --layerfuse PATH or \$LAYERFUSE)"
       continue
     fi
@@ -794,6 +806,9 @@ write_env() {
     echo "unionfs-fuse: $(dpkg-query -W -f '${Version}' unionfs-fuse 2>/dev/null || echo '?')"
     echo "fio: $(fio --version)"
     echo "layerfuse: $LF_BIN $(git -C "$ROOT" describe --always --dirty 2>/dev/null || true)"
+    if [[ -n $LF_BASE_BIN ]]; then
+      echo "layerfuse-base: $LF_BASE_BIN $("$LF_BASE_BIN" --version 2>&1 | head -n 1 || true)"
+    fi
     echo "fuse-overlayfs2: $FO2_BIN $("$FO2_BIN" --version 2>&1 | head -n 1 || true)"
     echo "enable_uring: $(cat /sys/module/fuse/parameters/enable_uring 2>/dev/null || echo absent)"
     echo "fixture: v$FIXTURE_VERSION $SCALE; reps: $REPS; samples: $SAMPLES; settle: ${SETTLE}s; metacopy: $METACOPY; volatile: $VOLATILE"

@@ -24,9 +24,6 @@ mod routing;
 mod common;
 
 #[cfg(target_os = "linux")]
-#[path = "api/blocking_lower.rs"]
-mod blocking_lower;
-#[cfg(target_os = "linux")]
 #[path = "api/locking.rs"]
 mod locking;
 #[cfg(target_os = "linux")]

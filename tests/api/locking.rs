@@ -1,6 +1,6 @@
 //! Lock rules the union promises: no data copy while the tree lock is held for writing.
 
-use crate::blocking_lower::{self, BIG_SIZE, OTHER_DATA, big_byte};
+use crate::common::blocking_lower::{self, BIG_SIZE, OTHER_DATA, big_byte};
 use crate::common::{self, DEADLINE, TempDir};
 use layerfuse::overlay::{NodeId, Overlay, OverlayConfig};
 use std::fs;

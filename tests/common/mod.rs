@@ -92,6 +92,7 @@ macro_rules! need_root {
     };
 }
 
+pub mod blocking_lower;
 pub mod sys;
 #[allow(unused_imports)] // each suite uses some
 pub use sys::{
@@ -448,6 +449,20 @@ impl Layers {
     /// `n` lowers, no upper: a read-only union (the kernel needs n >= 2 for that).
     pub fn read_only(n: usize) -> Layers {
         Self::build(n, false)
+    }
+
+    /// A writable union over lower directories the test made itself (e.g. a FUSE mount of its
+    /// own): upper, work and mountpoint in a fresh temp dir, the lowers used where they are.
+    pub fn over_lowers(lowers: Vec<PathBuf>) -> Layers {
+        let tmp = TempDir::new();
+        let mut l = Self::at(&tmp.path, 0, true);
+        for d in l.all_dirs() {
+            fs::create_dir_all(&d).unwrap();
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        l.lowers = lowers;
+        l._tmp = Some(tmp);
+        l
     }
 
     fn build(n: usize, writable: bool) -> Layers {

@@ -425,49 +425,62 @@ fn parents_copied_up_with_metadata_and_empty() {
     p.check_uppers();
 }
 
-/// Copying one big file up holds nothing that lookups elsewhere need: while a 256 MiB
-/// copy is being built in the work dir, fresh lookups and stats of other files finish.
+/// Copying one big file up holds nothing that lookups elsewhere need: while the copy of a
+/// lower file waits for the lower layer's data, fresh lookups and stats of other files
+/// through the mount finish. Ordering, not timing: the lower layer is a FUSE filesystem of
+/// the test's own that holds every read of `big` until the test lets it go.
 /// (layerfuse only: a property of the daemon, not a semantic the kernel could judge.)
 #[test]
 fn a_big_copy_up_does_not_stall_lookups_elsewhere() {
+    use crate::common::blocking_lower::{self, BIG_SIZE, OTHER_DATA, big_byte};
+    use std::sync::mpsc;
     need_root!();
-    let l = Layers::new(1);
-    l.lower(0).file_bytes("big", &vec![0x5a; 256 << 20]);
-    for i in 0..50 {
-        l.lower(0).file(&format!("small/{i}"), "s");
-    }
-    let m = TestMount::layerfuse(l.clone_fresh(), &Opts::default());
-    let work = m.layers().work.clone().unwrap().join("work");
+    let lower_tmp = TempDir::new();
+    let lower = lower_tmp.path.join("lower");
+    fs::create_dir(&lower).unwrap();
+    let blocking = blocking_lower::Mounted::mount(&lower);
+    let m = TestMount::layerfuse(Layers::over_lowers(vec![lower.clone()]), &Opts::default());
+    let upper = m.layers().upper.clone().unwrap();
     let big = m.path("big");
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let r = fs::OpenOptions::new().write(true).open(&big);
-            done.store(true, std::sync::atomic::Ordering::SeqCst);
-            r.map(|_| ())
-        })
-    };
-    // The copy is under way once its temporary file shows in the work dir.
-    let started = wait_for(DEADLINE, || {
-        fs::read_dir(&work).is_ok_and(|mut d| d.next().is_some())
-            || done.load(std::sync::atomic::Ordering::SeqCst)
+    let writer =
+        std::thread::spawn(move || fs::OpenOptions::new().write(true).open(&big).map(|_| ()));
+    let copying = blocking.gate.wait_for_read(DEADLINE);
+    let (tx, rx) = mpsc::channel();
+    let other = m.path("other");
+    let looker = std::thread::spawn(move || {
+        let sizes: Vec<_> = (0..50)
+            .map(|_| fs::metadata(&other).map(|md| md.len()))
+            .collect();
+        let _ = tx.send(sizes);
     });
-    assert!(started, "no copy-up started");
+    let during_copy = rx.recv_timeout(DEADLINE);
+    let copy_still_waiting = blocking.gate.held() > 0;
+    blocking.gate.release();
+    let opened = writer.join().unwrap();
+    looker.join().unwrap();
     assert!(
-        !done.load(std::sync::atomic::Ordering::SeqCst),
-        "the copy-up finished before it could be observed; make the file bigger"
+        copying,
+        "the open for writing never read the lower file's data"
     );
-    for i in 0..50 {
-        let md = fs::metadata(m.path(&format!("small/{i}"))).unwrap();
-        assert_eq!(md.len(), 1);
-    }
-    let copying_still = !done.load(std::sync::atomic::Ordering::SeqCst);
-    writer.join().unwrap().unwrap();
+    let sizes = during_copy.expect("50 stats of another file waited for the big copy-up");
     assert!(
-        copying_still,
-        "50 lookups of other files waited for the big copy-up to finish"
+        sizes
+            .iter()
+            .all(|s| matches!(s, Ok(n) if *n == OTHER_DATA.len() as u64)),
+        "stats during the copy-up: {sizes:?}"
     );
+    assert!(copy_still_waiting, "the copy finished before the stats did");
+    opened.expect("open for writing");
+    let data = fs::read(upper.join("big")).expect("the copy in the upper");
+    assert_eq!(data.len() as u64, BIG_SIZE);
+    assert!(
+        data.iter()
+            .enumerate()
+            .all(|(i, b)| *b == big_byte(i as u64)),
+        "the copy holds the lower file's bytes"
+    );
+    drop(m);
+    drop(blocking);
 }
 
 /// Copy-ups into one directory from many threads at once leave its times as they were (a
