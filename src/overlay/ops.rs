@@ -616,12 +616,13 @@ pub(super) fn apply_setattr(dir: BorrowedFd<'_>, name: &OsStr, set: &SetAttr) ->
         sys::chmod_path_fd(sys::borrow(&fd), mode & 0o7777)?;
     }
     if let Some(size) = set.size {
-        if set.through_open_file || cfg!(not(target_os = "linux")) {
+        if set.through_open_file {
             let fd = sys::open_at(dir, name, oflag::WRONLY, 0)?;
             sys::truncate_fd(sys::borrow(&fd), size)?;
         } else {
-            let fd = sys::open_path_at(dir, name)?;
-            sys::truncate_path_fd(sys::borrow(&fd), size)?;
+            // As truncate(2): where the system has no truncate by handle (the portable
+            // module), the file is opened for writing there.
+            sys::truncate_at(dir, name, size)?;
         }
     }
     if set.atime.is_some() || set.mtime.is_some() {

@@ -143,6 +143,14 @@ pub fn truncate_path_fd(fd: BorrowedFd<'_>, size: u64) -> SysResult<()> {
     super::truncate_fd(fd, size)
 }
 
+/// Set the size of the regular file `name` in `dir`, as truncate(2) would. There is no
+/// truncate by fd without write access (and no `truncateat`): the file is opened for
+/// writing, never following a symlink (`O_NONBLOCK`: never waiting on a FIFO).
+pub fn truncate_at(dir: BorrowedFd<'_>, name: &OsStr, size: u64) -> SysResult<()> {
+    let fd = super::open_at(dir, name, libc::O_WRONLY | libc::O_NONBLOCK, 0)?;
+    super::truncate_fd(super::borrow(&fd), size)
+}
+
 pub fn chmod_path_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     super::chmod_fd(fd, mode)
 }

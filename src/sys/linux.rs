@@ -244,8 +244,6 @@ pub fn syncfs(fd: BorrowedFd<'_>) -> SysResult<()> {
     Ok(())
 }
 
-/// chmod that also works on `O_PATH` fds (the kernel's fchmodat2 with AT_EMPTY_PATH,
-/// falling back to the fd's /proc name).
 /// Set the size of the file an `O_PATH` fd names the way truncate(2) does: unlike
 /// ftruncate(2) it leaves the times to the filesystem when the size does not change.
 pub fn truncate_path_fd(fd: BorrowedFd<'_>, size: u64) -> SysResult<()> {
@@ -255,6 +253,15 @@ pub fn truncate_path_fd(fd: BorrowedFd<'_>, size: u64) -> SysResult<()> {
     Ok(())
 }
 
+/// Set the size of the entry `name` in `dir` as truncate(2) does, through an `O_PATH`
+/// handle (never following a symlink, never opening the file itself).
+pub fn truncate_at(dir: BorrowedFd<'_>, name: &OsStr, size: u64) -> SysResult<()> {
+    let fd = open_path_at(dir, name)?;
+    truncate_path_fd(super::borrow(&fd), size)
+}
+
+/// chmod that also works on `O_PATH` fds (the kernel's fchmodat2 with AT_EMPTY_PATH,
+/// falling back to the fd's /proc name).
 pub fn chmod_path_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     let empty = CString::default();
     // SAFETY: plain syscall; the empty string outlives it.

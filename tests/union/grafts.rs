@@ -322,10 +322,6 @@ fn upper_lines(m: &TestMount) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-#[cfg_attr(
-    feature = "portable",
-    ignore = "known bug of the portable path: truncate by path inside a graft fails (EINVAL: ftruncate of a read-only fd)"
-)]
 fn every_op_inside_a_graft_lands_in_the_source_and_nothing_in_the_upper() {
     need_root!();
     let l = Layers::new(1);
