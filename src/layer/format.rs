@@ -168,6 +168,27 @@ impl Layer {
         Some(fb)
     }
 
+    /// The origin record ([`Layer::origin_handle`]) of the entry `name` in the
+    /// directory open at `dir`. `None` where the system has no xattrs to keep it in
+    /// (the portable module): the entry is then not opened (a socket cannot be, and
+    /// opening a device would run its driver).
+    pub fn origin_at(&self, dir: BorrowedFd<'_>, name: &OsStr) -> Option<Vec<u8>> {
+        if !sys::XATTRS {
+            return None;
+        }
+        let fd = sys::open_path_at(dir, name).ok()?;
+        self.origin_handle(sys::borrow(&fd))
+    }
+
+    /// [`Layer::origin_at`] of the entry at `rel` from this layer's root.
+    pub fn origin_of(&self, rel: &[u8]) -> Option<Vec<u8>> {
+        if !sys::XATTRS {
+            return None;
+        }
+        let fd = self.open_any(rel).ok()?;
+        self.origin_handle(sys::borrow(&fd))
+    }
+
     /// What this layer holds at `name` inside the directory open at `dir`.
     /// `markers` are that directory's own (for xattr whiteouts).
     pub fn find(

@@ -190,9 +190,7 @@ impl Overlay {
         let (dir_path, name) = layer::split_last(&lower.path).ok_or(Errno::EIO)?;
         let dir = layer.open_dir(dir_path)?;
         let st = sys::stat_at(sys::borrow(&dir), name)?;
-        let origin = sys::open_path_at(sys::borrow(&dir), name)
-            .ok()
-            .and_then(|fd| layer.origin_handle(sys::borrow(&fd)));
+        let origin = layer.origin_at(sys::borrow(&dir), name);
         Ok(CopySource {
             name: name.to_owned(),
             lowers,
@@ -450,23 +448,36 @@ impl Overlay {
             Err(e) if (e == Errno::EINVAL || e == Errno::EPERM) && !self.privileged => {}
             Err(e) => return Err(e),
         }
-        let dst = sys::open_path_at(work, tmp)?;
+        // Handles on the two entries carry their xattrs. Where the system has none (the
+        // portable module) neither is opened: a socket cannot be, and opening a device
+        // would run its driver.
+        let dst = if sys::XATTRS {
+            Some(sys::open_path_at(work, tmp)?)
+        } else {
+            None
+        };
+        let dst = dst.as_ref().map(sys::borrow);
         if kind != FileKind::Symlink {
-            sys::chmod_path_fd(sys::borrow(&dst), st.perm())?;
+            match dst {
+                Some(fd) => sys::chmod_path_fd(fd, st.perm())?,
+                None => sys::chmod_at(work, tmp, st.perm())?,
+            }
         }
-        let src = sys::open_path_at(src_dir, src_name)?;
-        self.copy_xattrs(sys::borrow(&src), sys::borrow(&dst))?;
-        // The kernel's origin record (its file handle of the lower entry; empty means
-        // "copied up, origin unknown"): lookup keeps the lower inode number for it,
-        // and the kernel finds the hard-link index entry by it.
         let format = &self.upper()?.layer;
-        let _ = format.set_origin(sys::borrow(&dst), origin);
+        if let Some(dst) = dst {
+            let src = sys::open_path_at(src_dir, src_name)?;
+            self.copy_xattrs(sys::borrow(&src), dst)?;
+            // The kernel's origin record (its file handle of the lower entry; empty
+            // means "copied up, origin unknown"): lookup keeps the lower inode number
+            // for it, and the kernel finds the hard-link index entry by it.
+            let _ = format.set_origin(dst, origin);
+        }
         if kind == FileKind::Regular && data == Data::Meta {
             let file = sys::open_at(work, tmp, sys::oflag::WRONLY, 0)?;
             // Without the marker (an upper filesystem refusing it) the data is copied.
-            match format.set_metacopy(sys::borrow(&dst)) {
-                Ok(()) => sys::truncate_fd(sys::borrow(&file), st.size)?,
-                Err(_) => self.fill_copy(src_dir, src_name, st, sys::borrow(&file), Data::Full)?,
+            match dst.map(|fd| format.set_metacopy(fd)) {
+                Some(Ok(())) => sys::truncate_fd(sys::borrow(&file), st.size)?,
+                _ => self.fill_copy(src_dir, src_name, st, sys::borrow(&file), Data::Full)?,
             }
         }
         sys::set_times_at(work, tmp, TimeSet::At(st.atime), TimeSet::At(st.mtime))?;

@@ -309,8 +309,7 @@ impl Overlay {
         };
         sys::chown_at(d, &leaf, caller.uid, gid)?;
         if !is_symlink {
-            let fd = sys::open_path_at(d, &leaf)?;
-            sys::chmod_path_fd(sys::borrow(&fd), perm)?;
+            sys::chmod_at(d, &leaf, perm)?;
         }
         let st = sys::stat_at(d, &leaf)?;
         let node = self.graft_node(parent, name, at, &st, true);
@@ -518,8 +517,7 @@ impl Overlay {
             }
             sys::chown_at(dest, &e.name, st.uid, st.gid)?;
             if st.kind() != FileKind::Symlink {
-                let fd = sys::open_path_at(dest, &e.name)?;
-                sys::chmod_path_fd(sys::borrow(&fd), st.perm())?;
+                sys::chmod_at(dest, &e.name, st.perm())?;
             }
             sys::set_times_at(
                 dest,

@@ -81,10 +81,7 @@ impl Overlay {
             return Ok(false);
         }
         let layer = &self.lowers[lower.layer];
-        let origin = layer
-            .open_any(&lower.path)
-            .ok()
-            .and_then(|fd| layer.origin_handle(sys::borrow(&fd)));
+        let origin = layer.origin_of(&lower.path);
         let slot = index_slot(upper, origin.as_deref(), st);
         if sys::stat_at(slot.dir, &slot.key).is_err() {
             return Ok(false);
@@ -141,9 +138,7 @@ impl Overlay {
         let src_dir = src_layer.open_dir(src_dir_path)?;
         let src_dir = sys::borrow(&src_dir);
         let st = sys::stat_at(src_dir, src_name)?;
-        let origin = sys::open_path_at(src_dir, src_name)
-            .ok()
-            .and_then(|fd| src_layer.origin_handle(sys::borrow(&fd)));
+        let origin = src_layer.origin_at(src_dir, src_name);
         let slot = index_slot(upper, origin.as_deref(), &st);
         if sys::stat_at(slot.dir, &slot.key).is_ok() {
             return Ok(());
@@ -201,10 +196,7 @@ impl Overlay {
         let Some((lower, st)) = self.lower_hard_link(node)? else {
             return Ok(true);
         };
-        let origin = self.lowers[lower.layer]
-            .open_any(&lower.path)
-            .ok()
-            .and_then(|fd| self.lowers[lower.layer].origin_handle(sys::borrow(&fd)));
+        let origin = self.lowers[lower.layer].origin_of(&lower.path);
         let slot = index_slot(upper, origin.as_deref(), &st);
         if sys::stat_at(slot.dir, &slot.key).is_err() {
             return Ok(false);

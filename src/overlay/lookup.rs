@@ -346,12 +346,22 @@ impl Overlay {
                 Found::Whiteout => return Ok(None),
                 Found::Missing => {}
                 Found::Entry(st) => {
-                    let fd = sys::open_path_at(sys::borrow(&dir), name)?;
-                    let marked = u.layer.upper_markers(sys::borrow(&fd));
+                    let is_dir = st.kind() == FileKind::Directory;
+                    // The entry's markers are xattrs (an OCI opaque marker is a file in
+                    // the directory). Where the system has no xattrs (the portable
+                    // module) any other entry is not opened for them: a socket cannot
+                    // be opened, and opening a device would run its driver.
+                    let fd = if is_dir || sys::XATTRS {
+                        Some(sys::open_path_at(sys::borrow(&dir), name)?)
+                    } else {
+                        None
+                    };
+                    let fd = fd.as_ref().map(sys::borrow);
+                    let marked = fd.map(|fd| u.layer.upper_markers(fd)).unwrap_or_default();
                     origin = marked.origin;
                     let has_origin = origin.is_some();
-                    if st.kind() == FileKind::Directory {
-                        let m = u.layer.dir_markers(sys::borrow(&fd));
+                    if is_dir {
+                        let m = fd.map(|fd| u.layer.dir_markers(fd)).unwrap_or_default();
                         if m.opaque {
                             merge_lowers = false;
                         } else if let Some(r) = m.redirect {
@@ -365,14 +375,14 @@ impl Overlay {
                                 return Err(Errno::EPERM);
                             }
                             metacopy = true;
-                            if let Some(r) = u.layer.redirect_of(sys::borrow(&fd)) {
+                            if let Some(r) = fd.and_then(|fd| u.layer.redirect_of(fd)) {
                                 search = redirect_search(r);
                             }
                         }
                         if !has_origin && !metacopy {
                             merge_lowers = false;
                         } else if st.nlink > 1 {
-                            nlink_adjust = u.layer.nlink_adjust(sys::borrow(&fd));
+                            nlink_adjust = fd.map_or(0, |fd| u.layer.nlink_adjust(fd));
                             index = self.index_of(origin.as_deref(), &st);
                         }
                     }

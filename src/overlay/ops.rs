@@ -225,15 +225,14 @@ impl Overlay {
             };
             sys::chown_at(at_dir, at_name, caller.uid, gid)?;
         }
-        if !is_symlink && (special || opaque || add_sgid) {
+        if !is_symlink && (special || add_sgid) {
+            let keep_sgid = if is_dir && parent_sgid { 0o2000 } else { 0 };
+            sys::chmod_at(at_dir, at_name, perm | keep_sgid)?;
+        }
+        if opaque {
+            // Only directories are made opaque.
             let fd = sys::open_path_at(at_dir, at_name)?;
-            if special || add_sgid {
-                let keep_sgid = if is_dir && parent_sgid { 0o2000 } else { 0 };
-                sys::chmod_path_fd(sys::borrow(&fd), perm | keep_sgid)?;
-            }
-            if opaque {
-                upper.layer.set_opaque(sys::borrow(&fd))?;
-            }
+            upper.layer.set_opaque(sys::borrow(&fd))?;
         }
         if slot.over_whiteout {
             sys::rename_at(
@@ -612,8 +611,7 @@ pub(super) fn apply_setattr(dir: BorrowedFd<'_>, name: &OsStr, set: &SetAttr) ->
         )?;
     }
     if let Some(mode) = set.mode {
-        let fd = sys::open_path_at(dir, name)?;
-        sys::chmod_path_fd(sys::borrow(&fd), mode & 0o7777)?;
+        sys::chmod_at(dir, name, mode & 0o7777)?;
     }
     if let Some(size) = set.size {
         if set.through_open_file {

@@ -36,6 +36,11 @@ impl Overlay {
 
     pub fn getxattr(&self, ino: NodeId, name: &OsStr) -> SysResult<Vec<u8>> {
         let node = self.node(ino)?;
+        if !sys::XATTRS {
+            // None on this system (the portable module): the entry is not opened (a
+            // socket cannot be, and opening a device would run its driver).
+            return Err(Errno::ENOTSUP);
+        }
         if name == "security.capability" && node.state.read().no_capability {
             return Err(Errno::ENODATA);
         }
@@ -48,6 +53,9 @@ impl Overlay {
     /// Visible xattr names, each NUL-terminated, as listxattr returns them.
     pub fn listxattr(&self, ino: NodeId) -> SysResult<Vec<u8>> {
         let node = self.node(ino)?;
+        if !sys::XATTRS {
+            return Ok(Vec::new());
+        }
         let t = self.tree.read();
         let fd = self.object_fd(&t, &node)?;
         let grafted = matches!(self.place(&node), Place::Graft(_));
@@ -76,6 +84,10 @@ impl Overlay {
 
     pub fn setxattr(&self, ino: NodeId, name: &OsStr, value: &[u8], flags: i32) -> SysResult<()> {
         let node = self.node(ino)?;
+        if !sys::XATTRS {
+            // Nothing to copy up for a change that cannot be made.
+            return Err(Errno::ENOTSUP);
+        }
         let mut t = self.tree.read();
         let place = self.place(&node);
         match &place {
@@ -93,6 +105,9 @@ impl Overlay {
 
     pub fn removexattr(&self, ino: NodeId, name: &OsStr) -> SysResult<()> {
         let node = self.node(ino)?;
+        if !sys::XATTRS {
+            return Err(Errno::ENOTSUP);
+        }
         let mut t = self.tree.read();
         let place = self.place(&node);
         let stored = self.stored_xattr(&place, name);

@@ -19,6 +19,10 @@ pub mod rename_flag {
 
 pub const KERNEL_WHITEOUTS: bool = false;
 
+/// No xattrs here (FreeBSD's extattrs are not wired): no entry ever carries a marker,
+/// so none is opened to read one.
+pub const XATTRS: bool = false;
+
 /// Open `rel` beneath `root` one component at a time, refusing symlinks and `..`.
 pub fn open_beneath(root: BorrowedFd<'_>, rel: &[u8], flags: i32, mode: u32) -> SysResult<OwnedFd> {
     let parts: Vec<&[u8]> = rel
@@ -153,6 +157,22 @@ pub fn truncate_at(dir: BorrowedFd<'_>, name: &OsStr, size: u64) -> SysResult<()
 
 pub fn chmod_path_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {
     super::chmod_fd(fd, mode)
+}
+
+/// chmod of the entry `name` in `dir` by its name, never following a symlink: the
+/// entry is not opened (a socket cannot be, and opening a device would run its driver).
+pub fn chmod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
+    let c = cstr(name.as_bytes())?;
+    // SAFETY: plain syscall on a valid fd and C string.
+    check(unsafe {
+        libc::fchmodat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            mode as libc::mode_t,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(())
 }
 
 pub fn unmount(path: &Path, lazy: bool) -> SysResult<()> {

@@ -19,6 +19,9 @@ pub mod rename_flag {
 /// has the `trusted.*` xattr namespace.
 pub const KERNEL_WHITEOUTS: bool = true;
 
+/// Whether this module reads and writes xattrs (the union's markers among them).
+pub const XATTRS: bool = true;
+
 /// Open `rel` (a relative path of several components) beneath `root`: symlinks,
 /// `..` and magic links can never lead outside `root` (`RESOLVE_IN_ROOT |
 /// RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`). The last component is not followed.
@@ -258,6 +261,13 @@ pub fn truncate_path_fd(fd: BorrowedFd<'_>, size: u64) -> SysResult<()> {
 pub fn truncate_at(dir: BorrowedFd<'_>, name: &OsStr, size: u64) -> SysResult<()> {
     let fd = open_path_at(dir, name)?;
     truncate_path_fd(super::borrow(&fd), size)
+}
+
+/// chmod of the entry `name` in `dir`, never following a symlink, through an `O_PATH`
+/// handle (a device's driver is never run, a socket needs no opening).
+pub fn chmod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
+    let fd = open_path_at(dir, name)?;
+    chmod_path_fd(super::borrow(&fd), mode)
 }
 
 /// chmod that also works on `O_PATH` fds (the kernel's fchmodat2 with AT_EMPTY_PATH,

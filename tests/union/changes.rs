@@ -23,10 +23,6 @@ fn base_layers() -> Layers {
 }
 
 #[test]
-#[cfg_attr(
-    feature = "portable",
-    ignore = "known bug of the portable path: a socket made through the mount is missing from the listing"
-)]
 fn create_entries_of_every_type() {
     need_root!();
     let l = base_layers();
