@@ -245,9 +245,15 @@ impl Overlay {
             Data::Full,
             src.origin.as_deref().unwrap_or(b""),
         );
-        if let Err(e) = built {
-            let _ = remove_tree(work, &tmp);
-            return Err(e);
+        let origin_recorded = match built {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                let _ = remove_tree(work, &tmp);
+                return Err(e);
+            }
+        };
+        if !origin_recorded {
+            self.number_copy(work, &tmp, dir.ino.get());
         }
         self.place_copy(t, dir, upper, &tmp)?;
         {
@@ -299,6 +305,10 @@ impl Overlay {
             let parent = node.parent().ok_or(Errno::EIO)?;
             let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(t, &parent))?;
             self.link_upper_name(node, (index, &key), sys::borrow(&pdir), &name)?;
+            if !sys::XATTRS {
+                // No origin record on this system to number the copy by.
+                self.number_copy(index, &key, node.ino.get());
+            }
             let metacopy = self.is_metacopy_at(index, &key);
             let mut s = node.state.write();
             s.lowers = Lowers::Stack(src.lowers);
@@ -325,9 +335,15 @@ impl Overlay {
                 src.origin.as_deref().unwrap_or(b""),
             )
         });
-        if let Err(e) = built {
-            let _ = remove_tree(work, &tmp);
-            return Err(e);
+        let origin_recorded = match built {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                let _ = remove_tree(work, &tmp);
+                return Err(e);
+            }
+        };
+        if !origin_recorded {
+            self.number_copy(work, &tmp, node.ino.get());
         }
         if indexed {
             // Two names now (index + this one) stand for the lower's `nlink`.
@@ -408,7 +424,8 @@ impl Overlay {
         }
     }
 
-    /// Build the copy of one entry at `work/tmp`.
+    /// Build the copy of one entry at `work/tmp`. Returns whether it carries the
+    /// origin record.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn build_copy(
         &self,
@@ -419,7 +436,7 @@ impl Overlay {
         kind: FileKind,
         data: Data,
         origin: &[u8],
-    ) -> SysResult<()> {
+    ) -> SysResult<bool> {
         match kind {
             FileKind::Directory => sys::mkdir_at(work, tmp, 0o700)?,
             FileKind::Regular => {
@@ -464,13 +481,14 @@ impl Overlay {
             }
         }
         let format = &self.upper()?.layer;
+        let mut origin_recorded = false;
         if let Some(dst) = dst {
             let src = sys::open_path_at(src_dir, src_name)?;
             self.copy_xattrs(sys::borrow(&src), dst)?;
             // The kernel's origin record (its file handle of the lower entry; empty
             // means "copied up, origin unknown"): lookup keeps the lower inode number
             // for it, and the kernel finds the hard-link index entry by it.
-            let _ = format.set_origin(dst, origin);
+            origin_recorded = format.set_origin(dst, origin).is_ok();
         }
         if kind == FileKind::Regular && data == Data::Meta {
             let file = sys::open_at(work, tmp, sys::oflag::WRONLY, 0)?;
@@ -481,7 +499,39 @@ impl Overlay {
             }
         }
         sys::set_times_at(work, tmp, TimeSet::At(st.atime), TimeSet::At(st.mtime))?;
-        Ok(())
+        Ok(origin_recorded)
+    }
+
+    /// A copy of the object numbered `number` was built at `dir/name` with no origin
+    /// record (an upper without xattrs: the portable module). A lookup of the copy
+    /// reads the upper inode, whose number is another: the object keeps its number
+    /// here, as the origin record keeps it on the kernel's format, so that lookup finds
+    /// the node the kernel holds. A second node of the object would keep the old name,
+    /// and a rename or unlink through one would leave the other naming a gone path.
+    pub(super) fn number_copy(&self, dir: BorrowedFd<'_>, name: &OsStr, number: u64) {
+        if let Ok(st) = sys::stat_at(dir, name) {
+            self.copy_numbers.insert(st.ino, number);
+        }
+    }
+
+    /// The number the union gives the upper inode `ino`: the number its object had
+    /// before it was copied without an origin record, else its own (folded).
+    pub(super) fn upper_number(&self, ino: u64) -> u64 {
+        if !self.copy_numbers.is_empty()
+            && let Some(n) = self.copy_numbers.get(&ino)
+        {
+            return *n;
+        }
+        self.fold_ino(self.upper.as_ref().map_or(0, |u| u.layer.dev), ino)
+    }
+
+    /// The upper inode `ino` lost its last name (or is a new object): the number of
+    /// a copy it was no longer applies (the filesystem may give the inode number to
+    /// another object).
+    pub(super) fn drop_copy_number(&self, ino: u64) {
+        if !self.copy_numbers.is_empty() {
+            self.copy_numbers.remove(&ino);
+        }
     }
 
     /// Give a new copy its data (all of it, or none for `Empty`), made durable.

@@ -143,8 +143,8 @@ impl Overlay {
             merge.add(idx.list.iter().cloned(), Some(l.layer));
         }
         // Inode numbers as lookup gives them: a lower entry's own (folded), an upper
-        // entry's own unless it shadows a lower entry (a copy keeps the lower's).
-        let upper_dev = self.upper.as_ref().map_or(0, |u| u.layer.dev);
+        // entry's own unless it shadows a lower entry (a copy keeps the lower's) or is
+        // a copy made without an origin record (it keeps the number it had).
         // Names at graft targets are shown by the graft (`show_graft_targets`): the
         // layers' entries there need no inode number of their own.
         let targets = self.graft_targets_in(t, node);
@@ -164,7 +164,7 @@ impl Overlay {
             let ino = match src.lower {
                 Some(li) => self.fold_ino(self.lowers[li].dev, src.ino),
                 None if src.shadows_lower => self.copied_entry_ino(t, node, &name, src.ino),
-                None => self.fold_ino(upper_dev, src.ino),
+                None => self.upper_number(src.ino),
             };
             out.push(DirEntry {
                 name,
@@ -185,7 +185,7 @@ impl Overlay {
     ) -> u64 {
         match self.resolve(t, dir, name) {
             Ok(Some(r)) if r.ino != 0 => r.ino,
-            _ => self.fold_ino(self.upper.as_ref().map_or(0, |u| u.layer.dev), upper_ino),
+            _ => self.upper_number(upper_ino),
         }
     }
 }

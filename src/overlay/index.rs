@@ -157,7 +157,13 @@ impl Overlay {
                 origin.as_deref().unwrap_or(b""),
             )
         });
-        let placed = built.and_then(|()| {
+        let placed = built.and_then(|origin_recorded| {
+            if !origin_recorded {
+                // Numbered as the lower file is, which is what a lookup of any of its
+                // names gave until now.
+                let number = self.fold_ino(src_layer.dev, st.ino);
+                self.number_copy(work, &tmp, number);
+            }
             // One name (the index) stands for the lower's `nlink` names.
             let fd = sys::open_path_at(work, &tmp)?;
             upper

@@ -552,9 +552,9 @@ impl Overlay {
                         self.fold_ino(self.upper.as_ref().map_or(0, |u| u.layer.dev), st.ino)
                     })
             }
-            (Some(st), _, _) => {
-                self.fold_ino(self.upper.as_ref().map_or(0, |u| u.layer.dev), st.ino)
-            }
+            // The number of the object before it was copied, where the copy carries
+            // no origin record (an upper without xattrs).
+            (Some(st), _, _) => self.upper_number(st.ino),
             (None, Some(l), Some(lst)) => self.fold_ino(self.lowers[l.layer].dev, lst.ino),
             _ => 0,
         };

@@ -171,6 +171,10 @@ pub struct Overlay {
     lower_index: lowerindex::LowerIndex,
     /// Volumes and bind mounts, each served through a `Layer` of its own.
     grafts: Vec<graft::Graft>,
+    /// Copies made by this mount that carry no origin record (an upper without xattrs:
+    /// the portable module): upper inode number → the number the object had before
+    /// (see `Overlay::number_copy`). An entry goes with the object's last name.
+    copy_numbers: dashmap::DashMap<u64, u64>,
     /// What `layerfuse status` shows of this union's work.
     counters: crate::counters::Counters,
 }
@@ -319,6 +323,7 @@ impl Overlay {
             dirs: DirCache::new(256),
             lower_index: lowerindex::LowerIndex::new(100_000),
             grafts,
+            copy_numbers: Default::default(),
             counters: Default::default(),
         })
     }

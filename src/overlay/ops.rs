@@ -154,6 +154,8 @@ impl Overlay {
             upper.layer.drop_oci_whiteout(sys::borrow(&slot.dir), name);
         }
         let st = sys::stat_at(sys::borrow(&slot.dir), name)?;
+        // A new object: no copy's number is this inode's any more.
+        self.drop_copy_number(st.ino);
         let r = Resolved {
             stat: st,
             upper: true,
@@ -296,6 +298,9 @@ impl Overlay {
                 last_link = st.nlink as i64 + node.state.read().nlink_adjust() <= 1;
             }
             let emptied = self.remove_upper(upper, pdir, name, dir, need_whiteout)?;
+            if last_link {
+                self.drop_copy_number(st.ino);
+            }
             if dir {
                 // A directory as it was after its whiteouts were cleared (which sets
                 // its times), just before it went.

@@ -389,6 +389,9 @@ impl Overlay {
             if s.upper {
                 s.set_removed(dst_stat);
             }
+            if let (true, Some(st)) = (dst_name_was_upper, dst_stat) {
+                self.drop_copy_number(st.ino);
+            }
         } else {
             // Its other names live on; the replaced one may have been the recorded one.
             if recorded {

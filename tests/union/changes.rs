@@ -262,10 +262,6 @@ fn rmdir_of_lower_and_merged_dirs() {
 }
 
 #[test]
-#[cfg_attr(
-    feature = "portable",
-    ignore = "known bug of the portable path: a lower file renamed through the mount is then not found (ENOENT)"
-)]
 fn rename_files() {
     need_root!();
     let l = base_layers();
@@ -772,10 +768,6 @@ fn read_only_mount_refuses_every_write() {
 /// name was taken by a new entry of another type: the change goes to the open (orphan) file,
 /// never to what now has its name.
 #[test]
-#[cfg_attr(
-    feature = "portable",
-    ignore = "known bug of the portable path: fchmod/fchown of an unlinked file's fd fail"
-)]
 fn attribute_changes_through_fd_of_unlinked_file() {
     need_root!();
     let l = Layers::new(1);

@@ -151,10 +151,6 @@ fn access_checks_as_unprivileged_user() {
 }
 
 #[test]
-#[cfg_attr(
-    feature = "portable",
-    ignore = "known bug of the portable path: a lower file renamed through the mount is then not found (ENOENT)"
-)]
 fn created_entries_get_caller_owner_and_setgid_group() {
     need_root!();
     let p = Pair::new(&perm_layers());
