@@ -345,7 +345,17 @@ impl Overlay {
             let whiteout = self.lower_positive(p, name)?;
             let target_is_whiteout =
                 dst.is_none() && matches!(self.upper_entry(qdir, newname), Ok(Found::Whiteout));
-            if target_is_whiteout {
+            // An OCI whiteout (the portable module's format) is a file of its own,
+            // `.wh.NAME`, with nothing at the name itself: there is nothing to exchange
+            // with (and no RENAME_EXCHANGE there). The entry moves in (an entry wins
+            // over a whiteout in its own layer), then the marker goes.
+            let target_is_oci_whiteout = target_is_whiteout
+                && self.upper()?.layer.oci
+                && sys::stat_at(qdir, newname) == Err(Errno::ENOENT);
+            if target_is_oci_whiteout {
+                self.move_away(pdir, name, qdir, newname, whiteout)?;
+                self.upper()?.layer.drop_oci_whiteout(qdir, newname);
+            } else if target_is_whiteout {
                 // Swap with the whiteout: it lands at the old name, which is where one
                 // is needed if a lower layer still has that name; else remove it.
                 sys::rename_at(pdir, name, qdir, newname, rename_flag::EXCHANGE)?;

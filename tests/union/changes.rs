@@ -310,6 +310,35 @@ fn rename_files() {
     });
 }
 
+/// A rename onto a name removed before (a whiteout in the upper, in the kernel's format or
+/// the portable path's OCI one): the entry takes the name and the whiteout goes, or moves to
+/// the old name where a lower layer still has that one.
+#[test]
+fn rename_onto_a_removed_name() {
+    need_root!();
+    let l = base_layers();
+    differential(&l, |c| {
+        c.must("unlink lower file", fs::remove_file(c.p("lower_file")));
+        c.must("unlink merged/bottom", fs::remove_file(c.p("merged/bottom")));
+        c.must(
+            "rename upper file onto the removed name",
+            fs::rename(c.p("upper_file"), c.p("lower_file")),
+        );
+        c.must(
+            "rename lower file onto the removed name",
+            fs::rename(c.p("merged/top"), c.p("merged/bottom")),
+        );
+        for n in ["lower_file", "upper_file", "merged/top", "merged/bottom"] {
+            c.stat(n);
+            c.in_upper(n);
+        }
+        c.read("lower_file");
+        c.read("merged/bottom");
+        c.list("");
+        c.list("merged");
+    });
+}
+
 #[test]
 #[cfg_attr(
     feature = "portable",
