@@ -117,9 +117,14 @@ impl Overlay {
             // A directory of the upper alone is removed as it is on disk: whiteouts in
             // it count (the kernel's rmdir then fails ENOTEMPTY, as the upper's would).
             // Over a lower entry the kernel checks the union instead and clears the
-            // whiteouts as it replaces the directory by a whiteout.
+            // whiteouts as it replaces the directory by a whiteout. The directory's own
+            // OCI opaque marker (the portable module's, in place of the kernel's xattr)
+            // is no entry: the layer's listing leaves it out, and the removal, which
+            // moves the directory away in one step first, clears it with the rest.
+            let u = self.upper()?;
             let fd = self.dir_fd(LayerId::Upper, &self.upper_path(t, node))?;
-            return Ok(sys::read_dir(sys::borrow(&fd))?.is_empty() && targets == 0);
+            let on_disk = u.layer.list(sys::borrow(&fd), &DirMarkers::default())?;
+            return Ok(on_disk.is_empty() && targets == 0);
         }
         Ok(self.merged_names(t, node)?.is_empty() && targets == 0)
     }
