@@ -321,7 +321,10 @@ fn rename_onto_a_removed_name() {
     let l = base_layers();
     differential(&l, |c| {
         c.must("unlink lower file", fs::remove_file(c.p("lower_file")));
-        c.must("unlink merged/bottom", fs::remove_file(c.p("merged/bottom")));
+        c.must(
+            "unlink merged/bottom",
+            fs::remove_file(c.p("merged/bottom")),
+        );
         c.must(
             "rename upper file onto the removed name",
             fs::rename(c.p("upper_file"), c.p("lower_file")),
