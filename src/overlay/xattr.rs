@@ -34,6 +34,19 @@ impl Overlay {
         }
     }
 
+    /// An xattr change where the system has none (the portable module): a read-only place
+    /// refuses it first (EROFS, as the kernel checks the mount before the filesystem), then
+    /// ENOTSUP. Nothing is copied up.
+    fn no_xattr_change(&self, node: &Node) -> SysResult<()> {
+        match self.place(node) {
+            Place::Graft(at) => self.graft(&at)?.writable()?,
+            Place::Upper | Place::Lower => {
+                self.upper()?;
+            }
+        }
+        Err(Errno::ENOTSUP)
+    }
+
     pub fn getxattr(&self, ino: NodeId, name: &OsStr) -> SysResult<Vec<u8>> {
         let node = self.node(ino)?;
         if !sys::XATTRS {
@@ -86,7 +99,7 @@ impl Overlay {
         let node = self.node(ino)?;
         if !sys::XATTRS {
             // Nothing to copy up for a change that cannot be made.
-            return Err(Errno::ENOTSUP);
+            return self.no_xattr_change(&node);
         }
         let mut t = self.tree.read();
         let place = self.place(&node);
@@ -106,7 +119,7 @@ impl Overlay {
     pub fn removexattr(&self, ino: NodeId, name: &OsStr) -> SysResult<()> {
         let node = self.node(ino)?;
         if !sys::XATTRS {
-            return Err(Errno::ENOTSUP);
+            return self.no_xattr_change(&node);
         }
         let mut t = self.tree.read();
         let place = self.place(&node);
