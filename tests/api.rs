@@ -10,7 +10,8 @@
 //! - `markers` (Linux): the kernel's xattr and device markers, read and written, and
 //!   xattr hiding; only the `trusted.*` check needs root.
 //! - `locking` (Linux): lock order, against a lower layer served by a FUSE mount of the
-//!   test's own (root and `/dev/fuse`).
+//!   test's own (root and `/dev/fuse`), and what other requests see of a removal held
+//!   half-way (`open_gate`: fanotify holds an open of the union's; root).
 
 #[path = "api/fixture.rs"]
 mod fixture;
@@ -29,3 +30,6 @@ mod locking;
 #[cfg(target_os = "linux")]
 #[path = "api/markers.rs"]
 mod markers;
+#[cfg(target_os = "linux")]
+#[path = "api/open_gate.rs"]
+mod open_gate;

@@ -119,8 +119,10 @@ impl Overlay {
             };
             return Ok((sys::dup(sys::borrow(dir))?, ix.key));
         }
-        if unlinked {
-            // Its last name is gone: that path now leads to something else, or nowhere.
+        if unlinked || stale {
+            // Its last name is gone, or the name recorded is (the object lives on under
+            // a name not known yet, which its next lookup records): that path now leads
+            // to a whiteout, to nowhere, or to another object made there since.
             return Err(Errno::ENOENT);
         }
         upper.layer.locate(&self.upper_path(t, node))
@@ -208,6 +210,11 @@ impl Overlay {
         let placed = (|| {
             let (parent, name) = {
                 let s = node.state.read();
+                if s.unlinked {
+                    // Removed while its data was copied (the lock let go): its name holds
+                    // a whiteout now, or another object.
+                    return Err(Errno::ENOENT);
+                }
                 (s.parent.clone().ok_or(Errno::EIO)?, s.name.clone())
             };
             let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(t, &parent))?;
@@ -261,6 +268,8 @@ impl Overlay {
             s.lowers = Lowers::Stack(src.lowers);
             s.upper = true;
             s.metacopy = false;
+            // The copy is at the name recorded: it leads to the node.
+            s.stale_name = false;
         }
         self.counters.copied_up(1);
         // Now merged: it reports nlink 1 from here on.
@@ -314,6 +323,7 @@ impl Overlay {
             s.lowers = Lowers::Stack(src.lowers);
             s.upper = true;
             s.metacopy = metacopy;
+            s.stale_name = false;
             s.set_index(index_ref);
             drop(s);
             if metacopy && data != Data::Meta {
@@ -367,6 +377,7 @@ impl Overlay {
         s.lowers = Lowers::Stack(src.lowers);
         s.upper = true;
         s.metacopy = data == Data::Meta;
+        s.stale_name = false;
         if index_ref.is_some() {
             s.set_index(index_ref);
         }

@@ -8,7 +8,7 @@ use super::node::Node;
 use super::place::Place;
 use super::tree::Tree;
 use crate::layer::{DirMarkers, Listed};
-use crate::sys::{self, FileKind, SysResult};
+use crate::sys::{self, Errno, FileKind, SysResult};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 
@@ -79,6 +79,12 @@ impl Overlay {
     pub(super) fn list_dir(&self, t: &Tree, node: &Node) -> SysResult<Vec<DirEntry>> {
         let mut entries = match self.place(node) {
             Place::Graft(at) => self.graft_entries(&at)?,
+            // Removed (a request that raced the rmdir; the kernel answers later ones
+            // itself): its name leads elsewhere now, and a removed directory is listed
+            // by no one (the kernel's readdir of a dead directory: ENOENT).
+            Place::Upper | Place::Lower if node.state.read().unlinked => {
+                return Err(Errno::ENOENT);
+            }
             Place::Upper | Place::Lower => self.merged_names(t, node)?,
         };
         self.show_graft_targets(t, node, &mut entries);

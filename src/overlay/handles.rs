@@ -187,8 +187,10 @@ impl Overlay {
             };
             self.copy_up(&mut t, &node, data)?;
         }
-        // A name unlinked meanwhile (another caller) may have become a whiteout, a char device
-        // 0/0 whose open says ENXIO: never an answer for a file; it is gone.
+        // A removal through the union marks the node in the same step (see `remove`), so
+        // its path never holds the whiteout it left; an upper changed from outside can
+        // still put one (a char device 0/0, whose open says ENXIO) at a file's name:
+        // never an answer for a file, which is gone from there.
         let fd = self
             .open_backing(&t, &node, backing_flags(flags))
             .map_err(|e| match (e, node.kind()) {

@@ -102,14 +102,6 @@ impl Overlay {
         Ok(true)
     }
 
-    /// A name of a lower hard link is about to go: copy the inode into the index only
-    /// (no name in the upper), so its link count can be kept (the kernel does the
-    /// same with `index=on`). The node's data then lives in the index entry.
-    pub(super) fn index_lower_link(&self, t: &mut TreeRead, node: &Arc<Node>) -> SysResult<()> {
-        self.build_index_copy(t, node)?;
-        self.adopt_index_copy(t, node).map(|_| ())
-    }
-
     /// The lower file of `node` and its stat, when it is a hard link of a lower layer
     /// that is not yet in the upper one.
     fn lower_hard_link(&self, node: &Node) -> SysResult<Option<(LowerRef, Stat)>> {
@@ -124,9 +116,12 @@ impl Overlay {
         Ok((st.nlink > 1).then_some((lower, st)))
     }
 
-    /// The first half of [`Overlay::index_lower_link`], the one that copies data:
-    /// make the index entry of `node`'s lower hard link if there is none yet. The
-    /// node is not changed. The tree lock is let go while the copy is built.
+    /// A name of a lower hard link is about to go (removed, or renamed over): copy the
+    /// inode into the index only (no name in the upper), so its link count can be kept
+    /// (the kernel does the same with `index=on`); the node then takes that copy as its
+    /// data ([`Overlay::try_adopt_index_copy`]). This half copies data: it makes the
+    /// index entry if there is none yet, with the tree lock let go while the copy is
+    /// built; the node is not changed.
     pub(super) fn build_index_copy(&self, t: &mut TreeRead, node: &Arc<Node>) -> SysResult<()> {
         let upper = self.upper()?;
         let _turn = node.copy_up_turn(t);
@@ -179,17 +174,10 @@ impl Overlay {
         placed
     }
 
-    /// The second half of [`Overlay::index_lower_link`]: `node` takes the index entry
-    /// made for its lower hard link as its data. Copies nothing: `Ok(false)` when that
-    /// entry is not there (yet).
-    pub(super) fn adopt_index_copy(&self, t: &TreeRead, node: &Arc<Node>) -> SysResult<bool> {
-        let _turn = node.copy_up_turn(t);
-        self.adopt_index_copy_locked(node)
-    }
-
-    /// [`Overlay::adopt_index_copy`] under any tree guard (rename's move): the node's
-    /// `copy_up` mutex is only tried, as a copy-up holding it may be waiting for the
-    /// tree lock. `Ok(false)` when it is taken, or the entry is not there.
+    /// The second half: `node` takes the index entry made for its lower hard link as
+    /// its data. Copies nothing, under any tree guard (the write phase of a rename or a
+    /// removal): the node's `copy_up` mutex is only tried, as a copy-up holding it may be
+    /// waiting for the tree lock. `Ok(false)` when it is taken, or the entry is not there.
     pub(super) fn try_adopt_index_copy(&self, t: &Tree, node: &Arc<Node>) -> SysResult<bool> {
         match node.try_copy_up_turn(t) {
             Some(_turn) => self.adopt_index_copy_locked(node),

@@ -187,11 +187,14 @@ impl Overlay {
         }
         let same_place =
             s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent)) && *s.name == *name;
-        if !same_place && (s.stale_name || (r.upper && !s.upper)) {
+        if same_place {
+            // Found at the name recorded: that name leads to it (again).
+            s.stale_name = false;
+        } else if s.stale_name || (r.upper && !s.upper) {
             s.parent = Some(parent.clone());
             s.name = name.into();
             s.stale_name = false;
-        } else if !same_place && r.upper && s.kind != FileKind::Directory {
+        } else if r.upper && s.kind != FileKind::Directory {
             // Another upper name of a hard link: remembered, so that removing the
             // recorded name leaves the node reachable through this one.
             const MAX_ALIASES: usize = 64;

@@ -583,10 +583,12 @@ impl Overlay {
         }
         // A node only in the lower layers still is its lower entry once its name is gone
         // (layers never change); an upper one's path may name something else by now.
-        // An object never changes its type: a name that holds one of another type by now
-        // (the whiteout another caller's unlink left, a file renamed over it) no longer
-        // holds this node, and the kernel would mark an inode whose type changed as bad
-        // and answer EIO (found by scripts/soak.sh's churn: stat gave EIO).
+        // Through the union, a node not marked removed is at its name: the removal and
+        // the mark are one step under the tree lock (see `remove`). Layers changed
+        // behind the union's back (an upper entry replaced from outside, a live lower
+        // layer's entry) can still put an object of another type there: an object never
+        // changes its type, so that name no longer holds this node (ENOENT), where
+        // reporting it would have the kernel mark the inode bad and answer EIO.
         let reliable = |n: &Node, st: &Stat| {
             let s = n.state.read();
             let lower_only = !s.upper && s.graft().is_none();

@@ -361,6 +361,28 @@ impl NodeTable {
         self.nodes.len()
     }
 
+    /// An object was just made with natural number `ino`: a new inode, so no live
+    /// object has that number. A node still claiming it (at the number itself, or
+    /// standing in for it) is of an object gone behind the union's back (removed from
+    /// the upper or a lower layer directly, its inode number reused since): it is marked
+    /// removed, so that no lookup of the new object takes that node, whose name leads
+    /// nowhere now.
+    pub fn vacate(&self, ino: u64) {
+        if ino == 0 || ino == NodeId::ROOT.get() {
+            return;
+        }
+        let stand_in = if self.stand_in_busy.load(Ordering::Acquire) > 0 {
+            self.stand_ins.lock().get(&ino).copied()
+        } else {
+            None
+        };
+        for n in [Some(NodeId::new(ino)), stand_in].into_iter().flatten() {
+            if let Some(node) = self.get(n) {
+                node.state.write().unlinked = true;
+            }
+        }
+    }
+
     /// Find the node for `ino`, or make one with `make`. `same` decides whether an
     /// existing node is the same object; if not, the new object gets a synthetic number.
     /// Counts one kernel reference when `count` is set.

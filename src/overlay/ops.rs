@@ -9,10 +9,10 @@ use super::ids::{HandleId, NodeId};
 use super::lookup::Resolved;
 use super::node::Node;
 use super::place::{NamePlace, Place};
-use super::tree::Tree;
+use super::tree::{Tree, TreeRead, TreeWrite};
 use super::{Attr, Caller, Overlay, SetAttr, Upper, check_name};
 use crate::layer::{self, Found};
-use crate::sys::{self, Errno, FileKind, Stat, SysResult, oflag, rename_flag};
+use crate::sys::{self, Errno, FileKind, SysResult, oflag, rename_flag};
 use std::ffi::OsStr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -44,6 +44,35 @@ struct Slot {
     /// module's format) for the name: the new entry is made first (an entry wins over a
     /// whiteout in the same layer), then the marker is removed.
     over_oci_whiteout: bool,
+}
+
+/// How the write phase of a removal ended.
+enum Removal {
+    /// Removed; with what was moved into the work dir, to delete there.
+    Done(Option<MovedAway>),
+    /// Another operation came in between the phases: prepare again.
+    Retry,
+}
+
+/// A removed entry waiting in the work dir to be deleted.
+struct MovedAway {
+    node: Arc<Node>,
+    tmp: std::ffi::OsString,
+    dir: bool,
+}
+
+/// A removed file with more blocks than this (512-byte units: 1 MiB) is moved into the
+/// work dir and deleted there after the tree lock is let go: freeing its data may take
+/// long, and every request waits while the lock is held for writing.
+const FREE_LATER_BLOCKS: u64 = 2048;
+
+/// The kernel's type checks of unlink (`dir` false) and rmdir.
+fn check_remove_kind(node: &Node, dir: bool) -> SysResult<()> {
+    match (dir, node.kind() == FileKind::Directory) {
+        (true, false) => Err(Errno::ENOTDIR),
+        (false, true) => Err(Errno::EISDIR),
+        _ => Ok(()),
+    }
 }
 
 impl Overlay {
@@ -165,6 +194,10 @@ impl Overlay {
             nlink_adjust: 0,
             index: None,
         };
+        // A new inode is no other name of a node the union knows: one still holding its
+        // number is of an object removed from outside (after which a create read back
+        // ENOENT: it joined that node, whose name was gone).
+        self.nodes.vacate(r.ino);
         let node = self.node_for(&parent, name, r, true);
         if !is_dir {
             node.state.write().no_capability = true;
@@ -250,40 +283,95 @@ impl Overlay {
         Ok(())
     }
 
-    /// Remove a name (`dir`: rmdir semantics).
+    /// Remove a name (`dir`: rmdir semantics). In two phases, as rename: under the
+    /// tree lock held for reading, the checks and everything that copies data (the
+    /// parent's copy-up, the index copy of a lower hard link); then, under it held
+    /// for writing, the name's change in the upper layer together with the node's
+    /// mark (`unlinked`, or its next name). No request ever finds the node at a name
+    /// that already holds a whiteout, nothing or another object, and no lookup finds
+    /// the object at its name after its node was marked. What the removal moved
+    /// into the work dir is deleted there once the lock is let go.
     pub fn remove(&self, parent: NodeId, name: &OsStr, dir: bool) -> SysResult<()> {
         check_name(name)?;
         let parent = self.node(parent)?;
-        let mut t = self.tree.read();
-        match self.place_of_name(&t, &parent, name) {
-            // A mount point (also one nested in another graft).
-            NamePlace::Graft(at) if at.is_root() => return Err(Errno::EBUSY),
-            NamePlace::Graft(at) => return self.graft_remove(&at, dir),
-            NamePlace::Union => {}
+        loop {
+            let node = {
+                let mut t = self.tree.read();
+                match self.place_of_name(&t, &parent, name) {
+                    // A mount point (also one nested in another graft).
+                    NamePlace::Graft(at) if at.is_root() => return Err(Errno::EBUSY),
+                    NamePlace::Graft(at) => return self.graft_remove(&at, dir),
+                    NamePlace::Union => {}
+                }
+                self.remove_prepare(&mut t, &parent, name, dir)?
+            };
+            let t = self.tree.write();
+            let removed = self.remove_name(&t, &parent, name, dir, &node)?;
+            drop(t);
+            match removed {
+                Removal::Retry => continue,
+                Removal::Done(None) => return Ok(()),
+                Removal::Done(Some(left)) => {
+                    self.delete_moved_away(&left);
+                    return Ok(());
+                }
+            }
         }
-        let upper = self.upper()?;
-        let (node, st) = self.lookup_node(&t, &parent, name, false)?;
-        let kind = node.kind();
-        match (dir, kind == FileKind::Directory) {
-            (true, false) => return Err(Errno::ENOTDIR),
-            (false, true) => return Err(Errno::EISDIR),
-            _ => {}
-        }
-        if dir && !self.dir_is_empty(&t, &node, self.lower_positive(&parent, name)?)? {
+    }
+
+    /// Phase 1 of a removal, under the read lock: the kernel's checks, and what the
+    /// removal needs that may copy data. Returns the node to remove.
+    fn remove_prepare(
+        &self,
+        t: &mut TreeRead,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        dir: bool,
+    ) -> SysResult<Arc<Node>> {
+        self.upper()?;
+        let (node, st) = self.lookup_node(t, parent, name, false)?;
+        check_remove_kind(&node, dir)?;
+        if dir && !self.dir_is_empty(t, &node, self.lower_positive(parent, name)?)? {
             return Err(Errno::ENOTEMPTY);
         }
-        if dir {
-            // Cached fds of upper directories below it would outlive it.
-            self.dirs.drop_upper();
-        }
-        self.copy_up_dir(&t, &parent)?;
+        self.copy_up_dir(t, parent)?;
         if !dir && st.nlink > 1 {
             // One name of a lower hard link may go below: its copy in the index is
             // made now, before the upper directory is looked at.
-            self.build_index_copy(&mut t, &node)?;
+            self.build_index_copy(t, &node)?;
         }
-        let need_whiteout = self.lower_positive(&parent, name)?;
-        let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(&t, &parent))?;
+        Ok(node)
+    }
+
+    /// Phase 2 of a removal, under the write lock: look the name up again (another
+    /// operation may have come in between: back to phase 1 if what phase 1 made is
+    /// not there), change the upper layer and mark the node. Copies no data, and frees
+    /// none that may take long: a directory, an entry that leaves a whiteout and a
+    /// large file are moved into the work dir instead, to be deleted after (the
+    /// `Removal::Done` value).
+    fn remove_name(
+        &self,
+        t: &TreeWrite,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        dir: bool,
+        prepared: &Arc<Node>,
+    ) -> SysResult<Removal> {
+        let upper = self.upper()?;
+        let (node, st) = self.lookup_node(t, parent, name, false)?;
+        check_remove_kind(&node, dir)?;
+        if !parent.state.read().upper {
+            return Ok(Removal::Retry);
+        }
+        let need_whiteout = self.lower_positive(parent, name)?;
+        // Another directory at the name since phase 1 (never through the kernel, which
+        // holds the directory's lock throughout): its emptiness is checked here. Not a
+        // retry: an object whose inode number cannot be folded gets a new node at every
+        // lookup.
+        if dir && !Arc::ptr_eq(&node, prepared) && !self.dir_is_empty(t, &node, need_whiteout)? {
+            return Err(Errno::ENOTEMPTY);
+        }
+        let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(t, parent))?;
         let pdir = sys::borrow(&pdir);
         // This name (not just the node: hard links) may be in the upper or only below.
         let in_upper = match upper.layer.entry_at(pdir, name) {
@@ -291,25 +379,30 @@ impl Overlay {
             _ => None,
         };
         let mut last_link = true;
-        let mut removed = None;
-        if let Some(st) = in_upper {
-            removed = Some(st);
+        let mut left = None;
+        if let Some(ust) = in_upper {
             if !dir {
-                last_link = st.nlink as i64 + node.state.read().nlink_adjust() <= 1;
+                last_link = ust.nlink as i64 + node.state.read().nlink_adjust() <= 1;
             }
-            let emptied = self.remove_upper(upper, pdir, name, dir, need_whiteout)?;
+            let free_later =
+                ust.kind() == FileKind::Regular && ust.nlink == 1 && ust.blocks > FREE_LATER_BLOCKS;
+            if dir || need_whiteout || free_later {
+                // Moved into the work dir (leaving a whiteout in the same step when a
+                // lower layer still has the name), deleted there after.
+                let tmp = self.temp_name();
+                self.move_away(pdir, name, sys::borrow(&upper.work), &tmp, need_whiteout)?;
+                left = Some(tmp);
+            } else {
+                sys::unlink_at(pdir, name, false)?;
+            }
             if last_link {
-                self.drop_copy_number(st.ino);
-            }
-            if dir {
-                // A directory as it was after its whiteouts were cleared (which sets
-                // its times), just before it went.
-                removed = emptied;
+                self.drop_copy_number(ust.ino);
             }
         } else {
-            if !dir && st.nlink > 1 {
-                // One name of a lower hard link goes: keep the count in the index.
-                self.index_lower_link(&mut t, &node)?;
+            if !dir && st.nlink > 1 && !self.try_adopt_index_copy(t, &node)? {
+                // One name of a lower hard link goes: its count is kept in the index,
+                // whose copy phase 1 made (or a copy-up of it holds its turn).
+                return Ok(Removal::Retry);
             }
             let (upper_node, adjust) = {
                 let s = node.state.read();
@@ -318,53 +411,57 @@ impl Overlay {
             if upper_node && adjust > 0 {
                 // A lower-only name of a copied-up hard link: one name fewer.
                 last_link = false;
-                let (d, n) = self.upper_object(&t, &node)?;
+                let (d, n) = self.upper_object(t, &node)?;
                 let a = self.add_nlink_adjust(sys::borrow(&d), &n, -1);
                 node.state.write().set_nlink_adjust(a);
             }
             self.make_whiteout(pdir, name)?;
         }
+        if dir {
+            // Cached fds of upper directories at or below it would outlive it; none
+            // is cached again before the lock is let go.
+            self.dirs.drop_upper();
+        }
         let mut s = node.state.write();
         if last_link {
             s.unlinked = true;
-            s.set_removed(removed);
-        } else if s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, &parent)) && *s.name == *name {
-            switch_to_alias(&mut s, &parent, name);
+            // What it looked like just before it went (a directory's is refined once
+            // its whiteouts are cleared, see `delete_moved_away`).
+            s.set_removed(in_upper);
+        } else if s.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent)) && *s.name == *name {
+            switch_to_alias(&mut s, parent, name);
         } else {
             s.aliases_mut()
-                .retain(|(p, n)| !(Arc::ptr_eq(p, &parent) && n == name));
+                .retain(|(p, n)| !(Arc::ptr_eq(p, parent) && n == name));
         }
-        Ok(())
+        drop(s);
+        Ok(Removal::Done(left.map(|tmp| MovedAway { node, tmp, dir })))
     }
 
-    /// Remove an upper entry, leaving a whiteout atomically when asked. Returns a
-    /// directory's attributes taken once it was emptied, just before its removal.
-    fn remove_upper(
-        &self,
-        upper: &Upper,
-        pdir: BorrowedFd<'_>,
-        name: &OsStr,
-        dir: bool,
-        whiteout: bool,
-    ) -> SysResult<Option<Stat>> {
-        if !dir && !whiteout {
-            return sys::unlink_at(pdir, name, false).map(|()| None);
-        }
-        // Move the entry into the work dir (leaving a whiteout in one step when
-        // needed), then delete it there with whatever whiteouts it holds.
+    /// Delete what a removal moved into the work dir (no rename moves anything there,
+    /// so no tree lock is needed). The name is gone already: a failure here leaves
+    /// only a leftover, which the next mount clears.
+    fn delete_moved_away(&self, left: &MovedAway) {
+        let Ok(upper) = self.upper() else { return };
         let work = sys::borrow(&upper.work);
-        let tmp = self.temp_name();
-        self.move_away(pdir, name, work, &tmp, whiteout)?;
-        if !dir {
-            return remove_tree(work, &tmp).map(|()| None);
+        if !left.dir {
+            let _ = remove_tree(work, &left.tmp);
+            return;
         }
-        let fd = sys::open_at(work, &tmp, oflag::RDONLY | oflag::DIRECTORY, 0)?;
-        for e in sys::read_dir(sys::borrow(&fd))? {
-            remove_tree(sys::borrow(&fd), &e.name)?;
+        let Ok(fd) = sys::open_at(work, &left.tmp, oflag::RDONLY | oflag::DIRECTORY, 0) else {
+            let _ = remove_tree(work, &left.tmp);
+            return;
+        };
+        for e in sys::read_dir(sys::borrow(&fd)).unwrap_or_default() {
+            let _ = remove_tree(sys::borrow(&fd), &e.name);
         }
-        let emptied = sys::stat_fd(sys::borrow(&fd)).ok();
-        sys::unlink_at(work, &tmp, true)?;
-        Ok(emptied)
+        // A directory as it was after its whiteouts were cleared (which sets its
+        // times), just before it went.
+        if let Ok(emptied) = sys::stat_fd(sys::borrow(&fd)) {
+            left.node.state.write().set_removed(Some(emptied));
+        }
+        drop(fd);
+        let _ = remove_tree(work, &left.tmp);
     }
 
     /// Put a whiteout at `name` in the upper directory `dir`.

@@ -9,8 +9,11 @@
 //!   for readers never holds up a stat). Copy-up takes it `&mut`: it lets go of the
 //!   lock while it copies data and takes it again to put the copy in place, so no data
 //!   copy ever runs with the lock held.
-//! - [`TreeWrite`]: rename only, for the move itself. Nothing that copies data
-//!   accepts it: rename copies up its source before it takes the lock.
+//! - [`TreeWrite`]: rename's move, and a removal's change of the name (unlink,
+//!   whiteout or move into the work dir, with the node's mark). Nothing that copies
+//!   data accepts it: rename copies up its source, and a removal the parent and the
+//!   index copy of a lower hard link, before they take the lock; a removal deletes what
+//!   it moved into the work dir after it lets go.
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::marker::PhantomData;
@@ -54,7 +57,7 @@ impl Deref for TreeRead<'_> {
     }
 }
 
-/// The tree lock held for writing (rename's move).
+/// The tree lock held for writing (rename's move, a removal's change of the name).
 pub(super) struct TreeWrite<'a>(#[allow(dead_code)] RwLockWriteGuard<'a, ()>);
 
 impl Deref for TreeWrite<'_> {

@@ -1,7 +1,7 @@
 //! Layers changed or removed under a live mount (undefined for kernel overlayfs, which only
 //! promises not to crash): every call gets an answer, success or a clear errno (ENOENT,
-//! ESTALE, EIO), never a hang or a crash; the rest of the union keeps working, and the
-//! unmount is clean (the daemon exits 0).
+//! ESTALE, EIO), never a hang or a crash; what succeeded is there (a file created reads
+//! back); the rest of the union keeps working, and the unmount is clean (the daemon exits 0).
 
 use crate::common::*;
 use crate::need_root;
@@ -37,8 +37,20 @@ fn poke(m: &Path, dir: &str, log: &mut Vec<String>) {
         fs::OpenOptions::new().write(true).open(p("f")),
         log,
     );
-    clear("create", fs::write(p("new"), b"n"), log);
-    clear("mkdir", fs::create_dir(p("newdir")), log);
+    created(
+        "create",
+        &p("new"),
+        fs::write(p("new"), b"n"),
+        Some(b"n".as_slice()),
+        log,
+    );
+    created(
+        "mkdir",
+        &p("newdir"),
+        fs::create_dir(p("newdir")),
+        None,
+        log,
+    );
     clear("rename file", fs::rename(p("f"), p("g")), log);
     clear("unlink file", fs::remove_file(p("g")), log);
     clear(
@@ -76,13 +88,57 @@ fn union_still_serves(m: &Live) {
 fn union_still_answers(m: &Live, log: &mut Vec<String>) {
     served(m);
     clear("read a lower file", fs::read(m.path("keep")), log);
-    clear(
-        "create at root",
-        fs::write(m.path("after"), b"after\n"),
-        log,
+    let at = m.path("after");
+    let r = fs::write(&at, b"after\n");
+    if created("create at root", &at, r, Some(b"after\n".as_slice()), log) {
+        let r = fs::remove_file(&at);
+        assert!(r.is_ok(), "remove the file just created: {}", outcome(&r));
+        let r = fs::symlink_metadata(&at);
+        assert_eq!(outcome(&r), "ENOENT", "stat after the remove");
+    }
+}
+
+/// Something made at `path` (a file holding `data`, or a directory): success or a clear
+/// errno, and once it succeeded it is there, as made, whatever else was changed from
+/// outside (a create once succeeded and the file read back ENOENT). Returns whether it
+/// was made.
+#[track_caller]
+fn created(
+    what: &str,
+    path: &Path,
+    r: io::Result<()>,
+    data: Option<&[u8]>,
+    log: &mut Vec<String>,
+) -> bool {
+    let made = r.is_ok();
+    clear(what, r, log);
+    if !made {
+        return false;
+    }
+    let st = fs::symlink_metadata(path);
+    assert!(
+        st.as_ref()
+            .is_ok_and(|m| m.is_dir() == data.is_none() && m.is_file() == data.is_some()),
+        "{what} succeeded, then stat {}: {}",
+        path.display(),
+        match &st {
+            Ok(m) => format!("{:?}", m.file_type()),
+            Err(_) => outcome(&st),
+        }
     );
-    clear("read it", fs::read(m.path("after")), log);
-    clear("remove it", fs::remove_file(m.path("after")), log);
+    if let Some(data) = data {
+        let back = fs::read(path);
+        assert!(
+            back.as_ref().is_ok_and(|b| b == data),
+            "{what} succeeded, then reading {} back: {}",
+            path.display(),
+            match &back {
+                Ok(b) => format!("{} bytes", b.len()),
+                Err(_) => outcome(&back),
+            }
+        );
+    }
+    true
 }
 
 fn served(m: &Live) {
@@ -174,8 +230,15 @@ fn upper_dir_removed_under_a_live_mount() {
     union_still_answers(&m, &mut log);
     // The whole upper dir removed: writes fail clearly, reads of the lowers go on.
     fs::remove_dir_all(&upper).unwrap();
-    clear("create at root", fs::write(m.path("x"), b"x"), &mut log);
-    clear("mkdir at root", fs::create_dir(m.path("xd")), &mut log);
+    let (x, xd) = (m.path("x"), m.path("xd"));
+    created(
+        "create at root",
+        &x,
+        fs::write(&x, b"x"),
+        Some(b"x".as_slice()),
+        &mut log,
+    );
+    created("mkdir at root", &xd, fs::create_dir(&xd), None, &mut log);
     clear("copy-up", fs::write(m.path("keep"), b"k"), &mut log);
     assert!(alive(m.pid()), "the daemon died; stderr:\n{}", m.stderr());
     assert_eq!(
