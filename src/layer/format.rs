@@ -370,9 +370,13 @@ impl Layer {
         if sys::KERNEL_WHITEOUTS {
             return sys::set_xattr(fd, self.markers.opaque(), b"y", 0);
         }
-        // No trusted.* there: the OCI marker inside the directory.
+        // No trusted.* there: the OCI marker inside the directory. The kernel's marker is
+        // an xattr, which leaves the directory's mtime as it was; a new entry in it would
+        // not, so the time it had is put back (the directory's, which the union shows).
+        let before = sys::stat_fd(fd)?;
         let flags = sys::oflag::WRONLY | sys::oflag::CREAT;
-        sys::open_at(fd, OsStr::from_bytes(OCI_OPAQUE), flags, 0o600).map(drop)
+        sys::open_at(fd, OsStr::from_bytes(OCI_OPAQUE), flags, 0o600).map(drop)?;
+        sys::set_times_fd(fd, sys::TimeSet::Omit, sys::TimeSet::At(before.mtime))
     }
 
     /// Record where the lower content of the entry behind `fd` lives (the old name

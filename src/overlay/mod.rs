@@ -301,13 +301,17 @@ impl Overlay {
             // A renamed directory's redirect is an xattr: without `trusted.*` (the portable
             // module) renaming a lower directory fails with EXDEV, as `redirect_dir=off`.
             redirect_dir: cfg.redirect_dir && sys::KERNEL_WHITEOUTS,
-            metacopy: cfg.metacopy,
+            // The metacopy marker is an xattr too: full copies only on the portable module
+            // (and `metacopy=on` needs `redirect_dir=on`, which it cannot have either).
+            metacopy: cfg.metacopy && sys::XATTRS,
             volatile: cfg.volatile,
             privileged: sys::has_admin_capability(),
             override_stat: cfg.override_stat.clone().map(Into::into),
             ownership: {
                 let mut o = cfg.ownership.clone();
-                if !sys::has_admin_capability() {
+                // Only where ids can be unmapped (a Linux user namespace): on the portable
+                // module an owner 65534 is `nobody`, shown as stored, as the kernel shows it.
+                if sys::unmapped_ids_read_as_overflow() {
                     o.uids.unmapped_as = Some(sys::geteuid());
                     o.gids.unmapped_as = Some(sys::getegid());
                 }

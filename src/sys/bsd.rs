@@ -197,6 +197,12 @@ pub fn has_admin_capability() -> bool {
     false
 }
 
+/// No user namespaces here (a jail keeps the host's ids): an owner 65534 is a real owner
+/// (`nobody`), shown as it is stored, not read back as an unmapped id.
+pub fn unmapped_ids_read_as_overflow() -> bool {
+    false
+}
+
 pub fn is_unsupported(e: Errno) -> bool {
     matches!(
         e.0,

@@ -322,6 +322,14 @@ pub fn has_admin_capability() -> bool {
     }
 }
 
+/// Whether files owned by ids this process's user namespace does not map read back as
+/// the overflow id (65534) rather than as their owner: anywhere the caller lacks
+/// [`has_admin_capability`] (a user namespace, or no root), as the union then shows them
+/// as the caller's own ids (`IdMap::unmapped_as`).
+pub fn unmapped_ids_read_as_overflow() -> bool {
+    !has_admin_capability()
+}
+
 /// Open `O_TMPFILE` unsupported? Report whether the error means so.
 pub fn is_unsupported(e: Errno) -> bool {
     matches!(

@@ -140,7 +140,12 @@ pub fn concurrent_run(
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        if !whiteout && !live.contains_key(&rel) {
+        // The portable path's upper is in the OCI format (docs/design.md): `.wh.NAME` is a
+        // whiteout, `.wh..wh..opq` an opaque marker, neither an entry of the union.
+        let oci_marker = crate::PORTABLE
+            && p.file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b".wh."));
+        if !whiteout && !oci_marker && !live.contains_key(&rel) {
             problems.push(format!(
                 "stray entry in the upper, not visible through the mount: {rel}"
             ));

@@ -285,19 +285,27 @@ pub struct SideDirs {
 }
 
 impl SideDirs {
+    /// `oci_ok`: only layerfuse mounts this side (the kernel cannot read OCI whiteouts).
+    /// On the portable path every layer of such a side is written in the OCI format, the
+    /// one it reads (its opaque marker is a file, not an xattr).
     pub fn write(scratch: &Scratch, tag: &str, case: &Case, oci_ok: bool) -> SideDirs {
+        let format = |l: &Layer| match (oci_ok, crate::PORTABLE) {
+            (false, _) => Format::Kernel,
+            (true, true) => Format::Oci,
+            (true, false) => l.format,
+        };
         let lowers: Vec<PathBuf> = case
             .lowers
             .iter()
             .enumerate()
             .map(|(i, l)| {
                 let d = scratch.mkdir(&format!("{tag}/l{i}"));
-                materialize(l, &d, if oci_ok { l.format } else { Format::Kernel });
+                materialize(l, &d, format(l));
                 d
             })
             .collect();
         let upper = scratch.mkdir(&format!("{tag}/u"));
-        materialize(&case.upper, &upper, Format::Kernel);
+        materialize(&case.upper, &upper, format(&Layer::kernel(vec![])));
         let work = scratch.mkdir(&format!("{tag}/w"));
         SideDirs {
             lowers,
@@ -404,6 +412,7 @@ pub fn run_case(case: &Case, other: Impl) -> Result<(), Failure> {
 /// `Op::Commit` splits the ops into segments: between two, both sides are unmounted, each
 /// side's upper becomes its own topmost lower, and the trees must agree after the remount.
 pub fn run_cases(case: &Case, b_case: &Case, other: Impl) -> Result<(), Failure> {
+    let (case, b_case) = (&portable_options(case, other), &portable_options(b_case, other));
     let scratch = Scratch::new();
     let mut a_dirs = SideDirs::write(&scratch, "A", case, false);
     let mut b_dirs = SideDirs::write(&scratch, "B", b_case, other == Impl::Layerfuse);
@@ -488,6 +497,36 @@ pub fn run_cases(case: &Case, b_case: &Case, other: Impl) -> Result<(), Failure>
     res
 }
 
+/// On the portable path (`crate::PORTABLE`, layerfuse under test) the kernel judges with the
+/// options that path has: `redirect_dir=off` (a redirect is an xattr: renaming a lower
+/// directory is EXDEV there) and so `metacopy=off` (its marker is an xattr too, and the kernel
+/// wants redirects for it). Elsewhere the case as it is.
+fn portable_options(case: &Case, other: Impl) -> Case {
+    let mut c = case.clone();
+    if crate::PORTABLE && other == Impl::Layerfuse {
+        c.redirect_dir = false;
+        c.metacopy = false;
+    }
+    c
+}
+
+/// Why an op is not run on the portable path (`crate::PORTABLE`, layerfuse under test), on
+/// either side, so both trees stay comparable: what that path does not have by design.
+pub fn not_on_portable(op: &Op, other: Impl) -> Option<&'static str> {
+    if !crate::PORTABLE || other != Impl::Layerfuse {
+        return None;
+    }
+    match op {
+        Op::SetXattr { .. } | Op::GetXattr { .. } | Op::ListXattr { .. } | Op::RemoveXattr { .. } => {
+            Some("not run: the portable path has no xattrs")
+        }
+        Op::Rename { flags, .. } if flags & libc::RENAME_EXCHANGE != 0 => {
+            Some("not run: the portable path has no RENAME_EXCHANGE (EINVAL)")
+        }
+        _ => None,
+    }
+}
+
 /// One segment of ops between commits on both sides: the initial trees (first segment), each
 /// op's outcome, and the final trees (last segment).
 fn run_segment(
@@ -522,6 +561,12 @@ fn run_segment(
         }
         for index in ops {
             let op = &case.ops[index];
+            if let Some(why) = not_on_portable(op, other) {
+                if trace() {
+                    eprintln!("  #{index} {}\n      -> {why}", op.render());
+                }
+                continue;
+            }
             let mut ra = exec(op, a);
             w.arm();
             let mut rb = exec(op, b);

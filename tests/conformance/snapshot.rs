@@ -68,6 +68,11 @@ fn describe(abs: &Path, st: &libc::stat, dtype: Option<u8>, dino_ok: bool) -> St
         _ => {}
     }
     d += &format!(" mtime={}", magic_time(st.st_mtime));
+    if crate::PORTABLE {
+        // The portable path has no xattrs by design (docs/design.md): none are compared.
+        d += " xattrs=(not compared: the portable path has none)";
+        return d;
+    }
     match sys::llistxattr(abs) {
         Ok(names) => {
             for n in names {
