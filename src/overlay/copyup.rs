@@ -358,13 +358,12 @@ impl Overlay {
         if indexed {
             // Two names now (index + this one) stand for the lower's `nlink`.
             let adjust = st.nlink as i64 - 2;
-            if let Ok(fd) = sys::open_path_at(work, &tmp) {
-                let _ = upper.layer.set_nlink_adjust(sys::borrow(&fd), adjust);
-            }
+            let _ = self.set_nlink_adjust_at(work, &tmp, adjust);
             node.state.write().set_nlink_adjust(adjust);
             upper.has_index_entries.store(true, Ordering::Release);
             match sys::link_at(work, &tmp, index, &key) {
-                Ok(()) | Err(Errno::EEXIST) => {}
+                Ok(()) => self.record_index_key(index, &key),
+                Err(Errno::EEXIST) => {}
                 Err(e) => {
                     let _ = remove_tree(work, &tmp);
                     return Err(e);
@@ -542,6 +541,9 @@ impl Overlay {
     pub(super) fn drop_copy_number(&self, ino: u64) {
         if !self.copy_numbers.is_empty() {
             self.copy_numbers.remove(&ino);
+        }
+        if !self.nlink_adjusts.is_empty() {
+            self.nlink_adjusts.remove(&ino);
         }
     }
 

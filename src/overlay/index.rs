@@ -35,6 +35,50 @@ pub(super) fn open_index_dir(work_root: BorrowedFd<'_>, name: &str) -> SysResult
     )
 }
 
+/// `W/lf-nlink`, where the upper has no xattrs (the portable module): for each entry
+/// `W/lf-index/KEY`, the file `KEY` holds its `overlay.nlink` adjustment in decimal, so
+/// a copied lower hard link shows the same link count after a remount.
+pub(super) const NLINK_RECORDS: &str = "lf-nlink";
+
+/// An adjustment kept for one upper inode (the portable module) and the index entry it
+/// is recorded under, once linked there.
+#[derive(Clone, Debug)]
+pub(super) struct KeptAdjust {
+    pub adjust: i64,
+    pub key: Option<OsString>,
+}
+
+/// The records of `W/lf-nlink` (open at `records`), by the upper inode number of their
+/// `W/lf-index` entry (open at `index`). A record whose entry is gone, or left half
+/// written (a temporary name), is removed.
+pub(super) fn load_nlink_records(
+    records: BorrowedFd<'_>,
+    index: BorrowedFd<'_>,
+) -> Vec<(u64, KeptAdjust)> {
+    let mut out = Vec::new();
+    for e in sys::read_dir(records).unwrap_or_default() {
+        let adjust = sys::open_at(records, &e.name, sys::oflag::RDONLY, 0)
+            .and_then(|fd| sys::read_exact_at(sys::borrow(&fd), 24, 0))
+            .ok()
+            .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<i64>().ok());
+        match (adjust, sys::stat_at(index, &e.name)) {
+            (Some(adjust), Ok(st)) if !e.name.as_encoded_bytes().starts_with(b"#") => {
+                out.push((
+                    st.ino,
+                    KeptAdjust {
+                        adjust,
+                        key: Some(e.name),
+                    },
+                ));
+            }
+            _ => {
+                let _ = sys::unlink_at(records, &e.name, false);
+            }
+        }
+    }
+    out
+}
+
 /// Where the index keeps the copy of a lower file with several names.
 pub(super) struct IndexSlot<'a> {
     pub dir: BorrowedFd<'a>,
@@ -160,13 +204,14 @@ impl Overlay {
                 self.number_copy(work, &tmp, number);
             }
             // One name (the index) stands for the lower's `nlink` names.
-            let fd = sys::open_path_at(work, &tmp)?;
-            upper
-                .layer
-                .set_nlink_adjust(sys::borrow(&fd), st.nlink as i64 - 1)?;
+            self.set_nlink_adjust_at(work, &tmp, st.nlink as i64 - 1)?;
             upper.has_index_entries.store(true, Ordering::Release);
             match sys::link_at(work, &tmp, slot.dir, &slot.key) {
-                Ok(()) | Err(Errno::EEXIST) => Ok(()),
+                Ok(()) => {
+                    self.record_index_key(slot.dir, &slot.key);
+                    Ok(())
+                }
+                Err(Errno::EEXIST) => Ok(()),
                 Err(e) => Err(e),
             }
         });
@@ -195,9 +240,7 @@ impl Overlay {
         if sys::stat_at(slot.dir, &slot.key).is_err() {
             return Ok(false);
         }
-        let adjust = sys::open_path_at(slot.dir, &slot.key)
-            .map(|fd| upper.layer.nlink_adjust(sys::borrow(&fd)))
-            .unwrap_or(0);
+        let adjust = self.nlink_adjust_at(slot.dir, &slot.key);
         let metacopy = self.is_metacopy_at(slot.dir, &slot.key);
         // In the upper layer from now on: keep the lower entry's own path.
         let lowers = self.node_lowers(node);
@@ -230,12 +273,109 @@ impl Overlay {
     /// Change the `overlay.nlink` adjustment of the upper `dir/name` by `delta`;
     /// returns the new one.
     pub(super) fn add_nlink_adjust(&self, dir: BorrowedFd<'_>, name: &OsStr, delta: i64) -> i64 {
-        let (Ok(upper), Ok(fd)) = (self.upper(), sys::open_path_at(dir, name)) else {
-            return 0;
-        };
-        let adjust = upper.layer.nlink_adjust(sys::borrow(&fd)) + delta;
-        let _ = upper.layer.set_nlink_adjust(sys::borrow(&fd), adjust);
+        let adjust = self.nlink_adjust_at(dir, name) + delta;
+        let _ = self.set_nlink_adjust_at(dir, name, adjust);
         adjust
+    }
+
+    /// The `overlay.nlink` adjustment of the upper `dir/name` (0 when none). Where the
+    /// upper has no xattrs (the portable module) the one this mount keeps for its inode.
+    pub(super) fn nlink_adjust_at(&self, dir: BorrowedFd<'_>, name: &OsStr) -> i64 {
+        if !sys::XATTRS {
+            return sys::stat_at(dir, name).map_or(0, |st| self.kept_nlink_adjust(st.ino));
+        }
+        match (self.upper(), sys::open_path_at(dir, name)) {
+            (Ok(upper), Ok(fd)) => upper.layer.nlink_adjust(sys::borrow(&fd)),
+            _ => 0,
+        }
+    }
+
+    /// Record the `overlay.nlink` adjustment of the upper `dir/name`. Where the upper
+    /// has no xattrs (the portable module) this mount keeps it by inode number instead
+    /// (a regular file, so it is stat'ed, never opened): a copied lower hard link then
+    /// shows the lower's link count, not one more for its index entry.
+    pub(super) fn set_nlink_adjust_at(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        adjust: i64,
+    ) -> SysResult<()> {
+        if !sys::XATTRS {
+            let st = sys::stat_at(dir, name)?;
+            let key = {
+                let mut kept = self
+                    .nlink_adjusts
+                    .entry(st.ino)
+                    .or_insert(KeptAdjust { adjust, key: None });
+                kept.adjust = adjust;
+                kept.key.clone()
+            };
+            if let Some(key) = key {
+                self.write_nlink_record(&key, adjust);
+            }
+            return Ok(());
+        }
+        let upper = self.upper()?;
+        let fd = sys::open_path_at(dir, name)?;
+        upper.layer.set_nlink_adjust(sys::borrow(&fd), adjust)
+    }
+
+    /// The adjustment kept for the upper inode `ino` (the portable module).
+    pub(super) fn kept_nlink_adjust(&self, ino: u64) -> i64 {
+        self.kept_index(ino).0
+    }
+
+    /// The adjustment and the index entry kept for the upper inode `ino` (the portable
+    /// module, where no origin record leads to the entry: its name is the lower
+    /// inode's, not the copy's).
+    pub(super) fn kept_index(&self, ino: u64) -> (i64, Option<IndexRef>) {
+        if self.nlink_adjusts.is_empty() {
+            return (0, None);
+        }
+        match self.nlink_adjusts.get(&ino) {
+            Some(kept) => (
+                kept.adjust,
+                kept.key.clone().map(|key| IndexRef { kernel: false, key }),
+            ),
+            None => (0, None),
+        }
+    }
+
+    /// The copy of a lower hard link was just linked into the index as `W/lf-index/key`
+    /// (open at `index`): where the upper has no xattrs (the portable module), its
+    /// adjustment is recorded under that name from now on, for the next mount.
+    pub(super) fn record_index_key(&self, index: BorrowedFd<'_>, key: &OsStr) {
+        if sys::XATTRS {
+            return;
+        }
+        let Ok(st) = sys::stat_at(index, key) else {
+            return;
+        };
+        let adjust = match self.nlink_adjusts.get_mut(&st.ino) {
+            Some(mut kept) => {
+                kept.key = Some(key.to_owned());
+                kept.adjust
+            }
+            None => return,
+        };
+        self.write_nlink_record(key, adjust);
+    }
+
+    /// `W/lf-nlink/key` := `adjust`, replaced in one step (written under a temporary
+    /// name, renamed over). Failing, the count shown after a remount is one more.
+    fn write_nlink_record(&self, key: &OsStr, adjust: i64) {
+        let Some(dir) = self.upper.as_ref().and_then(|u| u.nlink_records.as_ref()) else {
+            return;
+        };
+        let dir = sys::borrow(dir);
+        let tmp = self.temp_name();
+        let flags = sys::oflag::WRONLY | sys::oflag::CREAT | sys::oflag::EXCL;
+        let written = sys::open_at(dir, &tmp, flags, 0o600)
+            .and_then(|fd| sys::pwrite(sys::borrow(&fd), adjust.to_string().as_bytes(), 0))
+            .and_then(|_| sys::rename_at(dir, &tmp, dir, key, 0));
+        if written.is_err() {
+            let _ = sys::unlink_at(dir, &tmp, false);
+        }
     }
 
     /// A hard link whose data is in the index (another name was copied up or removed)

@@ -384,6 +384,12 @@ impl Overlay {
                         }
                         if !has_origin && !metacopy {
                             merge_lowers = false;
+                            if !sys::XATTRS && st.nlink > 1 {
+                                // No origin record (the portable module): a copied lower
+                                // hard link's adjustment and index entry are the ones
+                                // kept for its inode (`W/lf-nlink`).
+                                (nlink_adjust, index) = self.kept_index(st.ino);
+                            }
                         } else if st.nlink > 1 {
                             nlink_adjust = fd.map_or(0, |fd| u.layer.nlink_adjust(fd));
                             index = self.index_of(origin.as_deref(), &st);

@@ -135,6 +135,9 @@ struct Upper {
     /// lookup of a lower file with several names need not look for one: on layers
     /// full of hard links that probe was half the syscalls of a cold walk.
     has_index_entries: std::sync::atomic::AtomicBool,
+    /// `W/lf-nlink` where the upper has no xattrs (the portable module): the link-count
+    /// adjustment of each `W/lf-index` entry, in a file named as the entry.
+    nlink_records: Option<OwnedFd>,
     /// Held open with an exclusive lock: one mount per work dir.
     _work_lock: OwnedFd,
 }
@@ -175,6 +178,10 @@ pub struct Overlay {
     /// the portable module): upper inode number → the number the object had before
     /// (see `Overlay::number_copy`). An entry goes with the object's last name.
     copy_numbers: dashmap::DashMap<u64, u64>,
+    /// Where the upper has no xattrs (the portable module), the `overlay.nlink`
+    /// adjustment of each copied lower hard link: upper inode number → adjustment and
+    /// index entry, kept across mounts in `W/lf-nlink` (see `Overlay::set_nlink_adjust_at`).
+    nlink_adjusts: dashmap::DashMap<u64, index::KeptAdjust>,
     /// What `layerfuse status` shows of this union's work.
     counters: crate::counters::Counters,
 }
@@ -261,6 +268,14 @@ impl Overlay {
                     .map_err(|e| err(w, "cannot prepare index dir", e))?;
                 let kernel_index = index::open_index_dir(sys::borrow(&work_root), "index")
                     .map_err(|e| err(w, "cannot prepare index dir", e))?;
+                let nlink_records = if sys::XATTRS {
+                    None
+                } else {
+                    Some(
+                        index::open_index_dir(sys::borrow(&work_root), index::NLINK_RECORDS)
+                            .map_err(|e| err(w, "cannot prepare index dir", e))?,
+                    )
+                };
                 let has_index_entries = [&kernel_index, &index].iter().any(|d| {
                     sys::read_dir(sys::borrow(d)).map_or(true, |entries| !entries.is_empty())
                 });
@@ -270,11 +285,22 @@ impl Overlay {
                     kernel_index,
                     index,
                     has_index_entries: has_index_entries.into(),
+                    nlink_records,
                     _work_lock: work_root,
                 })
             }
         };
         let lowers = LowerLayers::new(lowers);
+        let nlink_adjusts = dashmap::DashMap::new();
+        if let Some(u) = &upper
+            && let Some(records) = &u.nlink_records
+        {
+            for (ino, kept) in
+                index::load_nlink_records(sys::borrow(records), sys::borrow(&u.index))
+            {
+                nlink_adjusts.insert(ino, kept);
+            }
+        }
         let mut devices = Vec::new();
         for dev in upper
             .iter()
@@ -328,6 +354,7 @@ impl Overlay {
             lower_index: lowerindex::LowerIndex::new(100_000),
             grafts,
             copy_numbers: Default::default(),
+            nlink_adjusts,
             counters: Default::default(),
         })
     }

@@ -150,9 +150,29 @@ pub fn truncate_path_fd(fd: BorrowedFd<'_>, size: u64) -> SysResult<()> {
 /// Set the size of the regular file `name` in `dir`, as truncate(2) would. There is no
 /// truncate by fd without write access (and no `truncateat`): the file is opened for
 /// writing, never following a symlink (`O_NONBLOCK`: never waiting on a FIFO).
+///
+/// On FreeBSD and macOS truncate(2) and ftruncate(2) are the same change of the vnode's
+/// size (`vn_truncate_locked`, `vnode_setattr`): the filesystem sets the times alike. On
+/// Linux (the `portable` build) they differ: ftruncate always sets mtime and ctime,
+/// truncate(2) leaves that to the filesystem (tmpfs: not for an empty file truncated to
+/// 0), which is what the kernel's overlayfs passes on; so the opened file is truncated
+/// through its `/proc/self/fd` name there.
 pub fn truncate_at(dir: BorrowedFd<'_>, name: &OsStr, size: u64) -> SysResult<()> {
     let fd = super::open_at(dir, name, libc::O_WRONLY | libc::O_NONBLOCK, 0)?;
-    super::truncate_fd(super::borrow(&fd), size)
+    truncate_opened(&fd, size)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn truncate_opened(fd: &OwnedFd, size: u64) -> SysResult<()> {
+    super::truncate_fd(super::borrow(fd), size)
+}
+
+#[cfg(target_os = "linux")]
+fn truncate_opened(fd: &OwnedFd, size: u64) -> SysResult<()> {
+    let path = cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+    // SAFETY: `path` is a valid C string that outlives the call.
+    super::retry(|| check(unsafe { libc::truncate(path.as_ptr(), size as libc::off_t) }))?;
+    Ok(())
 }
 
 pub fn chmod_path_fd(fd: BorrowedFd<'_>, mode: u32) -> SysResult<()> {

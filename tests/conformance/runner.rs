@@ -412,7 +412,10 @@ pub fn run_case(case: &Case, other: Impl) -> Result<(), Failure> {
 /// `Op::Commit` splits the ops into segments: between two, both sides are unmounted, each
 /// side's upper becomes its own topmost lower, and the trees must agree after the remount.
 pub fn run_cases(case: &Case, b_case: &Case, other: Impl) -> Result<(), Failure> {
-    let (case, b_case) = (&portable_options(case, other), &portable_options(b_case, other));
+    let (case, b_case) = (
+        &portable_options(case, other),
+        &portable_options(b_case, other),
+    );
     let scratch = Scratch::new();
     let mut a_dirs = SideDirs::write(&scratch, "A", case, false);
     let mut b_dirs = SideDirs::write(&scratch, "B", b_case, other == Impl::Layerfuse);
@@ -517,9 +520,10 @@ pub fn not_on_portable(op: &Op, other: Impl) -> Option<&'static str> {
         return None;
     }
     match op {
-        Op::SetXattr { .. } | Op::GetXattr { .. } | Op::ListXattr { .. } | Op::RemoveXattr { .. } => {
-            Some("not run: the portable path has no xattrs")
-        }
+        Op::SetXattr { .. }
+        | Op::GetXattr { .. }
+        | Op::ListXattr { .. }
+        | Op::RemoveXattr { .. } => Some("not run: the portable path has no xattrs"),
         Op::Rename { flags, .. } if flags & libc::RENAME_EXCHANGE != 0 => {
             Some("not run: the portable path has no RENAME_EXCHANGE (EINVAL)")
         }
