@@ -279,7 +279,7 @@ impl Overlay {
     }
 
     /// The `overlay.nlink` adjustment of the upper `dir/name` (0 when none). Where the
-    /// upper has no xattrs (the portable module) the one this mount keeps for its inode.
+    /// upper has no xattrs (the portable module) the one kept for its inode.
     pub(super) fn nlink_adjust_at(&self, dir: BorrowedFd<'_>, name: &OsStr) -> i64 {
         if !sys::XATTRS {
             return sys::stat_at(dir, name).map_or(0, |st| self.kept_nlink_adjust(st.ino));
@@ -291,9 +291,10 @@ impl Overlay {
     }
 
     /// Record the `overlay.nlink` adjustment of the upper `dir/name`. Where the upper
-    /// has no xattrs (the portable module) this mount keeps it by inode number instead
-    /// (a regular file, so it is stat'ed, never opened): a copied lower hard link then
-    /// shows the lower's link count, not one more for its index entry.
+    /// has no xattrs (the portable module) it is kept by inode number instead (a regular
+    /// file, so it is stat'ed, never opened), and in `W/lf-nlink` once the copy is in the
+    /// index: a copied lower hard link then shows the lower's link count, not one more
+    /// for its index entry.
     pub(super) fn set_nlink_adjust_at(
         &self,
         dir: BorrowedFd<'_>,
