@@ -48,6 +48,11 @@ pub trait Notify: Send + Sync {
     /// from inside a request handler: the kernel takes the directory's lock.
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     fn inval_entry(&self, parent: u64, name: &std::ffi::OsStr) -> std::io::Result<()>;
+    /// Make every entry the kernel holds, positive or negative, invalid at once
+    /// (`FUSE_NOTIFY_INC_EPOCH`, Linux 6.16): each is looked up again before use.
+    /// Kernels without it answer EINVAL (ENOSYS where notifications are not offered).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn inc_epoch(&self) -> std::io::Result<()>;
 }
 
 /// An entry reply: the node (None: a negative entry the kernel may keep).

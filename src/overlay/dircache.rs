@@ -80,6 +80,14 @@ impl DirCache {
             .retain(|(l, _), _| *l != LayerId::Upper);
     }
 
+    /// Forget every lower directory (live lower layers changed in ways not reported).
+    pub(super) fn drop_lower(&self) {
+        self.inner
+            .lock()
+            .map
+            .retain(|(l, _), _| *l == LayerId::Upper);
+    }
+
     /// Forget `path` of `layer` and every directory below it (a live lower layer
     /// removed or moved it).
     pub(super) fn remove_below(&self, layer: LayerId, path: &[u8]) {

@@ -139,4 +139,62 @@ impl Overlay {
         drop(t);
         out
     }
+
+    /// Changes to the lower layers were lost (the watcher's queue overflowed): drop
+    /// everything the union cached of them, as [`Overlay::lower_changed`] does for one
+    /// change, but everywhere — every listing and open lower directory, the stack
+    /// names of every merged directory, the recorded place of every lower-only node.
+    /// Returns what the kernel must drop of the nodes it may hold: the attributes and
+    /// cached content (a directory's: its listing) of every directory and of every
+    /// node showing lower data. Its entries are dropped apart (an epoch, or
+    /// [`Overlay::known_entries`]).
+    pub fn lower_lost(&self) -> Vec<Invalidation> {
+        self.lower_index.clear();
+        self.dirs.drop_lower();
+        let t = self.tree.read();
+        let mut nodes: Vec<Arc<Node>> = Vec::new();
+        self.nodes.for_each(|n| nodes.push(n.clone()));
+        let mut out = Vec::with_capacity(nodes.len());
+        for n in &nodes {
+            let affected = {
+                let s = n.state.read();
+                s.kind == FileKind::Directory || !s.upper || s.metacopy
+            };
+            if !affected {
+                continue;
+            }
+            let mut s = n.state.write();
+            if let Lowers::Stack(st) = &s.lowers {
+                // Which layer first holds each name may have changed.
+                s.lowers = Lowers::Stack(LowerStack::shared(st.to_vec()));
+            }
+            if !s.upper && n.ino != NodeId::ROOT {
+                // Its lower entry may be gone or elsewhere now: the next lookup of
+                // the object (at any name) records where it is.
+                s.stale_name = true;
+            }
+            out.push(Invalidation::Inode(n.ino));
+        }
+        drop(t);
+        out
+    }
+
+    /// The entry of every node the kernel may hold, at its recorded name: what a
+    /// kernel that cannot drop all its entries at once is told to drop one by one.
+    /// Negative entries are not known here; they last their TTL.
+    pub fn known_entries(&self) -> Vec<Invalidation> {
+        let t = self.tree.read();
+        // Node Arcs first: no node-table shard lock is held while a state lock is taken.
+        let mut nodes: Vec<Arc<Node>> = Vec::new();
+        self.nodes.for_each(|n| nodes.push(n.clone()));
+        let mut out = Vec::with_capacity(nodes.len());
+        for n in &nodes {
+            let s = n.state.read();
+            if let Some(p) = &s.parent {
+                out.push(Invalidation::Entry(p.ino, s.name.to_os_string()));
+            }
+        }
+        drop(t);
+        out
+    }
 }

@@ -87,6 +87,12 @@ impl LowerIndex {
             .retain(|(l, p), _| *l != layer || !crate::layer::is_at_or_below(p, path));
     }
 
+    /// Forget every listing (a live lower layer changed in ways not reported).
+    pub(super) fn clear(&self) {
+        self.dirs.clear();
+        self.used.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub(super) fn insert(&self, layer: LayerIndex, path: &[u8], index: Arc<DirIndex>) {
         use std::sync::atomic::Ordering;
         let n = index.list.len() + 1;

@@ -5,7 +5,17 @@
 //!
 //! At the watch limit (`/proc/sys/fs/inotify/max_user_watches`) the directories
 //! not watched show host changes only once the kernel's entry and attribute times
-//! run out; the mount goes on serving. Watches are added with `IN_DONT_FOLLOW` and
+//! run out; the mount goes on serving.
+//!
+//! When the inotify queue overflows (`IN_Q_OVERFLOW`: changes came faster than they
+//! were read, `/proc/sys/fs/inotify/max_queued_events`), what changed is not known:
+//! every lower directory is watched again (new ones added, vanished ones dropped,
+//! moved ones re-pathed), the union drops everything it cached of the lower layers
+//! (`Overlay::lower_lost`), and the kernel is told to drop every entry at once
+//! (`FUSE_NOTIFY_INC_EPOCH`, Linux 6.16) and the attributes and cached content of
+//! every directory and every node showing lower data. A kernel without the epoch
+//! notification gets an entry invalidation per node instead (logged once); its
+//! negative entries then last their TTL. Watches are added with `IN_DONT_FOLLOW` and
 //! directories are walked without following symlinks: nothing outside a layer is
 //! watched.
 
@@ -30,8 +40,12 @@ pub(super) struct Watcher {
     roots: Vec<PathBuf>,
     /// Each watch's layer and directory.
     dirs: HashMap<WatchDescriptor, (usize, RelPath)>,
-    /// The watch limit was reached (reported once).
+    /// The watch limit was reached.
     full: bool,
+    /// The watch limit was reported (once per mount).
+    full_reported: bool,
+    /// The kernel refused `FUSE_NOTIFY_INC_EPOCH` (reported once; not tried again).
+    no_epoch: bool,
 }
 
 /// A running watcher: stopped (and joined) by [`Running::stop`].
@@ -75,9 +89,11 @@ impl Watcher {
             roots: roots.to_vec(),
             dirs: HashMap::new(),
             full: false,
+            full_reported: false,
+            no_epoch: false,
         };
         for layer in 0..roots.len() {
-            w.watch_tree(layer, RelPath::new());
+            w.watch_tree(layer, RelPath::new(), false);
         }
         tracing::info!(
             directories = w.dirs.len(),
@@ -87,11 +103,13 @@ impl Watcher {
         Ok(w)
     }
 
-    /// Watch `dir` of `layer` and every directory below it.
-    fn watch_tree(&mut self, layer: usize, dir: RelPath) {
+    /// Watch `dir` of `layer` and every directory below it. At the watch limit the
+    /// walk stops, unless `whole` (watching everything again: a directory watched
+    /// already is found again at no cost, wherever it is now).
+    fn watch_tree(&mut self, layer: usize, dir: RelPath, whole: bool) {
         let mut todo = vec![dir];
         while let Some(rel) = todo.pop() {
-            if self.full {
+            if self.full && !whole {
                 return;
             }
             let path = self.roots[layer].join(OsStr::from_bytes(&rel));
@@ -101,12 +119,18 @@ impl Watcher {
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                     self.full = true;
-                    tracing::warn!(
-                        watched = self.dirs.len(),
-                        "inotify watch limit reached (/proc/sys/fs/inotify/max_user_watches): {} lower directories are watched; changes in the rest show only after the attribute/entry TTL",
-                        self.dirs.len()
-                    );
-                    return;
+                    if !self.full_reported {
+                        self.full_reported = true;
+                        tracing::warn!(
+                            watched = self.dirs.len(),
+                            "inotify watch limit reached (/proc/sys/fs/inotify/max_user_watches): {} lower directories are watched; changes in the rest show only after the attribute/entry TTL",
+                            self.dirs.len()
+                        );
+                    }
+                    if !whole {
+                        return;
+                    }
+                    // Directories below may be watched already: walked on.
                 }
                 // Gone already, or not a directory any more: nothing to watch.
                 Err(_) => continue,
@@ -119,6 +143,23 @@ impl Watcher {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
                     todo.push(layer::join(&rel, &e.file_name()));
                 }
+            }
+        }
+    }
+
+    /// Watch every lower directory again, after changes were lost: directories made
+    /// meanwhile are added, moved ones recorded at their new path, and the watches
+    /// of directories no longer in a layer removed.
+    fn rewatch(&mut self) {
+        let old = std::mem::take(&mut self.dirs);
+        self.full = false;
+        for layer in 0..self.roots.len() {
+            self.watch_tree(layer, RelPath::new(), true);
+        }
+        for wd in old.into_keys() {
+            if !self.dirs.contains_key(&wd) {
+                // Gone with its directory already (EINVAL) or moved out of the layer.
+                let _ = self.inotify.watches().remove(wd);
             }
         }
     }
@@ -164,9 +205,10 @@ impl Watcher {
                 }
             }
             let mut changes = Vec::new();
+            let mut lost = false;
             let deadline = Instant::now() + GATHER;
             loop {
-                self.read(&mut buf, &mut changes);
+                lost |= self.read(&mut buf, &mut changes);
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero()
                     || !crate::sys::wait_readable(self.inotify.as_fd(), left.as_millis() as i32)
@@ -175,26 +217,67 @@ impl Watcher {
                     break;
                 }
             }
+            if lost {
+                // What is known of the batch is part of what is dropped now.
+                self.recover(overlay, notify);
+                continue;
+            }
             changes.sort_unstable();
             changes.dedup();
             if changes.is_empty() {
                 continue;
             }
-            for i in overlay.lower_changed(&changes) {
-                let sent = match &i {
-                    Invalidation::Entry(dir, name) => notify.inval_entry(dir.get(), name),
-                    Invalidation::Inode(n) => notify.inval_inode(n.get(), 0, 0),
-                };
-                if let Err(e) = sent {
-                    // ENOENT: the kernel holds no such inode or entry any more.
-                    tracing::debug!(?i, error = %e, "invalidation not delivered");
-                }
-            }
+            send(notify, overlay.lower_changed(&changes));
         }
     }
 
-    /// Read what is queued into `changes`, watching new directories as they come.
-    fn read(&mut self, buf: &mut [u8], changes: &mut Vec<LowerChange>) {
+    /// Changes were lost (the queue overflowed): watch everything again, then drop
+    /// every lower cache of the union and then the kernel's, so that whatever the
+    /// kernel asks next is answered from the layers as they are now.
+    fn recover(&mut self, overlay: &Overlay, notify: &dyn Notify) {
+        let started = Instant::now();
+        self.rewatch();
+        let inodes = overlay.lower_lost();
+        let by_epoch = !self.no_epoch
+            && match notify.inc_epoch() {
+                Ok(()) => true,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                    self.no_epoch = true;
+                    tracing::warn!(
+                        error = %e,
+                        "the kernel cannot drop all its entries at once (FUSE_NOTIFY_INC_EPOCH, Linux 6.16): after lost lower changes each entry is dropped by name; negative entries last their TTL"
+                    );
+                    false
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "epoch increment not delivered");
+                    false
+                }
+            };
+        let entries = if by_epoch {
+            0
+        } else {
+            let known = overlay.known_entries();
+            let n = known.len();
+            send(notify, known);
+            n
+        };
+        let n = inodes.len();
+        send(notify, inodes);
+        tracing::warn!(
+            watched = self.dirs.len(),
+            inodes = n,
+            entries,
+            epoch = by_epoch,
+            ms = started.elapsed().as_millis() as u64,
+            "inotify queue overflow: lower layer changes came faster than they were read; every lower directory watched again, every cached lower entry, listing and attribute dropped"
+        );
+    }
+
+    /// Read what is queued into `changes`, watching new directories as they come;
+    /// true when the queue overflowed (changes were lost).
+    fn read(&mut self, buf: &mut [u8], changes: &mut Vec<LowerChange>) -> bool {
+        let mut lost = false;
         let mut new_dirs = Vec::new();
         let mut moved_dirs = Vec::new();
         loop {
@@ -210,9 +293,7 @@ impl Watcher {
             for e in events {
                 any = true;
                 if e.mask.contains(EventMask::Q_OVERFLOW) {
-                    tracing::warn!(
-                        "lower layer changes came faster than they were read; some show only after the attribute/entry TTL"
-                    );
+                    lost = true;
                     continue;
                 }
                 if e.mask.contains(EventMask::IGNORED) {
@@ -254,7 +335,124 @@ impl Watcher {
             self.unwatch_tree(layer, &dir);
         }
         for (layer, dir) in new_dirs {
-            self.watch_tree(layer, dir);
+            self.watch_tree(layer, dir, false);
+        }
+        lost
+    }
+}
+
+/// Send invalidations to the kernel.
+fn send(notify: &dyn Notify, invalidations: Vec<Invalidation>) {
+    for i in invalidations {
+        let sent = match &i {
+            Invalidation::Entry(dir, name) => notify.inval_entry(dir.get(), name),
+            Invalidation::Inode(n) => notify.inval_inode(n.get(), 0, 0),
+        };
+        if let Err(e) = sent {
+            // ENOENT: the kernel holds no such inode or entry any more.
+            tracing::debug!(?i, error = %e, "invalidation not delivered");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::{NodeId, OverlayConfig};
+    use parking_lot::Mutex;
+
+    /// Records what the watcher tells the kernel; the epoch answered as configured.
+    struct Recorder {
+        epoch: Option<i32>,
+        sent: Mutex<Vec<String>>,
+    }
+
+    impl Notify for Recorder {
+        fn inval_inode(&self, ino: u64, offset: i64, len: i64) -> io::Result<()> {
+            self.sent.lock().push(format!("inode {ino} {offset} {len}"));
+            Ok(())
+        }
+        fn inval_entry(&self, parent: u64, name: &OsStr) -> io::Result<()> {
+            self.sent
+                .lock()
+                .push(format!("entry {parent} {}", name.to_string_lossy()));
+            Ok(())
+        }
+        fn inc_epoch(&self) -> io::Result<()> {
+            self.sent.lock().push("epoch".into());
+            match self.epoch {
+                None => Ok(()),
+                Some(e) => Err(io::Error::from_raw_os_error(e)),
+            }
+        }
+    }
+
+    fn union(tag: &str) -> (PathBuf, Arc<Overlay>) {
+        let root = std::env::temp_dir().join(format!("lf-watch-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("l0/dir")).unwrap();
+        std::fs::write(root.join("l0/dir/file"), "x").unwrap();
+        let cfg = OverlayConfig {
+            lowers: vec![root.join("l0")],
+            upper: None,
+            redirect_dir: true,
+            metacopy: false,
+            userxattr: false,
+            volatile: false,
+            ownership: Default::default(),
+            grafts: Vec::new(),
+            override_stat: None,
+        };
+        let o = Overlay::new(&cfg).unwrap();
+        let (dir, _) = o.lookup(NodeId::ROOT, OsStr::new("dir")).unwrap();
+        o.lookup(dir.ino, OsStr::new("file")).unwrap();
+        (root, Arc::new(o))
+    }
+
+    fn sent(r: &Recorder) -> Vec<String> {
+        std::mem::take(&mut *r.sent.lock())
+    }
+
+    /// After lost changes every node is invalidated; entries go by epoch when the kernel
+    /// takes it, else one by one (and the epoch is not tried again).
+    #[test]
+    fn lost_changes_invalidate_everything() {
+        for (tag, epoch) in [("epoch", None), ("einval", Some(libc::EINVAL))] {
+            let (root, o) = union(tag);
+            let mut w = Watcher::new(&[root.join("l0")]).unwrap();
+            assert_eq!(w.watched(), 2);
+            // A directory made while changes were lost is watched by the recovery.
+            std::fs::create_dir(root.join("l0/new")).unwrap();
+            let r = Recorder {
+                epoch,
+                sent: Mutex::new(Vec::new()),
+            };
+            w.recover(&o, &r);
+            assert_eq!(w.watched(), 3, "{tag}");
+            let got = sent(&r);
+            let inodes = got.iter().filter(|s| s.starts_with("inode ")).count();
+            let entries = got.iter().filter(|s| s.starts_with("entry ")).count();
+            assert_eq!(got[0], "epoch", "{tag}: {got:?}");
+            // The root, `dir` and `file`: attributes and cached content.
+            assert_eq!(inodes, 3, "{tag}: {got:?}");
+            assert!(
+                got.iter()
+                    .all(|s| !s.starts_with("inode ") || s.ends_with(" 0 0"))
+            );
+            match epoch {
+                None => assert_eq!(entries, 0, "{tag}: {got:?}"),
+                Some(_) => {
+                    // `dir` in the root, `file` in `dir`.
+                    assert_eq!(entries, 2, "{tag}: {got:?}");
+                    assert!(got.contains(&"entry 1 dir".to_string()), "{got:?}");
+                    w.recover(&o, &r);
+                    let again = sent(&r);
+                    assert!(!again.contains(&"epoch".to_string()), "{again:?}");
+                    assert_eq!(again.iter().filter(|s| s.starts_with("entry ")).count(), 2);
+                }
+            }
+            drop(w);
+            let _ = std::fs::remove_dir_all(&root);
         }
     }
 }

@@ -20,7 +20,7 @@
 //! to the device. Every request goes to the same [`Policy`] as the fuser transport.
 
 mod dispatch;
-mod wire;
+pub(crate) mod wire;
 
 use crate::fuse::policy::{self, Negotiated, Notify, Policy};
 use crate::overlay::Errno;
@@ -92,6 +92,11 @@ impl Notify for DevNotify {
     fn inval_entry(&self, parent: u64, name: &std::ffi::OsStr) -> io::Result<()> {
         let m = wire::notify_inval_entry(parent, name.as_encoded_bytes());
         sysuring::dev_write(self.0.as_fd(), &[&m])
+            .map_err(|e| io::Error::from_raw_os_error(e.0))?;
+        Ok(())
+    }
+    fn inc_epoch(&self) -> io::Result<()> {
+        sysuring::dev_write(self.0.as_fd(), &[&wire::notify_inc_epoch()])
             .map_err(|e| io::Error::from_raw_os_error(e.0))?;
         Ok(())
     }

@@ -108,6 +108,9 @@ pub const FSYNC_FDATASYNC: u32 = 1 << 0;
 /// `fuse_notify_code`.
 pub const NOTIFY_INVAL_INODE: i32 = 2;
 pub const NOTIFY_INVAL_ENTRY: i32 = 3;
+/// Every dentry the kernel holds of the connection is invalid from now on (Linux 6.16,
+/// protocol 7.44; older kernels answer EINVAL).
+pub const NOTIFY_INC_EPOCH: i32 = 8;
 
 /// FUSE-over-io_uring (`fuse_uring_req_header`): the fuse_in/out_header area, the
 /// per-opcode argument area, then `fuse_uring_ent_in_out`.

@@ -1,6 +1,8 @@
 //! Replies and notifications, written into a buffer of fixed capacity.
 
-use super::{KERNEL_VERSION, NOTIFY_INVAL_ENTRY, NOTIFY_INVAL_INODE, OUT_HEADER_LEN};
+use super::{
+    KERNEL_VERSION, NOTIFY_INC_EPOCH, NOTIFY_INVAL_ENTRY, NOTIFY_INVAL_INODE, OUT_HEADER_LEN,
+};
 use crate::overlay::{Attr, FileKind, Timespec};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -236,6 +238,12 @@ pub fn notify_inval_inode(ino: u64, offset: i64, len: i64) -> [u8; OUT_HEADER_LE
     m[24..32].copy_from_slice(&offset.to_le_bytes());
     m[32..40].copy_from_slice(&len.to_le_bytes());
     m
+}
+
+/// A `FUSE_NOTIFY_INC_EPOCH` message (a header, no body): every entry the kernel has
+/// cached, positive or negative, must be looked up again before it is used.
+pub fn notify_inc_epoch() -> [u8; OUT_HEADER_LEN] {
+    out_header(OUT_HEADER_LEN as u32, NOTIFY_INC_EPOCH, 0)
 }
 
 /// A `FUSE_NOTIFY_INVAL_ENTRY` message: drop the kernel's (possibly negative) entry

@@ -414,3 +414,10 @@ fn notify_inval_entry_layout() {
     assert_eq!(&m[16..32], &le(&[(8, 8), (2, 4), (0, 4)])[..]);
     assert_eq!(&m[32..], b"ab\0");
 }
+
+#[test]
+fn notify_inc_epoch_layout() {
+    // `struct fuse_out_header` only: len 16, error = FUSE_NOTIFY_INC_EPOCH (8), unique 0.
+    assert_eq!(notify_inc_epoch(), out_header(16, 8, 0));
+    assert_eq!(&notify_inc_epoch()[..8], &le(&[(16, 4), (8, 4)])[..]);
+}
