@@ -379,6 +379,22 @@ impl Layer {
         sys::set_times_fd(fd, sys::TimeSet::Omit, sys::TimeSet::At(before.mtime))
     }
 
+    /// Take the OCI opaque marker out of the directory behind `fd`, where the upper keeps
+    /// it as a file of the directory (the portable module): an empty opaque directory
+    /// is about to be replaced by a rename, which that file would refuse (ENOTEMPTY)
+    /// where the kernel's xattr does not. Whether it was there, to put it back
+    /// ([`Layer::set_opaque`]) if the rename fails.
+    pub fn take_oci_opaque(&self, fd: BorrowedFd<'_>) -> SysResult<bool> {
+        if sys::KERNEL_WHITEOUTS {
+            return Ok(false);
+        }
+        match sys::unlink_at(fd, OsStr::from_bytes(OCI_OPAQUE), false) {
+            Ok(()) => Ok(true),
+            Err(Errno::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Record where the lower content of the entry behind `fd` lives (the old name
     /// within the same parent, or `/path/from/layer/root`).
     pub fn set_redirect(&self, fd: BorrowedFd<'_>, value: &[u8]) -> SysResult<()> {

@@ -342,6 +342,22 @@ impl Overlay {
                     remove_tree(sys::borrow(&fd), &e.name)?;
                 }
             }
+            // A directory of the upper alone being replaced (empty in the union, as
+            // checked) may be opaque: on the portable module its marker is a file in it,
+            // which the rename would count. It goes first, and comes back if the move
+            // fails.
+            let mut unmarked = None;
+            if let Some(d) = &dst
+                && !dst_merged_dir
+                && d.kind() == FileKind::Directory
+                && d.state.read().upper
+                && !sys::KERNEL_WHITEOUTS
+            {
+                let fd = sys::open_at(qdir, newname, oflag::RDONLY | oflag::DIRECTORY, 0)?;
+                if self.upper()?.layer.take_oci_opaque(sys::borrow(&fd))? {
+                    unmarked = Some(fd);
+                }
+            }
             let whiteout = self.lower_positive(p, name)?;
             let target_is_whiteout =
                 dst.is_none() && matches!(self.upper_entry(qdir, newname), Ok(Found::Whiteout));
@@ -363,7 +379,13 @@ impl Overlay {
                     sys::unlink_at(pdir, name, false)?;
                 }
             } else {
-                self.move_away(pdir, name, qdir, newname, whiteout)?;
+                let moved = self.move_away(pdir, name, qdir, newname, whiteout);
+                if moved.is_err()
+                    && let Some(fd) = &unmarked
+                {
+                    let _ = self.upper()?.layer.set_opaque(sys::borrow(fd));
+                }
+                moved?;
             }
         }
         {

@@ -885,3 +885,29 @@ fn redirect_of_an_ancestor_is_followed_across_commits() {
     };
     check_case(&case);
 }
+
+/// A directory renamed over an empty opaque directory of the upper alone: the portable
+/// path's opaque marker is a file in it (`.wh..wh..opq`), and the rename failed with
+/// ENOTEMPTY where the kernel's xattr-marked directory is replaced.
+#[test]
+fn case_seed_851444188_rename_over_empty_opaque_upper_dir() {
+    let case = Case {
+        seed: 851444188,
+        redirect_dir: true,
+        metacopy: false,
+        lowers: vec![Layer::kernel(vec![E::dir("c/b/a")])],
+        upper: Layer::kernel(vec![E::dir("a").opaque()]),
+        ops: vec![
+            Op::Mkdir {
+                path: "c/b/d".into(),
+                mode: 0o755,
+            },
+            Op::Rename {
+                from: "c/b/d".into(),
+                to: "a".into(),
+                flags: 0,
+            },
+        ],
+    };
+    check_case(&case);
+}
