@@ -179,19 +179,43 @@ impl Overlay {
         out
     }
 
-    /// The entry of every node the kernel may hold, at its recorded name: what a
-    /// kernel that cannot drop all its entries at once is told to drop one by one.
-    /// Negative entries are not known here; they last their TTL.
+    /// Every entry the kernel may hold that may be wrong now, for a kernel that cannot
+    /// drop all its entries at once: each node at its recorded name and its other
+    /// names (positive entries, maybe removed since), and every name each directory
+    /// shows now (a negative entry there is wrong if the name was made since; a name
+    /// absent now needs nothing dropped).
     pub fn known_entries(&self) -> Vec<Invalidation> {
         let t = self.tree.read();
         // Node Arcs first: no node-table shard lock is held while a state lock is taken.
         let mut nodes: Vec<Arc<Node>> = Vec::new();
         self.nodes.for_each(|n| nodes.push(n.clone()));
         let mut out = Vec::with_capacity(nodes.len());
+        let mut seen = HashSet::new();
+        let mut push = |i: Invalidation, out: &mut Vec<Invalidation>| {
+            if seen.insert(i.clone()) {
+                out.push(i);
+            }
+        };
         for n in &nodes {
-            let s = n.state.read();
-            if let Some(p) = &s.parent {
-                out.push(Invalidation::Entry(p.ino, s.name.to_os_string()));
+            let dir = {
+                let s = n.state.read();
+                if let Some(p) = &s.parent {
+                    push(Invalidation::Entry(p.ino, s.name.to_os_string()), &mut out);
+                }
+                for (p, name) in s.aliases() {
+                    push(Invalidation::Entry(p.ino, name.clone()), &mut out);
+                }
+                s.kind == FileKind::Directory && !s.unlinked
+            };
+            if !dir {
+                continue;
+            }
+            // A directory that cannot be listed now (removed meanwhile) holds nothing
+            // the kernel could find.
+            for e in self.list_dir(&t, n).unwrap_or_default() {
+                if e.name != "." && e.name != ".." {
+                    push(Invalidation::Entry(n.ino, e.name), &mut out);
+                }
             }
         }
         drop(t);

@@ -377,6 +377,13 @@ fn changes_lost_to_a_queue_overflow_show_through_the_mount() {
         || m.stderr().contains("inotify queue overflow"),
         || m.stderr(),
     );
+    for line in m
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("inotify queue overflow"))
+    {
+        eprintln!("daemon: {line}");
+    }
     until(
         "every lost change",
         || {
