@@ -23,6 +23,9 @@ fn layers() -> Layers {
 }
 
 fn watched(l: Layers) -> TestMount {
+    // Not while another test has the inotify limits lowered: this daemon's queue and
+    // watches are set up as it starts.
+    let _shared = inotify_sysctl_lock(false);
     TestMount::under_test(
         l,
         &Opts {
@@ -223,7 +226,8 @@ fn the_watcher_runs_only_when_asked() {
 // ---------------------------------------------------------------------------------------------
 // Robustness: an inotify queue overflow, the watch limit. Both change machine-wide sysctls
 // (`/proc/sys/fs/inotify/*`): they hold a file lock (also against other test binaries and
-// checkouts running at once), restore the value with a drop guard whatever happens, and keep
+// checkouts running at once; every other watching mount here takes it shared while its
+// daemon starts, so none is set up under the lowered limits), restore the value with a drop guard whatever happens, and keep
 // the lowered value only while the daemon starts (a queue's size is fixed when its inotify
 // instance is made; watches are added before the mount goes live).
 // ---------------------------------------------------------------------------------------------
@@ -231,15 +235,16 @@ fn the_watcher_runs_only_when_asked() {
 const MAX_QUEUED_EVENTS: &str = "/proc/sys/fs/inotify/max_queued_events";
 const MAX_USER_WATCHES: &str = "/proc/sys/fs/inotify/max_user_watches";
 
-/// Held while a test changes the inotify sysctls.
-fn inotify_sysctl_lock() -> fs::File {
+/// Held exclusively while a test changes the inotify sysctls, shared while another test's
+/// daemon sets up its watches (with the machine's limits).
+fn inotify_sysctl_lock(exclusive: bool) -> fs::File {
     let f = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open("/tmp/layerfuse-tests-inotify-sysctl.lock")
         .expect("open the inotify sysctl lock file");
-    f.lock().expect("lock the inotify sysctl lock file");
+    if exclusive { f.lock() } else { f.lock_shared() }.expect("lock the inotify sysctl lock file");
     f
 }
 
@@ -329,7 +334,7 @@ impl Drop for Stopped {
 #[test]
 fn changes_lost_to_a_queue_overflow_show_through_the_mount() {
     need_root!();
-    let _lock = inotify_sysctl_lock();
+    let _lock = inotify_sysctl_lock(true);
     let l = Layers::new(1);
     l.lower(0)
         .file("README", "old\n")
@@ -464,7 +469,7 @@ fn at_the_watch_limit_the_mount_serves_and_watched_directories_report_changes() 
     need_root!();
     const ROOM: u64 = 8;
     const DIRS: usize = 64;
-    let _lock = inotify_sysctl_lock();
+    let _lock = inotify_sysctl_lock(true);
     let l = Layers::new(1);
     l.lower(0).file("README", "old\n");
     for i in 0..DIRS {
