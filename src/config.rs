@@ -530,6 +530,19 @@ pub fn is_layerfuse_mount(path: &Path) -> bool {
     info.lines().any(|line| mountinfo_is_layerfuse(line, path))
 }
 
+/// The device (`MAJ:MIN`, as `/proc/self/mountinfo` gives it) of the mount at `path`,
+/// the topmost if several are stacked there. Read without asking the filesystem.
+pub fn mount_device(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.as_os_str().to_string_lossy();
+    info.lines().rev().find_map(|line| {
+        let mut f = line.split(' ');
+        let dev = f.nth(2)?;
+        let mp = f.nth(1)?;
+        (unescape_mountinfo(mp) == want).then(|| dev.to_string())
+    })
+}
+
 /// One mountinfo line: `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS] - FSTYPE SOURCE SUPER`.
 fn mountinfo_is_layerfuse(line: &str, path: &Path) -> bool {
     let mut halves = line.splitn(2, " - ");

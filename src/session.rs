@@ -239,6 +239,8 @@ impl Session {
             });
         };
         tracing::info!(mountpoint = %cfg.mountpoint.display(), transport = %mounted.transport(), "mounted");
+        #[cfg(target_os = "linux")]
+        widen_read_ahead(&cfg.mountpoint);
         let mountpoint = cfg.mountpoint.clone();
         #[cfg(target_os = "linux")]
         let watching = match watcher {
@@ -400,6 +402,20 @@ fn open_union(
         done: true,
     });
     Ok(overlay)
+}
+
+/// Give the new mount the readahead window of [`crate::fuse::policy::MOUNT_READ_AHEAD_KB`]
+/// (its own device's setting, as `max_readahead` is). Only root may; others keep the
+/// kernel's 128 KiB, and so does a mount whose device cannot be found.
+#[cfg(target_os = "linux")]
+fn widen_read_ahead(mountpoint: &Path) {
+    let Some(dev) = crate::config::mount_device(mountpoint) else {
+        return;
+    };
+    match crate::sys::raise_read_ahead_kb(&dev, crate::fuse::policy::MOUNT_READ_AHEAD_KB) {
+        Ok(kb) => tracing::debug!(device = %dev, kb, "readahead window"),
+        Err(e) => tracing::debug!(device = %dev, error = %e, "readahead window left as it is"),
+    }
 }
 
 /// Make the work dir of our own (`--work` not given), root's or the owner's only.

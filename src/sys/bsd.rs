@@ -247,3 +247,8 @@ pub fn release_free_memory() {}
 
 /// Read-ahead hint: not offered here (macOS has no posix_fadvise); reads still work.
 pub fn will_need(_fd: BorrowedFd<'_>, _offset: u64, _len: u64) {}
+
+/// No per-mount readahead setting here: the window stays the system's.
+pub fn raise_read_ahead_kb(_dev: &str, _kb: u64) -> std::io::Result<u64> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}

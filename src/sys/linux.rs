@@ -431,6 +431,22 @@ pub fn release_free_memory() {
     }
 }
 
+/// Set the readahead window of the backing device `dev` (`MAJ:MIN`, e.g. a FUSE
+/// mount's `0:N`) to at least `kb` KiB: `/sys/class/bdi/DEV/read_ahead_kb`, a
+/// setting of that one device. Root only; a window already as large stays.
+pub fn raise_read_ahead_kb(dev: &str, kb: u64) -> std::io::Result<u64> {
+    let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    let now: u64 = std::fs::read_to_string(&path)?
+        .trim()
+        .parse()
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+    if now >= kb {
+        return Ok(now);
+    }
+    std::fs::write(&path, kb.to_string())?;
+    Ok(kb)
+}
+
 /// Ask the kernel to start reading `[offset, offset+len)` of `fd` into the page cache
 /// now (POSIX_FADV_WILLNEED: asynchronous, a hint; errors are of no consequence).
 pub fn will_need(fd: BorrowedFd<'_>, offset: u64, len: u64) {

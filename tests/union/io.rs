@@ -545,3 +545,23 @@ fn a_union_without_an_upper_reads_lower_files_directly() {
         "the daemon served reads of lower files: {s}"
     );
 }
+
+/// A sequential reader of a lower file keeps several READs in flight: the mount's own
+/// readahead window is widened past the 128 KiB a new FUSE mount gets (at 8 MiB).
+#[test]
+#[cfg_attr(
+    feature = "portable",
+    ignore = "a Linux device setting: the portable OS module (FreeBSD, macOS) has none"
+)]
+fn the_mount_reads_ahead_as_far_as_the_daemon() {
+    need_root!();
+    let m = TestMount::layerfuse(crate::cli::base(), &Opts::default());
+    let dev = fs::metadata(&m.mnt).unwrap().dev();
+    let (major, minor) = (
+        ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
+        (dev & 0xff) | ((dev >> 12) & !0xff),
+    );
+    let window = fs::read_to_string(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"))
+        .unwrap_or_else(|e| panic!("the mount's device {major}:{minor}: {e}"));
+    assert_eq!(window.trim(), "8192");
+}
