@@ -239,7 +239,6 @@ impl Session {
             });
         };
         tracing::info!(mountpoint = %cfg.mountpoint.display(), transport = %mounted.transport(), "mounted");
-        #[cfg(target_os = "linux")]
         widen_read_ahead(&cfg.mountpoint);
         let mountpoint = cfg.mountpoint.clone();
         #[cfg(target_os = "linux")]
@@ -406,8 +405,8 @@ fn open_union(
 
 /// Give the new mount the readahead window of [`crate::fuse::policy::MOUNT_READ_AHEAD_KB`]
 /// (its own device's setting, as `max_readahead` is). Only root may; others keep the
-/// kernel's 128 KiB, and so does a mount whose device cannot be found.
-#[cfg(target_os = "linux")]
+/// kernel's 128 KiB, and so does a mount whose device cannot be found (FreeBSD and
+/// macOS have neither mountinfo nor the setting).
 fn widen_read_ahead(mountpoint: &Path) {
     let Some(dev) = crate::config::mount_device(mountpoint) else {
         return;

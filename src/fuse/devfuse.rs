@@ -558,7 +558,13 @@ pub struct DevServing(fuser::Session<DevFs>);
 impl DevServing {
     /// Where invalidations for this mount go (the watcher of live lower layers).
     pub fn notifier(&self) -> std::sync::Arc<dyn Notify> {
-        std::sync::Arc::new(FuserNotify::full(&self.0))
+        std::sync::Arc::new(FuserNotify(self.0.notifier()))
+    }
+
+    /// The session's `/dev/fuse`, for the notifications fuser has no call for.
+    #[cfg(target_os = "linux")]
+    pub fn device(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.0)
     }
 
     pub fn run(self) -> std::io::Result<()> {
@@ -623,9 +629,8 @@ impl DevFs {
 }
 
 fn serving(session: fuser::Session<DevFs>, policy: &Policy<BackingId>) -> DevServing {
-    let notifier: std::sync::Arc<dyn Notify> =
-        std::sync::Arc::new(FuserNotify::basic(session.notifier()));
-    policy.set_notifier(Box::new(FuserNotify::basic(session.notifier())));
+    let notifier: std::sync::Arc<dyn Notify> = std::sync::Arc::new(FuserNotify(session.notifier()));
+    policy.set_notifier(Box::new(FuserNotify(session.notifier())));
     policy.forward_attr_changes(notifier);
     tracing::info!(transport = "dev", "serving over /dev/fuse");
     DevServing(session)
@@ -670,64 +675,17 @@ fn fuser_options(how: &FuserMount) -> Vec<fuser::MountOption> {
     options
 }
 
-struct FuserNotify {
-    notifier: fuser::Notifier,
-    /// The session's `/dev/fuse` (a duplicate), for the notifications fuser has no
-    /// call for: written there as the io_uring transport writes all of its own.
-    #[cfg(target_os = "linux")]
-    dev: Option<std::os::fd::OwnedFd>,
-}
-
-impl FuserNotify {
-    /// Invalidations fuser can send.
-    fn basic(notifier: fuser::Notifier) -> FuserNotify {
-        FuserNotify {
-            notifier,
-            #[cfg(target_os = "linux")]
-            dev: None,
-        }
-    }
-
-    /// All notifications, also those written to the device directly.
-    fn full(session: &fuser::Session<DevFs>) -> FuserNotify {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsFd;
-            let dev = match session.as_fd().try_clone_to_owned() {
-                Ok(fd) => Some(fd),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot duplicate /dev/fuse: no epoch invalidation");
-                    None
-                }
-            };
-            FuserNotify {
-                notifier: session.notifier(),
-                dev,
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        FuserNotify::basic(session.notifier())
-    }
-}
+/// The invalidations fuser can send. What it has no call for (the epoch) the session
+/// writes to the device itself ([`DevServing::device`]).
+struct FuserNotify(fuser::Notifier);
 
 impl Notify for FuserNotify {
     fn inval_inode(&self, ino: u64, offset: i64, len: i64) -> std::io::Result<()> {
-        self.notifier.inval_inode(fuser::INodeNo(ino), offset, len)
+        self.0.inval_inode(fuser::INodeNo(ino), offset, len)
     }
     fn inval_entry(&self, parent: u64, name: &std::ffi::OsStr) -> std::io::Result<()> {
-        self.notifier.inval_entry(fuser::INodeNo(parent), name)
+        self.0.inval_entry(fuser::INodeNo(parent), name)
     }
-    #[cfg(target_os = "linux")]
-    fn inc_epoch(&self) -> std::io::Result<()> {
-        use std::os::fd::AsFd;
-        let Some(dev) = &self.dev else {
-            return Err(std::io::Error::from_raw_os_error(libc::ENOSYS));
-        };
-        crate::sys::uring::dev_write(dev.as_fd(), &[&crate::uring::wire::notify_inc_epoch()])
-            .map_err(|e| std::io::Error::from_raw_os_error(e.0))?;
-        Ok(())
-    }
-    #[cfg(not(target_os = "linux"))]
     fn inc_epoch(&self) -> std::io::Result<()> {
         Err(std::io::Error::from_raw_os_error(libc::ENOSYS))
     }

@@ -54,7 +54,7 @@ impl Mounted {
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub fn notifier(&self) -> Arc<dyn fuse::policy::Notify> {
         match &self.serving {
-            Serving::Dev(s) => s.notifier(),
+            Serving::Dev(s) => Arc::new(DevNotify::new(s)),
             #[cfg(target_os = "linux")]
             Serving::Uring(s) => s.notifier(),
         }
@@ -190,5 +190,55 @@ fn mount_uring(
             let _ = crate::sys::unmount(mountpoint, true);
             Err(e)
         }
+    }
+}
+
+/// The classic transport's invalidations: fuser's calls, and the epoch (which fuser
+/// has no call for) written to a duplicate of the session's `/dev/fuse` as the
+/// io_uring transport writes all of its own.
+struct DevNotify {
+    fuser: Arc<dyn fuse::policy::Notify>,
+    #[cfg(target_os = "linux")]
+    dev: Option<std::os::fd::OwnedFd>,
+}
+
+impl DevNotify {
+    fn new(serving: &DevServing) -> DevNotify {
+        #[cfg(target_os = "linux")]
+        let dev = match serving.device().try_clone_to_owned() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot duplicate /dev/fuse: no epoch invalidation");
+                None
+            }
+        };
+        DevNotify {
+            fuser: serving.notifier(),
+            #[cfg(target_os = "linux")]
+            dev,
+        }
+    }
+}
+
+impl fuse::policy::Notify for DevNotify {
+    fn inval_inode(&self, ino: u64, offset: i64, len: i64) -> io::Result<()> {
+        self.fuser.inval_inode(ino, offset, len)
+    }
+    fn inval_entry(&self, parent: u64, name: &std::ffi::OsStr) -> io::Result<()> {
+        self.fuser.inval_entry(parent, name)
+    }
+    #[cfg(target_os = "linux")]
+    fn inc_epoch(&self) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        let Some(dev) = &self.dev else {
+            return self.fuser.inc_epoch();
+        };
+        crate::sys::uring::dev_write(dev.as_fd(), &[&crate::uring::wire::notify_inc_epoch()])
+            .map_err(|e| io::Error::from_raw_os_error(e.0))?;
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    fn inc_epoch(&self) -> io::Result<()> {
+        self.fuser.inc_epoch()
     }
 }
