@@ -534,29 +534,48 @@ pub fn is_layerfuse_mount(path: &Path) -> bool {
 /// the topmost if several are stacked there. Read without asking the filesystem.
 pub fn mount_device(path: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = path.as_os_str().to_string_lossy();
-    info.lines().rev().find_map(|line| {
-        let mut f = line.split(' ');
-        let dev = f.nth(2)?;
-        let mp = f.nth(1)?;
-        (unescape_mountinfo(mp) == want).then(|| dev.to_string())
-    })
+    info.lines()
+        .rev()
+        .filter_map(MountinfoLine::parse)
+        .find(|m| m.is_at(path))
+        .map(|m| m.device.to_string())
 }
 
 /// One mountinfo line: `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS] - FSTYPE SOURCE SUPER`.
+struct MountinfoLine<'a> {
+    device: &'a str,
+    /// As mountinfo writes it (escaped).
+    mountpoint: &'a str,
+    fstype: &'a str,
+    source: &'a str,
+}
+
+impl<'a> MountinfoLine<'a> {
+    fn parse(line: &'a str) -> Option<MountinfoLine<'a>> {
+        let (left, right) = line.split_once(" - ")?;
+        let mut l = left.split(' ');
+        let device = l.nth(2)?;
+        let mountpoint = l.nth(1)?;
+        let mut r = right.split(' ');
+        Some(MountinfoLine {
+            device,
+            mountpoint,
+            fstype: r.next().unwrap_or(""),
+            source: r.next().unwrap_or(""),
+        })
+    }
+
+    fn is_at(&self, path: &Path) -> bool {
+        unescape_mountinfo(self.mountpoint) == path.as_os_str().to_string_lossy()
+    }
+}
+
 fn mountinfo_is_layerfuse(line: &str, path: &Path) -> bool {
-    let mut halves = line.splitn(2, " - ");
-    let (Some(left), Some(right)) = (halves.next(), halves.next()) else {
-        return false;
-    };
-    let Some(mp) = left.split(' ').nth(4) else {
-        return false;
-    };
-    let mut r = right.split(' ');
-    let fstype = r.next().unwrap_or("");
-    let source = r.next().unwrap_or("");
-    unescape_mountinfo(mp) == path.as_os_str().to_string_lossy()
-        && (fstype == "fuse.layerfuse" || (fstype.starts_with("fuse") && source == "layerfuse"))
+    MountinfoLine::parse(line).is_some_and(|m| {
+        m.is_at(path)
+            && (m.fstype == "fuse.layerfuse"
+                || (m.fstype.starts_with("fuse") && m.source == "layerfuse"))
+    })
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
@@ -608,6 +627,12 @@ mod tests {
         assert!(!mountinfo_is_layerfuse(line, Path::new("/mnt/a")));
         let other = "36 35 0:45 / /mnt/x rw - fuse.sshfs host: rw";
         assert!(!mountinfo_is_layerfuse(other, Path::new("/mnt/x")));
+        let m = MountinfoLine::parse(line).unwrap();
+        assert_eq!(
+            (m.device, m.fstype, m.source),
+            ("0:45", "fuse", "layerfuse")
+        );
+        assert!(m.is_at(Path::new("/mnt/a b")));
     }
 
     #[test]
