@@ -561,7 +561,19 @@ fn the_mount_reads_ahead_as_far_as_the_daemon() {
         ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
         (dev & 0xff) | ((dev >> 12) & !0xff),
     );
-    let window = fs::read_to_string(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"))
-        .unwrap_or_else(|e| panic!("the mount's device {major}:{minor}: {e}"));
-    assert_eq!(window.trim(), "8192");
+    let setting = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    // The daemon widens the window just after its mount appears in mountinfo (which is
+    // all TestMount waits for): wait for the setting, as a reader would see it a moment later.
+    let mut window = String::new();
+    let widened = wait_for(DEADLINE, || {
+        window = fs::read_to_string(&setting)
+            .unwrap_or_else(|e| panic!("the mount's device {major}:{minor}: {e}"));
+        window.trim() == "8192"
+    });
+    assert!(
+        widened,
+        "{setting} is {} KiB, not 8192; daemon stderr:\n{}",
+        window.trim(),
+        m.stderr()
+    );
 }
