@@ -51,12 +51,17 @@ build_apt_image() {
 
 m_apt() {
   local t0 t1 rc
+  local -a profiled=()
   mount_union "$IMPL" apt "$(tag apt)"
   chroot_mounts "$MNT"
+  # --profile: the kernel's own count and timing of each FUSE request of this mount.
+  if [[ $PROFILE == 1 && $IMPL != kernel ]]; then
+    profiled=("$ROOT/scripts/fuse-profile.sh" --conn "$(mountpoint -d "$MNT" | cut -d: -f2)" --out "$OUTDIR/profile-$(tag apt).txt" --)
+  fi
   cold
   t0=$(now)
   # shellcheck disable=SC2086 # APT_PKGS is a word list
-  chroot "$MNT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-download \
+  "${profiled[@]}" chroot "$MNT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-download \
     --no-install-recommends $APT_PKGS >"$OUTDIR/logs/$(tag apt)-run.log" 2>&1 && rc=0 || rc=$?
   t1=$(now)
   if [[ $rc != 0 ]]; then

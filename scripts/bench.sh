@@ -5,7 +5,7 @@
 #   sudo scripts/bench.sh [--reps N] [--quick] [--impls a,b] [--metrics a,b] [--layerfuse PATH]
 #                         [--out DIR] [--workdir DIR] [--settle SECS] [--samples N]
 #                         [--rebuild-fixture] [--no-build] [--metacopy] [--volatile]
-#   sudo scripts/bench.sh --workload apt [--reps N] [--impls a,b] [--mirror URL] [...]
+#   sudo scripts/bench.sh --workload apt [--reps N] [--impls a,b] [--mirror URL] [--profile] [...]
 #
 # Needs root, /dev/fuse and the overlay module. Installs fio, fuse-overlayfs, unionfs-fuse, attr
 # (and debootstrap for --workload apt) with apt-get if missing. Prints medians, min-max and the
@@ -19,6 +19,8 @@
 # and layerfuse-base (another layerfuse build, e.g. an older commit's, given by --layerfuse-base
 # PATH, mounted with the options it has always had and its own default transport: a before/after
 # comparison in one run).
+# --profile (with --workload apt): each FUSE mount's apt-get runs under scripts/fuse-profile.sh,
+# and OUT/profile-TAG.txt gets its per-request table (the tracing adds its own cost to the times).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,6 +45,7 @@ LF_BIN=${LAYERFUSE:-}
 LF_BASE_BIN=${LAYERFUSE_BASE:-}
 METACOPY=0
 VOLATILE=0
+PROFILE=0
 CMDLINE="scripts/bench.sh $*"
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d; s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; }
@@ -64,6 +67,7 @@ while [[ $# -gt 0 ]]; do
     --no-build) NO_BUILD=1; shift ;;
     --metacopy) METACOPY=1; shift ;;
     --volatile) VOLATILE=1; shift ;;
+    --profile) PROFILE=1; shift ;;
     --workload) WORKLOAD=$2; shift 2 ;;
     --mirror) export BENCH_MIRROR=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where a FUSE workload's time goes, by request type, measured by the kernel itself.
 #
-#   sudo scripts/fuse-profile.sh [--conn N] [--raw FILE] -- COMMAND [ARGS...]
+#   sudo scripts/fuse-profile.sh [--conn N] [--raw FILE] [--out FILE] -- COMMAND [ARGS...]
 #
 # Runs COMMAND with the kernel's `fuse_request_send` / `fuse_request_end` tracepoints on (in a
 # private tracefs instance, so other tracing on the machine is left alone), then prints one line
@@ -10,16 +10,18 @@
 # thread, so it is what the caller waited, not the daemon's CPU time. --conn N keeps only the
 # FUSE connection N (the minor device of the mount: `stat -c %d MOUNTPOINT`, or the number after
 # "0:" in /proc/self/mountinfo); by default every FUSE connection is counted. --raw FILE keeps the
-# raw trace. Needs root and a kernel with the fuse tracepoints (6.x). Nothing is left enabled.
+# raw trace; --out FILE writes the table there instead of to stdout (COMMAND's own output
+# stays where it was). Needs root and the kernel's fuse tracepoints (6.x). Nothing stays enabled.
 set -euo pipefail
 
 die() { echo "fuse-profile: $*" >&2; exit 1; }
 
-CONN="" RAW=""
+CONN="" RAW="" REPORT=/dev/stdout
 while [[ $# -gt 0 ]]; do
   case $1 in
     --conn) CONN=$2; shift 2 ;;
     --raw) RAW=$2; shift 2 ;;
+    --out) REPORT=$2; shift 2 ;;
     --) shift; break ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
@@ -70,6 +72,7 @@ lost=$(awk '/^overrun:/ { s += $2 } END { print s + 0 }' "$INST"/per_cpu/cpu*/st
 cat "$INST/trace" >"$OUT"
 [[ -z $RAW ]] || cp "$OUT" "$RAW"
 
+{
 echo "command exited $rc after $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s; events lost: $lost"
 awk '
   BEGIN {
@@ -114,4 +117,5 @@ awk '
     printf "%-14s %9d %8s %-10s %10.1f\n", "all answered", all, "", "", total * 1000
   }
 ' "$OUT" | { read -r header; echo "$header"; sort -k5 -g -r; }
+} >"$REPORT"
 exit "$rc"
