@@ -557,10 +557,7 @@ fn the_mount_reads_ahead_as_far_as_the_daemon() {
     need_root!();
     let m = TestMount::layerfuse(crate::cli::base(), &Opts::default());
     let dev = fs::metadata(&m.mnt).unwrap().dev();
-    let (major, minor) = (
-        ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
-        (dev & 0xff) | ((dev >> 12) & !0xff),
-    );
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
     let setting = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
     // The daemon widens the window just after its mount appears in mountinfo (which is
     // all TestMount waits for): wait for the setting, as a reader would see it a moment later.
