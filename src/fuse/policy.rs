@@ -378,15 +378,32 @@ impl<B> Policy<B> {
         setid_write: bool,
         make: impl FnOnce(&OwnedFd) -> Option<B>,
     ) -> Opened<B> {
-        let may_pass = self.passthrough_on() && !setid_write;
-        let fd = if may_pass {
+        let fd = if self.passthrough_on() {
             self.overlay.backing_file(fh)
         } else {
             None
         };
+        // Which file a backing would read and write: opens of one inode share a backing
+        // only when they name the same file.
+        let mut file = fd.as_deref().and_then(|fd| {
+            let st = crate::sys::stat_fd(crate::sys::borrow(fd)).ok()?;
+            Some((st.dev, st.ino))
+        });
+        // A passthrough write runs with the daemon's credentials, so it would keep set-id
+        // bits a writer without CAP_FSETID must clear: such a writer is served by the
+        // daemon, which clears them at the first write. But while the inode has
+        // passthrough opens the kernel refuses any other kind of open (EINVAL), so beside
+        // them the writer is passthrough too and the bits go now, at its open.
+        if setid_write
+            && !(file.is_some()
+                && self.passthrough.live_file(ino) == file
+                && self.kill_suidgid_of(ino, fh).is_ok())
+        {
+            file = None;
+        }
         match self
             .passthrough
-            .open(ino, fh, may_pass, || fd.as_deref().and_then(make))
+            .open(ino, fh, file, || fd.as_deref().and_then(make))
         {
             Served::Passthrough(b) => Opened {
                 fh,

@@ -240,6 +240,44 @@ fn suid_sgid_cleared_on_write_and_chown_by_non_root() {
     p.check_uppers();
 }
 
+/// A set-uid file of the upper held open for reading by root (served by FUSE passthrough)
+/// and appended to by its owner: the append succeeds, the bits go, and the reader reads the
+/// appended byte, as on the kernel. (The kernel refuses every non-passthrough open of an
+/// inode with passthrough opens, and a passthrough write keeps set-id bits: layerfuse
+/// clears them at such a writer's open.)
+#[test]
+fn a_write_beside_an_open_reader_clears_set_id_bits() {
+    need_root!();
+    let p = Pair::new(&perm_layers());
+    p.check(|c| {
+        // Its owner's chmod copies it up; the bits stay (the owner set them).
+        c.as_user(U, U, |c| {
+            c.ok(
+                "owner sets set-id bits",
+                fs::set_permissions(c.p("suid"), fs::Permissions::from_mode(0o6777)),
+            );
+        });
+        c.in_upper("suid");
+        let reader = c.must("root opens a reader", fs::File::open(c.p("suid")));
+        c.as_user(U, U, |c| {
+            c.ok(
+                "owner appends",
+                fs::OpenOptions::new()
+                    .append(true)
+                    .open(c.p("suid"))
+                    .and_then(|mut f| f.write_all(b"+")),
+            );
+        });
+        c.stat("suid");
+        let mut buf = [0u8; 64];
+        let n = std::os::unix::fs::FileExt::read_at(&reader, &mut buf, 0);
+        c.val("reader reads", n.map(|n| buf[..n].to_vec()).ok());
+        drop(reader);
+        c.read("suid");
+    });
+    p.check_uppers();
+}
+
 /// Set-id bits go on every write, truncate and O_TRUNC open by a caller without
 /// CAP_FSETID, not only the first: with FUSE_HANDLE_KILLPRIV_V2 (the io_uring
 /// transport) the kernel stops checking after a file's first write and leaves the
