@@ -12,7 +12,7 @@
 # ratio to kernel overlayfs; writes results.csv, summary.csv and summary.md to the output directory.
 # --metacopy mounts kernel overlayfs (metacopy=on) and layerfuse (--metacopy on) with metadata-only
 # copy-up; --volatile mounts both without syncs (kernel volatile, layerfuse --volatile). Timing figures are informational: nothing here passes or fails on a threshold.
-# More implementations for --impls: layerfuse-uring / layerfuse-dev (layerfuse on one transport;
+# More implementations for --impls: layerfuse-uring / layerfuse-dev / layerfuse-splice (layerfuse on one transport;
 # plain `layerfuse` is --transport auto; uring needs /sys/module/fuse/parameters/enable_uring=Y,
 # which this script never changes) and fuse-overlayfs2 (upstream 2.0: `cargo install
 # fuse-overlayfs --root DIR`, then --fuse-overlayfs2 DIR/bin/fuse-overlayfs or $FUSE_OVERLAYFS2)
@@ -397,7 +397,7 @@ mount_union() {
         { log "kernel: mount failed: $(tail -n 3 "$logf")"; return 1; }
       t1=$(now)
       echo "$MNT 0" >>"$STATE/mounts" ;;
-    fuse-overlayfs|fuse-overlayfs2|layerfuse|layerfuse-uring|layerfuse-dev|layerfuse-base|unionfs-fuse)
+    fuse-overlayfs|fuse-overlayfs2|layerfuse|layerfuse-uring|layerfuse-dev|layerfuse-splice|layerfuse-base|unionfs-fuse)
       lowers_abs=$(abs_list "$BASE" "$LOWERS")
       t0=$(now)
       case $impl in
@@ -407,12 +407,13 @@ mount_union() {
         fuse-overlayfs2)
           "$FO2_BIN" -f -o "lowerdir=$lowers_abs,upperdir=$upper,workdir=$work" "$MNT" \
             >"$logf" 2>&1 & ;;
-        layerfuse|layerfuse-uring|layerfuse-dev)
+        layerfuse|layerfuse-uring|layerfuse-dev|layerfuse-splice)
           # layerfuse: --transport auto (io_uring where the kernel enables it);
-          # layerfuse-uring / layerfuse-dev: one transport, whatever the kernel offers.
+          # layerfuse-uring / -dev / -splice: one transport, whatever the kernel offers.
           local transport=auto
           [[ $impl == layerfuse-uring ]] && transport=uring
           [[ $impl == layerfuse-dev ]] && transport=dev
+          [[ $impl == layerfuse-splice ]] && transport=splice
           "$LF_BIN" mount --lower "$lowers_abs" --upper "$upper" --work "$work" "${LF_MC[@]}" \
             --transport "$transport" -f "$MNT" >"$logf" 2>&1 & ;;
         layerfuse-base)

@@ -153,9 +153,11 @@ pub struct MountArgs {
     pub read_only: bool,
     /// How requests travel between the kernel and the daemon: uring
     /// (FUSE-over-io_uring, per-CPU queues; needs root and the kernel's
-    /// enable_uring), dev (/dev/fuse), or auto (uring where the kernel offers it).
+    /// enable_uring), dev (/dev/fuse), splice (/dev/fuse served by layerfuse's own
+    /// threads, file data of READ replies spliced, not copied; Linux, root), or auto
+    /// (uring where the kernel offers it, else dev).
     /// Default: $LAYERFUSE_TRANSPORT, else auto. Example: --transport uring
-    #[arg(long, value_name = "auto|uring|dev")]
+    #[arg(long, value_name = "auto|uring|dev|splice")]
     pub transport: Option<layerfuse::session::Transport>,
     /// Show changes made directly in the lower layers (new, changed, removed files
     /// and directories) within a second: one inotify watch per lower directory

@@ -103,6 +103,9 @@ pub enum Transport {
     Uring,
     /// The classic `/dev/fuse` read/write loop (every platform, rootless).
     Dev,
+    /// `/dev/fuse` served by layerfuse's own threads with READ replies spliced from
+    /// the file: no copy through the daemon (Linux, root).
+    Splice,
 }
 
 impl std::str::FromStr for Transport {
@@ -112,8 +115,9 @@ impl std::str::FromStr for Transport {
             "auto" => Ok(Transport::Auto),
             "uring" | "io_uring" => Ok(Transport::Uring),
             "dev" => Ok(Transport::Dev),
+            "splice" => Ok(Transport::Splice),
             other => Err(format!(
-                "unknown transport {other:?} (expected auto, uring or dev)"
+                "unknown transport {other:?} (expected auto, uring, dev or splice)"
             )),
         }
     }
@@ -135,6 +139,7 @@ impl std::fmt::Display for Transport {
             Transport::Auto => "auto",
             Transport::Uring => "uring",
             Transport::Dev => "dev",
+            Transport::Splice => "splice",
         })
     }
 }

@@ -481,6 +481,13 @@ impl<B> Policy<B> {
         self.overlay.read(fh, offset, size)
     }
 
+    /// The file a READ of `len` bytes at `offset` reads from, for a transport that
+    /// moves the bytes itself (splice).
+    pub fn read_source(&self, fh: HandleId, offset: u64, len: u64) -> SysResult<Arc<OwnedFd>> {
+        self.overlay.counters().request(Op::Read);
+        self.overlay.read_source(fh, offset, len)
+    }
+
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     /// A read straight into the reply buffer `buf` (no copy); the bytes read.
     pub fn read_into(&self, fh: HandleId, offset: u64, buf: &mut [u8]) -> SysResult<usize> {

@@ -319,6 +319,14 @@ impl Overlay {
         sys::will_need(sys::borrow(fd), ahead, until - ahead);
     }
 
+    /// The file a read of `len` bytes at `offset` of `fh` reads (a transport that
+    /// moves the bytes itself), the daemon's readahead of it started.
+    pub fn read_source(&self, fh: HandleId, offset: u64, len: u64) -> SysResult<Arc<OwnedFd>> {
+        let fd = self.file_fd(fh)?;
+        self.read_ahead(fh, &fd, offset, len);
+        Ok(fd)
+    }
+
     /// Read at `offset` into `buf` (a transport's reply buffer), up to its length or
     /// the end of the file; the bytes read.
     pub fn read_into(&self, fh: HandleId, offset: u64, buf: &mut [u8]) -> SysResult<usize> {

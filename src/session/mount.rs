@@ -33,6 +33,9 @@ enum Serving {
     Dev(DevServing),
     #[cfg(target_os = "linux")]
     Uring(crate::uring::UringSession),
+    /// Layerfuse's own `/dev/fuse` threads, READ replies spliced.
+    #[cfg(target_os = "linux")]
+    Splice(crate::uring::UringSession),
 }
 
 /// A mounted union: run it with [`Mounted::run`]; unmounting it (from anywhere) ends it.
@@ -46,7 +49,7 @@ impl Mounted {
         match self.serving {
             Serving::Dev(s) => s.run(),
             #[cfg(target_os = "linux")]
-            Serving::Uring(s) => s.run(),
+            Serving::Uring(s) | Serving::Splice(s) => s.run(),
         }
     }
 
@@ -56,7 +59,7 @@ impl Mounted {
         match &self.serving {
             Serving::Dev(s) => Arc::new(DevNotify::new(s)),
             #[cfg(target_os = "linux")]
-            Serving::Uring(s) => s.notifier(),
+            Serving::Uring(s) | Serving::Splice(s) => s.notifier(),
         }
     }
 
@@ -66,6 +69,8 @@ impl Mounted {
             Serving::Dev(_) => Transport::Dev,
             #[cfg(target_os = "linux")]
             Serving::Uring(_) => Transport::Uring,
+            #[cfg(target_os = "linux")]
+            Serving::Splice(_) => Transport::Splice,
         }
     }
 }
@@ -80,6 +85,10 @@ pub(super) fn mount(
     #[cfg(target_os = "linux")]
     match opts.transport {
         Transport::Dev => {}
+        Transport::Splice => {
+            return mount_splice(overlay, mountpoint, opts)
+                .map_err(|e| io::Error::other(format!("splice transport: {e}")));
+        }
         Transport::Uring => {
             return mount_uring(overlay, mountpoint, opts)
                 .map_err(|e| io::Error::other(format!("io_uring transport: {e}")));
@@ -185,6 +194,25 @@ fn mount_uring(
     match crate::uring::start(dev, fuse::policy::Policy::new(overlay)) {
         Ok(s) => Ok(Mounted {
             serving: Serving::Uring(s),
+        }),
+        Err(e) => {
+            let _ = crate::sys::unmount(mountpoint, true);
+            Err(e)
+        }
+    }
+}
+
+/// Layerfuse's own `/dev/fuse` threads on a mount of our own (root: mount(2)).
+#[cfg(target_os = "linux")]
+fn mount_splice(
+    overlay: Arc<Overlay>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> Result<Mounted, crate::uring::Unavailable> {
+    let dev = kernel_mount(mountpoint, opts)?;
+    match crate::uring::start_device(dev, fuse::policy::Policy::new(overlay), opts.threads) {
+        Ok(s) => Ok(Mounted {
+            serving: Serving::Splice(s),
         }),
         Err(e) => {
             let _ = crate::sys::unmount(mountpoint, true);

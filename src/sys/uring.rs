@@ -114,6 +114,19 @@ pub fn dev_read(dev: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<usize> {
     }
 }
 
+/// A clone of the FUSE device fd `dev` (`FUSE_DEV_IOC_CLONE`): requests read from it
+/// are answered on it, so threads with clones of their own serve in parallel.
+pub fn dev_clone(dev: BorrowedFd<'_>) -> SysResult<OwnedFd> {
+    let fd = open_fuse_device()?;
+    let src: u32 = dev.as_raw_fd() as u32;
+    // SAFETY: FUSE_DEV_IOC_CLONE reads one u32 through the pointer, which is live.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), FUSE_DEV_IOC_CLONE, &src) })?;
+    Ok(fd)
+}
+
+/// `_IOR(229, 0, uint32_t)`.
+const FUSE_DEV_IOC_CLONE: libc::c_ulong = 0x8004_e500;
+
 /// Write one message (a reply or a notification) made of `parts`, in one writev.
 pub fn dev_write(dev: BorrowedFd<'_>, parts: &[&[u8]]) -> SysResult<usize> {
     let iov: Vec<libc::iovec> = parts

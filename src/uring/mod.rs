@@ -18,12 +18,18 @@
 //! FORGET and INTERRUPT still come over `/dev/fuse` (the kernel sends only those
 //! there once the ring is up), read by one more thread; notifications are written
 //! to the device. Every request goes to the same [`Policy`] as the fuser transport.
+//!
+//! The same protocol code also serves a mount over `/dev/fuse` alone, without rings
+//! ([`start_device`], `--transport splice`): several threads, each reading requests
+//! from a clone of the device fd, and a READ answered by splicing the file's pages
+//! into the reply ([`splice`]) instead of copying them through the daemon.
 
 mod dispatch;
+mod splice;
 pub(crate) mod wire;
 
 use crate::fuse::policy::{self, Negotiated, Notify, Policy};
-use crate::overlay::Errno;
+use crate::overlay::{Errno, HandleId};
 use crate::sys::uring::{self as sysuring, BackingFile, QueueRing};
 use dispatch::{Answer, encode, handle};
 use std::io;
@@ -124,8 +130,9 @@ impl UringSession {
     }
 }
 
-/// The INIT exchange on the device, before any queue exists.
-fn handshake(dev: &OwnedFd, policy: &UPolicy) -> Result<Negotiated, Unavailable> {
+/// The INIT exchange on the device, before any queue exists. `ring`: ask for
+/// FUSE-over-io_uring (and fail without it).
+fn handshake(dev: &OwnedFd, policy: &UPolicy, ring: bool) -> Result<Negotiated, Unavailable> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = sysuring::dev_read(dev.as_fd(), &mut buf)?;
@@ -149,7 +156,7 @@ fn handshake(dev: &OwnedFd, policy: &UPolicy) -> Result<Negotiated, Unavailable>
         };
         if major != wire::KERNEL_VERSION
             || minor < wire::KERNEL_MINOR_VERSION
-            || flags & init::OVER_IO_URING == 0
+            || (ring && flags & init::OVER_IO_URING == 0)
         {
             // Answer so the mount does not hang, then give up on the ring.
             reply_dev(dev, h.unique, -Errno::EIO.0, &[]);
@@ -159,10 +166,8 @@ fn handshake(dev: &OwnedFd, policy: &UPolicy) -> Result<Negotiated, Unavailable>
         }
         // Layerfuse parses SETATTR/OPEN/WRITE itself here, so the kill flags reach the
         // daemon: the kernel drops its GETXATTR per write and GETATTR per chown.
-        let n = policy.negotiate(
-            flags,
-            init::OVER_IO_URING | init::INIT_EXT | init::HANDLE_KILLPRIV_V2,
-        );
+        let over_ring = if ring { init::OVER_IO_URING } else { 0 };
+        let n = policy.negotiate(flags, over_ring | init::INIT_EXT | init::HANDLE_KILLPRIV_V2);
         let out = wire::InitOut {
             minor: wire::KERNEL_MINOR_VERSION,
             max_readahead: n.max_readahead,
@@ -170,7 +175,12 @@ fn handshake(dev: &OwnedFd, policy: &UPolicy) -> Result<Negotiated, Unavailable>
             max_background: n.max_background,
             congestion_threshold: n.max_background * 3 / 4,
             max_write: n.max_write,
-            max_pages: (n.max_write / 4096) as u16,
+            // Without rings READs are spliced through a pipe: no larger than it carries.
+            max_pages: if ring {
+                (n.max_write / 4096) as u16
+            } else {
+                ((n.max_write / 4096) as u16).min(splice::max_read_pages())
+            },
             max_stack_depth: n.max_stack_depth,
         };
         let mut b = [0u8; 64];
@@ -192,7 +202,7 @@ fn reply_dev(dev: &OwnedFd, unique: u64, error: i32, body: &[u8]) {
 /// serving. Returns once every queue is registered (the mount is live).
 pub fn start(dev: OwnedFd, policy: UPolicy) -> Result<UringSession, Unavailable> {
     let dev = Arc::new(dev);
-    let n = handshake(&dev, &policy)?;
+    let n = handshake(&dev, &policy, true)?;
     let policy = Arc::new(policy);
     let notify: Arc<dyn Notify> = Arc::new(DevNotify(dev.clone()));
     policy.set_notifier(Box::new(DevNotify(dev.clone())));
@@ -228,7 +238,7 @@ pub fn start(dev: OwnedFd, policy: UPolicy) -> Result<UringSession, Unavailable>
         threads.push(
             std::thread::Builder::new()
                 .name("lf-uring-dev".into())
-                .spawn(move || serve_device(&dev, &policy))?,
+                .spawn(move || serve_device(&dev, &policy, None))?,
         );
     }
     if let Some(e) = failed {
@@ -243,6 +253,45 @@ pub fn start(dev: OwnedFd, policy: UPolicy) -> Result<UringSession, Unavailable>
         "serving over FUSE-over-io_uring"
     );
     Ok(UringSession { threads, notify })
+}
+
+/// Answer INIT over the mounted device `dev` without rings and serve every request
+/// over the device, on `threads` threads (each with a clone of `dev`, so the kernel
+/// hands requests to whichever is free), READ replies spliced. Returns once the mount
+/// is live.
+pub fn start_device(
+    dev: OwnedFd,
+    policy: UPolicy,
+    threads: usize,
+) -> Result<UringSession, Unavailable> {
+    let dev = Arc::new(dev);
+    handshake(&dev, &policy, false)?;
+    let policy = Arc::new(policy);
+    let notify: Arc<dyn Notify> = Arc::new(DevNotify(dev.clone()));
+    policy.set_notifier(Box::new(DevNotify(dev.clone())));
+    policy.forward_attr_changes(notify.clone());
+    let mut fds = vec![dev.clone()];
+    for _ in 1..threads.max(1) {
+        // A reply must go to the fd its request was read from: each thread keeps one.
+        fds.push(Arc::new(sysuring::dev_clone(dev.as_fd())?));
+    }
+    let mut spawned = Vec::with_capacity(fds.len());
+    for (i, fd) in fds.into_iter().enumerate() {
+        let policy = policy.clone();
+        spawned.push(
+            std::thread::Builder::new()
+                .name(format!("lf-dev{i}"))
+                .spawn(move || serve_device(&fd, &policy, splice::Pipe::new()))?,
+        );
+    }
+    tracing::info!(
+        threads = spawned.len(),
+        "serving over /dev/fuse, READ replies spliced"
+    );
+    Ok(UringSession {
+        threads: spawned,
+        notify,
+    })
 }
 
 /// One server of queue `qid`: pinned to its CPU, one entry registered, then answer
@@ -338,7 +387,8 @@ fn answer_entry(
 
 /// The device thread: FORGET, BATCH_FORGET and INTERRUPT (which never use the ring),
 /// and any request the kernel sends before or instead of the ring.
-fn serve_device(dev: &Arc<OwnedFd>, policy: &UPolicy) {
+/// `pipe`: answer READs by splicing (see [`splice`]); without it they are copied.
+fn serve_device(dev: &Arc<OwnedFd>, policy: &UPolicy, mut pipe: Option<splice::Pipe>) {
     let mut buf = vec![0u8; policy::MAX_WRITE as usize + 64 * 1024];
     let mut reply = vec![0u8; policy::MAX_WRITE as usize + 4096];
     loop {
@@ -361,12 +411,23 @@ fn serve_device(dev: &Arc<OwnedFd>, policy: &UPolicy) {
             reply_dev(dev, h.unique, 0, &[]);
             return;
         }
+        if let (Some(p), Request::Read { fh, offset, size }) = (&mut pipe, &req) {
+            let fh = HandleId::new(*fh);
+            if let Err(e) = p.answer_read(policy, dev, h.unique, fh, *offset, *size) {
+                policy.counters().error(e.0);
+                reply_dev(dev, h.unique, -e.0, &[]);
+            }
+            continue;
+        }
         let answer = handle(policy, dev, &h, req);
         if matches!(answer, Answer::NoReply) {
             continue;
         }
         let mut out = Out::new(&mut reply);
         let error = encode(policy, &h, answer, &mut out);
+        if error != 0 {
+            policy.counters().error(-error);
+        }
         let len = out.len();
         reply_dev(
             dev,

@@ -131,6 +131,7 @@ fn expected_transport() -> &'static str {
     match std::env::var("LAYERFUSE_TRANSPORT").as_deref() {
         Ok("uring" | "io_uring") => "uring",
         Ok("dev") => "dev",
+        Ok("splice") => "splice",
         _ => match fs::read_to_string("/sys/module/fuse/parameters/enable_uring") {
             Ok(v) if matches!(v.trim(), "Y" | "y" | "1") => "uring",
             _ => "dev",
