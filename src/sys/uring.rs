@@ -398,6 +398,86 @@ impl QueueRing {
     }
 }
 
+/// A non-blocking pipe for splicing, its capacity raised to at least `size` bytes where the
+/// system allows it (`fs.pipe-max-size` caps it without CAP_SYS_RESOURCE); returns
+/// (read end, write end, capacity in bytes).
+pub fn pipe_for_splice(size: usize) -> SysResult<(OwnedFd, OwnedFd, usize)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    // SAFETY: both are new fds nothing else owns.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(1 << 20);
+    let mut cap = 0;
+    for want in [size, max.min(size)] {
+        // SAFETY: fcntl on a pipe we own; it returns the new capacity.
+        match check(unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, want as libc::c_int) })
+        {
+            Ok(c) => {
+                cap = c as usize;
+                break;
+            }
+            Err(_) => continue,
+        }
+    }
+    if cap == 0 {
+        // SAFETY: fcntl on a pipe we own.
+        cap = check(unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) })? as usize;
+    }
+    Ok((r, w, cap))
+}
+
+/// Move up to `len` bytes from `from` (at `offset`, or its own position) into `to`
+/// without copying them through user memory (splice(2)); the bytes moved, 0 at the
+/// end of the file.
+pub fn splice(
+    from: BorrowedFd<'_>,
+    offset: Option<u64>,
+    to: BorrowedFd<'_>,
+    len: usize,
+) -> SysResult<usize> {
+    retry(|| {
+        let mut o = offset.unwrap_or(0) as libc::loff_t;
+        let po: *mut libc::loff_t = if offset.is_some() {
+            &mut o
+        } else {
+            std::ptr::null_mut()
+        };
+        // SAFETY: `po` is null or points at `o`, which outlives the call.
+        check_size(unsafe {
+            libc::splice(
+                from.as_raw_fd(),
+                po,
+                to.as_raw_fd(),
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE,
+            )
+        })
+    })
+}
+
+/// write(2) of all of `data` in one call (a pipe takes up to a page atomically).
+pub fn write_once(fd: BorrowedFd<'_>, data: &[u8]) -> SysResult<()> {
+    // SAFETY: `data` is readable for its length.
+    let n = retry(|| {
+        check_size(unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) })
+    })?;
+    if n != data.len() {
+        return Err(Errno::EIO);
+    }
+    Ok(())
+}
+
+/// read(2) into `buf`; the bytes read.
+pub fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<usize> {
+    // SAFETY: `buf` is writable for its length.
+    retry(|| check_size(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

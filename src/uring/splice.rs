@@ -11,7 +11,7 @@
 
 use super::{UPolicy, reply_dev, wire};
 use crate::overlay::{Errno, HandleId};
-use crate::sys;
+use crate::sys::{self, uring as sysuring};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
@@ -30,7 +30,7 @@ pub(super) struct Pipe {
 /// Pages per READ for the kernel (INIT's `max_pages`): what a pipe of this system
 /// carries with its header, at most 256 (1 MiB).
 pub(super) fn max_read_pages() -> u16 {
-    match sys::pipe_for_splice(WANTED) {
+    match sysuring::pipe_for_splice(WANTED) {
         Ok((_, _, cap)) => (cap / PAGE).saturating_sub(2).clamp(1, 256) as u16,
         Err(_) => 256,
     }
@@ -39,7 +39,7 @@ pub(super) fn max_read_pages() -> u16 {
 impl Pipe {
     /// None where no pipe can be made (READs are then copied).
     pub(super) fn new() -> Option<Pipe> {
-        match sys::pipe_for_splice(WANTED) {
+        match sysuring::pipe_for_splice(WANTED) {
             Ok((read, write, capacity)) => Some(Pipe {
                 read,
                 write,
@@ -73,10 +73,10 @@ impl Pipe {
             return self.answer_by_copy(dev, unique, &fd, offset, n);
         }
         let header = wire::out_header((wire::OUT_HEADER_LEN + n) as u32, 0, unique);
-        sys::write_once(self.write.as_fd(), &header)?;
+        sysuring::write_once(self.write.as_fd(), &header)?;
         let mut moved = 0;
         while moved < n {
-            match sys::splice(
+            match sysuring::splice(
                 fd.as_fd(),
                 Some(offset + moved as u64),
                 self.write.as_fd(),
@@ -101,7 +101,7 @@ impl Pipe {
             return Ok(());
         }
         let total = wire::OUT_HEADER_LEN + n;
-        match sys::splice(self.read.as_fd(), None, dev.as_fd(), total) {
+        match sysuring::splice(self.read.as_fd(), None, dev.as_fd(), total) {
             Ok(k) if k == total => {}
             Ok(k) => {
                 // The device takes a message whole or not at all; drop any rest.
@@ -143,7 +143,7 @@ impl Pipe {
         self.buf.resize(len, 0);
         let mut got = 0;
         while got < len {
-            match sys::read_some(self.read.as_fd(), &mut self.buf[got..len]) {
+            match sysuring::read_some(self.read.as_fd(), &mut self.buf[got..len]) {
                 Ok(0) | Err(_) => break,
                 Ok(k) => got += k,
             }
