@@ -378,17 +378,13 @@ impl<B> Policy<B> {
         setid_write: bool,
         make: impl FnOnce(&OwnedFd) -> Option<B>,
     ) -> Opened<B> {
-        let fd = if self.passthrough_on() {
-            self.overlay.backing_file(fh)
+        // With the fd, which file a backing would read and write: opens of one inode
+        // share a backing only when they name the same file.
+        let (fd, mut file) = if self.passthrough_on() {
+            self.overlay.backing_file(fh).unzip()
         } else {
-            None
+            (None, None)
         };
-        // Which file a backing would read and write: opens of one inode share a backing
-        // only when they name the same file.
-        let mut file = fd.as_deref().and_then(|fd| {
-            let st = crate::sys::stat_fd(crate::sys::borrow(fd)).ok()?;
-            Some((st.dev, st.ino))
-        });
         // A passthrough write runs with the daemon's credentials, so it would keep set-id
         // bits a writer without CAP_FSETID must clear: such a writer is served by the
         // daemon, which clears them at the first write. But while the inode has

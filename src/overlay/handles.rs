@@ -413,14 +413,20 @@ impl Overlay {
     /// by the daemon, so that a reader opened before a copy-up can move to the copy,
     /// as on kernel overlayfs — except in a union without an upper, where no copy-up
     /// can ever reach it: there the kernel reads the lower (data) file itself.
-    pub fn backing_file(&self, fh: HandleId) -> Option<Arc<OwnedFd>> {
+    /// With the fd, the identity (device, inode number) of the file it opens.
+    pub fn backing_file(&self, fh: HandleId) -> Option<(Arc<OwnedFd>, (u64, u64))> {
         let h = self.handles.get(fh).ok()?;
         let Handle::File(f) = &*h else { return None };
         let never_copied_up = self.is_read_only();
         let eligible = f.node.kind() == FileKind::Regular
             && (never_copied_up
                 || (self.place(&f.node) != Place::Lower && !f.on_lower.load(Ordering::Acquire)));
-        eligible.then(|| f.fd.read().clone())
+        if !eligible {
+            return None;
+        }
+        let fd = f.fd.read().clone();
+        let st = sys::stat_fd(sys::borrow(&fd)).ok()?;
+        Some((fd, (st.dev, st.ino)))
     }
 
     /// The inode number of the node an open file handle belongs to.
