@@ -6,12 +6,11 @@
 //! backing file (of the transport's kind `B`) shared by all passthrough opens of the
 //! inode, dropped with the last.
 //!
-//! With `--lower-passthrough` one inode's opens may name two different files: the lower
-//! file (opened before a copy-up) and the upper copy (after). The kernel opens the
-//! backing file again with each open's own flags, so an open must never share the
-//! backing of another file: a writer sharing a reader's lower backing would write the
-//! lower layer. Each backing therefore carries the identity of the file it was made
-//! from, and an open of another file is served by the daemon while it lives.
+//! The kernel opens the backing file again with each open's own flags, so an open must
+//! never share the backing of another file (a writer given a reader's lower backing
+//! would write the lower layer). Each backing therefore carries the identity of the
+//! file it was made from, and an open of another file is served by the daemon while
+//! it lives.
 
 use crate::overlay::{HandleId, NodeId};
 use parking_lot::Mutex;

@@ -160,9 +160,11 @@ fn handshake(dev: &OwnedFd, policy: &UPolicy, ring: bool) -> Result<Negotiated, 
         {
             // Answer so the mount does not hang, then give up on the ring.
             reply_dev(dev, h.unique, -Errno::EIO.0, &[]);
-            return Err(Unavailable::NotOffered(format!(
-                "the kernel offers FUSE {major}.{minor} without FUSE-over-io_uring"
-            )));
+            return Err(Unavailable::NotOffered(if ring {
+                format!("the kernel offers FUSE {major}.{minor} without FUSE-over-io_uring")
+            } else {
+                format!("the kernel offers FUSE {major}.{minor}; this transport needs 7.42")
+            }));
         }
         // Layerfuse parses SETATTR/OPEN/WRITE itself here, so the kill flags reach the
         // daemon: the kernel drops its GETXATTR per write and GETATTR per chown.

@@ -65,13 +65,18 @@ impl Pipe {
         offset: u64,
         size: u32,
     ) -> Result<(), Errno> {
+        // A READ the pipe cannot carry (never one the kernel sends under INIT's
+        // max_pages, page-aligned) takes the copying path.
+        let slots = 1 + (offset as usize % PAGE + size as usize).div_ceil(PAGE);
+        if slots * PAGE > self.capacity {
+            self.buf.resize(size as usize, 0);
+            let n = policy.read_into(fh, offset, &mut self.buf)?;
+            reply_dev(dev, unique, 0, &self.buf[..n]);
+            return Ok(());
+        }
         let fd = policy.read_source(fh, offset, size as u64)?;
         let len = sys::stat_fd(fd.as_fd())?.size;
         let n = (size as u64).min(len.saturating_sub(offset)) as usize;
-        let slots = 1 + (offset as usize % PAGE + n).div_ceil(PAGE);
-        if slots * PAGE > self.capacity {
-            return self.answer_by_copy(dev, unique, &fd, offset, n);
-        }
         let header = wire::out_header((wire::OUT_HEADER_LEN + n) as u32, 0, unique);
         sysuring::write_once(self.write.as_fd(), &header)?;
         let mut moved = 0;
@@ -114,27 +119,6 @@ impl Pipe {
                 self.drain(total);
             }
         }
-        Ok(())
-    }
-
-    fn answer_by_copy(
-        &mut self,
-        dev: &Arc<OwnedFd>,
-        unique: u64,
-        fd: &OwnedFd,
-        offset: u64,
-        n: usize,
-    ) -> Result<(), Errno> {
-        self.buf.resize(n, 0);
-        let mut done = 0;
-        while done < n {
-            let k = sys::pread(fd.as_fd(), &mut self.buf[done..n], offset + done as u64)?;
-            if k == 0 {
-                break;
-            }
-            done += k;
-        }
-        reply_dev(dev, unique, 0, &self.buf[..done]);
         Ok(())
     }
 
