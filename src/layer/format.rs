@@ -404,10 +404,24 @@ impl Layer {
     /// The origin and metacopy markers of the upper entry behind `fd`.
     pub fn upper_markers(&self, fd: BorrowedFd<'_>) -> UpperMarkers {
         let names = sys::list_xattr(fd).unwrap_or_default();
+        self.upper_markers_of(&names, |x| sys::get_xattr(fd, x))
+    }
+
+    /// [`Layer::upper_markers`] of the entry `name` of `dir`, read without opening it.
+    pub fn upper_markers_at(&self, dir: BorrowedFd<'_>, name: &OsStr) -> UpperMarkers {
+        let names = sys::list_xattr_at(dir, name).unwrap_or_default();
+        self.upper_markers_of(&names, |x| sys::get_xattr_at(dir, name, x))
+    }
+
+    fn upper_markers_of(
+        &self,
+        names: &[Vec<u8>],
+        get: impl Fn(&OsStr) -> SysResult<Vec<u8>>,
+    ) -> UpperMarkers {
         let has = |n: &OsStr| names.iter().any(|x| x.as_slice() == n.as_bytes());
         UpperMarkers {
             origin: if has(self.markers.origin()) {
-                sys::get_xattr(fd, self.markers.origin()).ok()
+                get(self.markers.origin()).ok()
             } else {
                 None
             },

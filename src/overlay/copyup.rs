@@ -105,7 +105,12 @@ impl Overlay {
 
     /// Where a node's data lives in the upper layer: its directory and name there.
     /// A hard link whose recorded name was removed is reached through its index entry.
-    pub(super) fn upper_object(&self, t: &Tree, node: &Node) -> SysResult<(OwnedFd, OsString)> {
+    /// The directory's fd comes from the cache of open directories.
+    pub(super) fn upper_object(
+        &self,
+        t: &Tree,
+        node: &Node,
+    ) -> SysResult<(Arc<OwnedFd>, OsString)> {
         let upper = self.upper()?;
         let (stale, index, unlinked) = {
             let s = node.state.read();
@@ -117,7 +122,7 @@ impl Overlay {
             } else {
                 &upper.index
             };
-            return Ok((sys::dup(sys::borrow(dir))?, ix.key));
+            return Ok((Arc::new(sys::dup(sys::borrow(dir))?), ix.key));
         }
         if unlinked || stale {
             // Its last name is gone, or the name recorded is (the object lives on under
@@ -125,7 +130,11 @@ impl Overlay {
             // to a whiteout, to nowhere, or to another object made there since.
             return Err(Errno::ENOENT);
         }
-        upper.layer.locate(&self.upper_path(t, node))
+        let path = self.upper_path(t, node);
+        match crate::layer::split_last(&path) {
+            Some((dir, name)) => Ok((self.dir_fd(LayerId::Upper, dir)?, name.to_owned())),
+            None => Ok((self.dir_fd(LayerId::Upper, &path)?, ".".into())),
+        }
     }
 
     /// Make sure `node` (and every ancestor) exists in the upper layer, with the data

@@ -354,13 +354,20 @@ impl Overlay {
                     // the directory). Where the system has no xattrs (the portable
                     // module) any other entry is not opened for them: a socket cannot
                     // be opened, and opening a device would run its driver.
-                    let fd = if is_dir || sys::XATTRS {
+                    // A directory is opened for its own markers too; a file's are read
+                    // by name (and it is opened only for a metacopy's redirect or a
+                    // hard link's count).
+                    let fd = if is_dir {
                         Some(sys::open_path_at(sys::borrow(&dir), name)?)
                     } else {
                         None
                     };
                     let fd = fd.as_ref().map(sys::borrow);
-                    let marked = fd.map(|fd| u.layer.upper_markers(fd)).unwrap_or_default();
+                    let marked = match fd {
+                        Some(fd) => u.layer.upper_markers(fd),
+                        None if sys::XATTRS => u.layer.upper_markers_at(sys::borrow(&dir), name),
+                        None => Default::default(),
+                    };
                     origin = marked.origin;
                     let has_origin = origin.is_some();
                     if is_dir {
@@ -378,7 +385,8 @@ impl Overlay {
                                 return Err(Errno::EPERM);
                             }
                             metacopy = true;
-                            if let Some(r) = fd.and_then(|fd| u.layer.redirect_of(fd)) {
+                            let own = sys::open_path_at(sys::borrow(&dir), name)?;
+                            if let Some(r) = u.layer.redirect_of(sys::borrow(&own)) {
                                 search = redirect_search(r);
                             }
                         }
@@ -391,7 +399,10 @@ impl Overlay {
                                 (nlink_adjust, index) = self.kept_index(st.ino);
                             }
                         } else if st.nlink > 1 {
-                            nlink_adjust = fd.map_or(0, |fd| u.layer.nlink_adjust(fd));
+                            if sys::XATTRS {
+                                let own = sys::open_path_at(sys::borrow(&dir), name)?;
+                                nlink_adjust = u.layer.nlink_adjust(sys::borrow(&own));
+                            }
                             index = self.index_of(origin.as_deref(), &st);
                         }
                     }

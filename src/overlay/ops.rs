@@ -294,8 +294,12 @@ impl Overlay {
     pub fn remove(&self, parent: NodeId, name: &OsStr, dir: bool) -> SysResult<()> {
         check_name(name)?;
         let parent = self.node(parent)?;
+        // A file whose directory is in the upper already needs nothing of phase 1 (no
+        // copy-up; phase 2 makes the kernel's checks and sends a lower hard link back
+        // to it), so the first try goes straight to phase 2: one resolve, not two.
+        let mut prepare = dir || !parent.state.read().upper;
         loop {
-            let node = {
+            let node = if prepare {
                 let mut t = self.tree.read();
                 match self.place_of_name(&t, &parent, name) {
                     // A mount point (also one nested in another graft).
@@ -303,10 +307,20 @@ impl Overlay {
                     NamePlace::Graft(at) => return self.graft_remove(&at, dir),
                     NamePlace::Union => {}
                 }
-                self.remove_prepare(&mut t, &parent, name, dir)?
+                Some(self.remove_prepare(&mut t, &parent, name, dir)?)
+            } else {
+                None
             };
+            prepare = true;
             let t = self.tree.write();
-            let removed = self.remove_name(&t, &parent, name, dir, &node)?;
+            if node.is_none() {
+                match self.place_of_name(&t, &parent, name) {
+                    NamePlace::Graft(at) if at.is_root() => return Err(Errno::EBUSY),
+                    NamePlace::Graft(_) => continue,
+                    NamePlace::Union => {}
+                }
+            }
+            let removed = self.remove_name(&t, &parent, name, dir, node.as_ref())?;
             drop(t);
             match removed {
                 Removal::Retry => continue,
@@ -348,19 +362,20 @@ impl Overlay {
     /// not there), change the upper layer and mark the node. Copies no data, and frees
     /// none that may take long: a directory, an entry that leaves a whiteout and a
     /// large file are moved into the work dir instead, to be deleted after (the
-    /// `Removal::Done` value).
+    /// `Removal::Done` value). `prepared`: the node phase 1 returned, if it ran.
     fn remove_name(
         &self,
         t: &TreeWrite,
         parent: &Arc<Node>,
         name: &OsStr,
         dir: bool,
-        prepared: &Arc<Node>,
+        prepared: Option<&Arc<Node>>,
     ) -> SysResult<Removal> {
         let upper = self.upper()?;
         let (node, st) = self.lookup_node(t, parent, name, false)?;
         check_remove_kind(&node, dir)?;
-        if !parent.state.read().upper {
+        if !parent.state.read().upper || (prepared.is_none() && st.nlink > 1) {
+            // Phase 1 has work to do first (a copy-up, a hard link's index copy).
             return Ok(Removal::Retry);
         }
         let need_whiteout = self.lower_positive(parent, name)?;
@@ -368,7 +383,10 @@ impl Overlay {
         // holds the directory's lock throughout): its emptiness is checked here. Not a
         // retry: an object whose inode number cannot be folded gets a new node at every
         // lookup.
-        if dir && !Arc::ptr_eq(&node, prepared) && !self.dir_is_empty(t, &node, need_whiteout)? {
+        if dir
+            && !prepared.is_some_and(|p| Arc::ptr_eq(&node, p))
+            && !self.dir_is_empty(t, &node, need_whiteout)?
+        {
             return Err(Errno::ENOTEMPTY);
         }
         let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(t, parent))?;

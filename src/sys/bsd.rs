@@ -106,6 +106,14 @@ pub fn list_xattr(_fd: BorrowedFd<'_>) -> SysResult<Vec<Vec<u8>>> {
     Ok(Vec::new())
 }
 
+pub fn list_xattr_at(_dir: BorrowedFd<'_>, _name: &OsStr) -> SysResult<Vec<Vec<u8>>> {
+    Ok(Vec::new())
+}
+
+pub fn get_xattr_at(_dir: BorrowedFd<'_>, _name: &OsStr, _xname: &OsStr) -> SysResult<Vec<u8>> {
+    Err(Errno::ENOTSUP)
+}
+
 pub fn set_xattr(_fd: BorrowedFd<'_>, _name: &OsStr, _value: &[u8], _flags: i32) -> SysResult<()> {
     Err(Errno::ENOTSUP)
 }

@@ -2,7 +2,7 @@
 
 use super::{Errno, SysResult, check, check_size, cstr, retry};
 use std::ffi::{CString, OsStr};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -157,11 +157,123 @@ pub fn list_xattr(fd: BorrowedFd<'_>) -> SysResult<Vec<Vec<u8>>> {
             Err(e) => return Err(e),
         }
     };
-    Ok(buf[..len]
-        .split(|&b| b == 0)
+    Ok(split_names(&buf[..len]))
+}
+
+/// listxattrat(2) and getxattrat(2) (Linux 6.13): the xattrs of a name in a directory
+/// in one call, with no fd opened and closed for it. The numbers are the shared table's
+/// (the same on these architectures; libc does not name them yet). Elsewhere, or on an
+/// older kernel (ENOSYS, remembered), the entry is opened `O_PATH` instead.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const SYS_XATTRAT: Option<(libc::c_long, libc::c_long)> = Some((464, 465));
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const SYS_XATTRAT: Option<(libc::c_long, libc::c_long)> = None;
+
+static NO_XATTRAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `struct xattr_args` of `linux/xattr.h`.
+#[repr(C)]
+struct XattrArgs {
+    value: u64,
+    size: u32,
+    flags: u32,
+}
+
+/// Call an `*xattrat` syscall on `name` of `dir` (not following a symlink) with a
+/// buffer grown until the answer fits; `None` where the kernel lacks the call.
+fn xattrat_sized(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    call: impl Fn(libc::c_int, *const libc::c_char, &mut [u8]) -> libc::c_long,
+) -> Option<SysResult<Vec<u8>>> {
+    if NO_XATTRAT.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    let n = match cstr(name.as_bytes()) {
+        Ok(n) => n,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut buf = vec![0u8; 256];
+    loop {
+        match check_size(call(dir.as_raw_fd(), n.as_ptr(), &mut buf) as isize) {
+            Ok(len) => {
+                buf.truncate(len);
+                return Some(Ok(buf));
+            }
+            Err(Errno::ERANGE) if buf.len() < 1 << 20 => buf = vec![0u8; buf.len() * 4],
+            Err(Errno::ENOSYS) => {
+                NO_XATTRAT.store(true, std::sync::atomic::Ordering::Relaxed);
+                return None;
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
+}
+
+/// List the xattr names of the entry `name` of `dir` (a symlink's own).
+pub fn list_xattr_at(dir: BorrowedFd<'_>, name: &OsStr) -> SysResult<Vec<Vec<u8>>> {
+    if let Some((_, list)) = SYS_XATTRAT {
+        let got = xattrat_sized(dir, name, |d, n, buf| {
+            // SAFETY: listxattrat(dfd, path, at_flags, list, size): the path is a live C
+            // string and `buf` is writable for its length.
+            unsafe {
+                libc::syscall(
+                    list,
+                    d,
+                    n,
+                    libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            }
+        });
+        if let Some(r) = got {
+            return r.map(|b| split_names(&b));
+        }
+    }
+    let fd = open_path_at(dir, name)?;
+    list_xattr(fd.as_fd())
+}
+
+/// Read the xattr `xname` of the entry `name` of `dir` (a symlink's own).
+pub fn get_xattr_at(dir: BorrowedFd<'_>, name: &OsStr, xname: &OsStr) -> SysResult<Vec<u8>> {
+    if let Some((get, _)) = SYS_XATTRAT {
+        let x = cstr(xname.as_bytes())?;
+        let got = xattrat_sized(dir, name, |d, n, buf| {
+            let mut args = XattrArgs {
+                value: buf.as_mut_ptr() as u64,
+                size: buf.len() as u32,
+                flags: 0,
+            };
+            // SAFETY: getxattrat(dfd, path, at_flags, name, args, args_size): the strings
+            // are live, `args` is the kernel's struct and points at `buf`, writable for
+            // the size it gives.
+            unsafe {
+                libc::syscall(
+                    get,
+                    d,
+                    n,
+                    libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                    x.as_ptr(),
+                    &mut args as *mut XattrArgs,
+                    std::mem::size_of::<XattrArgs>(),
+                )
+            }
+        });
+        if let Some(r) = got {
+            return r;
+        }
+    }
+    let fd = open_path_at(dir, name)?;
+    get_xattr(fd.as_fd(), xname)
+}
+
+/// The names of a listxattr answer (NUL-separated).
+fn split_names(buf: &[u8]) -> Vec<Vec<u8>> {
+    buf.split(|&b| b == 0)
         .filter(|n| !n.is_empty())
         .map(|n| n.to_vec())
-        .collect())
+        .collect()
 }
 
 /// Flags for [`set_xattr`] (the whole set, used piecemeal).
@@ -265,9 +377,26 @@ pub fn truncate_at(dir: BorrowedFd<'_>, name: &OsStr, size: u64) -> SysResult<()
 
 /// chmod of the entry `name` in `dir`, never following a symlink, through an `O_PATH`
 /// handle (a device's driver is never run, a socket needs no opening).
+/// One fchmodat2(2) call with `AT_SYMLINK_NOFOLLOW` where the kernel has it (6.6).
 pub fn chmod_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> SysResult<()> {
-    let fd = open_path_at(dir, name)?;
-    chmod_path_fd(super::borrow(&fd), mode)
+    let n = cstr(name.as_bytes())?;
+    // SAFETY: plain syscall; the name outlives it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            mode as libc::mode_t,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    match check(r as libc::c_int) {
+        Err(Errno::ENOSYS) => {
+            let fd = open_path_at(dir, name)?;
+            chmod_path_fd(super::borrow(&fd), mode)
+        }
+        other => other.map(|_| ()),
+    }
 }
 
 /// chmod that also works on `O_PATH` fds (the kernel's fchmodat2 with AT_EMPTY_PATH,
