@@ -478,7 +478,8 @@ impl<B> Policy<B> {
     }
 
     /// The file a READ of `len` bytes at `offset` reads from, for a transport that
-    /// moves the bytes itself (splice).
+    /// moves the bytes itself (splice, Linux only).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub fn read_source(&self, fh: HandleId, offset: u64, len: u64) -> SysResult<Arc<OwnedFd>> {
         self.overlay.counters().request(Op::Read);
         self.overlay.read_source(fh, offset, len)

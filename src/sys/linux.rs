@@ -589,3 +589,54 @@ pub fn will_need(fd: BorrowedFd<'_>, offset: u64, len: u64) {
         )
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The by-name reads (listxattrat/getxattrat, or their fallback) see what the fd-based
+    /// ones see: a file's own xattrs, a symlink's own (never its target's), a value
+    /// larger than the first buffer, and ENODATA / ENOENT as errors.
+    #[test]
+    fn xattrs_read_by_name_match_the_fd_reads() {
+        let root = std::env::temp_dir().join(format!("lf-xattrat-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("f"), b"x").unwrap();
+        std::os::unix::fs::symlink("f", root.join("l")).unwrap();
+        let dir = super::super::open_dir_path(&root).unwrap();
+        let d = dir.as_fd();
+        let f = open_path_at(d, OsStr::new("f")).unwrap();
+        let big = vec![7u8; 3000];
+        // user.* needs no privilege on a file; a symlink can carry only trusted.* (root).
+        set_xattr(f.as_fd(), OsStr::new("user.lf.small"), b"v", 0).unwrap();
+        set_xattr(f.as_fd(), OsStr::new("user.lf.big"), &big, 0).unwrap();
+        let mut by_name = list_xattr_at(d, OsStr::new("f")).unwrap();
+        let mut by_fd = list_xattr(f.as_fd()).unwrap();
+        by_name.sort();
+        by_fd.sort();
+        assert_eq!(by_name, by_fd);
+        assert!(by_name.iter().any(|n| n.as_slice() == b"user.lf.big"));
+        assert_eq!(
+            get_xattr_at(d, OsStr::new("f"), OsStr::new("user.lf.big")).unwrap(),
+            big
+        );
+        assert_eq!(
+            get_xattr_at(d, OsStr::new("f"), OsStr::new("user.lf.none")),
+            Err(Errno::ENODATA)
+        );
+        assert_eq!(list_xattr_at(d, OsStr::new("gone")), Err(Errno::ENOENT));
+        if super::super::geteuid() == 0 {
+            let l = open_path_at(d, OsStr::new("l")).unwrap();
+            set_xattr(l.as_fd(), OsStr::new("trusted.lf.link"), b"own", 0).unwrap();
+            let names = list_xattr_at(d, OsStr::new("l")).unwrap();
+            assert!(names.iter().any(|n| n.as_slice() == b"trusted.lf.link"));
+            assert!(!names.iter().any(|n| n.as_slice() == b"user.lf.small"));
+            assert_eq!(
+                get_xattr_at(d, OsStr::new("l"), OsStr::new("trusted.lf.link")).unwrap(),
+                b"own"
+            );
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
