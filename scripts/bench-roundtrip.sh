@@ -5,12 +5,13 @@
 # the cost of the loop and the syscall itself. Runs alternate (kernel, dev, uring, repeated) so
 # load from elsewhere hits all alike; prints every run and the medians.
 #
-#   sudo scripts/bench-roundtrip.sh [--calls N] [--runs N] [--layerfuse PATH]
+#   sudo scripts/bench-roundtrip.sh [--calls N] [--runs N] [--layerfuse PATH] [--impls "kernel dev uring splice"]
 #
 # The uring rows need /sys/module/fuse/parameters/enable_uring=Y (this script never changes it).
 set -euo pipefail
 CALLS=200000
 RUNS=5
+IMPLS="kernel dev uring"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LF_BIN=${LAYERFUSE:-${CARGO_TARGET_DIR:-$ROOT/target}/release/layerfuse}
 while [[ $# -gt 0 ]]; do
@@ -18,6 +19,7 @@ while [[ $# -gt 0 ]]; do
     --calls) CALLS=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
     --layerfuse) LF_BIN=$2; shift 2 ;;
+    --impls) IMPLS=${2//,/ }; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -67,11 +69,11 @@ run() { # IMPL -> µs
 
 declare -A all
 for i in $(seq "$RUNS"); do
-  for impl in kernel dev uring; do
+  for impl in $IMPLS; do
     v=$(run "$impl"); all[$impl]+="$v "
     echo "run $i $impl: $v us"
   done
 done
-for impl in kernel dev uring; do
+for impl in $IMPLS; do
   echo "median $impl: $(tr ' ' '\n' <<<"${all[$impl]}" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}') us per statx"
 done
