@@ -538,12 +538,18 @@ pub fn is_layerfuse_mount(path: &Path) -> bool {
 /// The device (`MAJ:MIN`, as `/proc/self/mountinfo` gives it) of the mount at `path`,
 /// the topmost if several are stacked there. Read without asking the filesystem.
 pub fn mount_device(path: &Path) -> Option<String> {
+    mount_device_and_type(path).map(|(device, _)| device)
+}
+
+/// The device (`MAJ:MIN`) and type of the topmost mount at `path`, read from
+/// `/proc/self/mountinfo` without asking the filesystem.
+pub fn mount_device_and_type(path: &Path) -> Option<(String, String)> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines()
         .rev()
         .filter_map(MountinfoLine::parse)
         .find(|m| m.is_at(path))
-        .map(|m| m.device.to_string())
+        .map(|m| (m.device.to_string(), m.fstype.to_string()))
 }
 
 /// One mountinfo line: `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS] - FSTYPE SOURCE SUPER`.

@@ -447,14 +447,21 @@ pub fn status_of(mountpoint: &Path) -> Option<MountStatus> {
 /// that path is refused); its daemon then exits.
 pub fn unmount_path(mountpoint: &Path, lazy: bool) -> Result<(), SetupError> {
     let canon = mountpoint_path(mountpoint)?;
-    // A mount of another subtype (-o subtype=) is ours if its daemon says so.
+    // A mount of another subtype (-o subtype=) is ours if its daemon says so, or, its
+    // daemon dead, if the record it left says so.
+    let mut dead_records = Vec::new();
     if !is_layerfuse_mount(&canon) && status_of(&canon).is_none() {
-        return Err(SetupError::new(
-            SetupErrorKind::NotFound,
-            format!("{}: not a layerfuse mount", mountpoint.display()),
-        ));
+        dead_records = control::dead_mount_records(&canon);
+        if dead_records.is_empty() {
+            return Err(SetupError::new(
+                SetupErrorKind::NotFound,
+                format!("{}: not a layerfuse mount", mountpoint.display()),
+            ));
+        }
     }
-    Unmounter { mountpoint: canon }.unmount(lazy)
+    Unmounter { mountpoint: canon }.unmount(lazy)?;
+    control::drop_dead_records(&dead_records);
+    Ok(())
 }
 
 /// The absolute path of a mount point. A mount whose daemon died (killed) answers

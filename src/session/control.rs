@@ -7,6 +7,11 @@
 //! `/run/layerfuse/` too). Who: the directory is the daemon user's and 0700, the socket 0600, so only
 //! that user (the mount's owner) and root can connect. A socket nobody answers on is
 //! a daemon that died: the next lister that may removes it.
+//!
+//! Beside each socket, `PID.N.mount` records the mount it serves (mountpoint, type,
+//! device). It outlives a daemon killed with its mount still there, so `layerfuse
+//! umount` knows that dead mount as layerfuse's whatever its subtype (`-o subtype=`);
+//! it goes with the mount.
 
 use crate::counters::Snapshot;
 use crate::overlay::Overlay;
@@ -129,8 +134,111 @@ fn prepare_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// What `PID.N.mount` holds: the mount a session serves, as mountinfo shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct MountRecord {
+    mountpoint: PathBuf,
+    fstype: String,
+    /// `MAJ:MIN` of the FUSE connection.
+    device: String,
+}
+
+impl MountRecord {
+    /// Whether the topmost mount at the recorded mountpoint is still this one.
+    fn still_mounted(&self) -> bool {
+        crate::config::mount_device_and_type(&self.mountpoint)
+            .is_some_and(|(device, fstype)| device == self.device && fstype == self.fstype)
+    }
+}
+
+/// The record beside the socket `sock`.
+fn record_path(sock: &Path) -> PathBuf {
+    sock.with_extension("mount")
+}
+
+/// Write the record of a live mount beside its socket (0600, by rename: never torn).
+fn write_record(sock: &Path, fixed: &Fixed) {
+    let Some((device, fstype)) = crate::config::mount_device_and_type(&fixed.mountpoint) else {
+        return;
+    };
+    let record = MountRecord {
+        mountpoint: fixed.mountpoint.clone(),
+        fstype,
+        device,
+    };
+    let path = record_path(sock);
+    let tmp = sock.with_extension("mount.tmp");
+    let written = serde_json::to_vec(&record)
+        .map_err(std::io::Error::other)
+        .and_then(|json| {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&json)?;
+            std::fs::rename(&tmp, &path)
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::debug!(record = %path.display(), error = %e, "mount record not written");
+    }
+}
+
+/// The records whose daemon is gone (nobody answers on the socket beside them) of
+/// mounts still there; records of mounts gone are removed on the way.
+fn dead_records() -> Vec<(PathBuf, MountRecord)> {
+    let mut found = Vec::new();
+    for dir in socket_dirs() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "mount") {
+                continue;
+            }
+            let record = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<MountRecord>(&b).ok());
+            let Some(record) = record else {
+                continue;
+            };
+            // A daemon that answers: its mount is not dead.
+            if UnixStream::connect(path.with_extension("sock")).is_ok() {
+                continue;
+            }
+            if record.still_mounted() {
+                found.push((path, record));
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    found
+}
+
+/// The records a dead daemon left of the mount at `mountpoint` (still there).
+pub fn dead_mount_records(mountpoint: &Path) -> Vec<PathBuf> {
+    dead_records()
+        .into_iter()
+        .filter(|(_, r)| r.mountpoint == mountpoint)
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Forget a dead daemon's mount once it is unmounted: its record and socket.
+pub fn drop_dead_records(records: &[PathBuf]) {
+    for r in records {
+        let _ = std::fs::remove_file(r.with_extension("sock"));
+        let _ = std::fs::remove_file(r);
+    }
+}
+
 /// The control socket of one serving session; dropping it stops answering and
-/// removes the socket.
+/// removes the socket (and the mount's record).
 pub(crate) struct ControlServer {
     path: PathBuf,
     stop: Arc<AtomicBool>,
@@ -187,6 +295,7 @@ impl Bound {
     pub fn serve(mut self, fixed: Fixed, overlay: Arc<Overlay>) -> Option<ControlServer> {
         let listener = self.listener.take()?;
         let path = self.path.clone();
+        write_record(&path, &fixed);
         let stop = Arc::new(AtomicBool::new(false));
         let started = SystemTime::now();
         let stopping = stop.clone();
@@ -211,6 +320,7 @@ impl Bound {
             Err(e) => {
                 tracing::warn!(error = %e, "no control thread");
                 let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(record_path(&path));
                 None
             }
         }
@@ -223,6 +333,7 @@ impl Drop for ControlServer {
         // Wake the accepting thread; it sees the flag and ends.
         let woke = UnixStream::connect(&self.path).is_ok();
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(record_path(&self.path));
         if let Some(t) = self.thread.take()
             && woke
         {
@@ -319,6 +430,8 @@ pub fn list() -> Vec<MountStatus> {
             }
         }
     }
+    // Records of dead daemons' mounts that are gone too (a plain `umount`) go now.
+    let _ = dead_records();
     out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
     out
 }

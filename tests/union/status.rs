@@ -1,7 +1,8 @@
 //! `layerfuse status`: every live mount, as its daemon tells it over its control socket,
 //! checked against what the test did through the mount (copy-ups, whiteouts, errors, mkdirs),
 //! who may ask (the socket is root's, 0600 in a 0700 directory), and that a mount of another
-//! subtype is still found (status, umount) by its daemon.
+//! subtype is still found (status, umount) by its daemon, or, its daemon dead, by the record
+//! the daemon left.
 
 use crate::common::*;
 use crate::need_root;
@@ -159,11 +160,24 @@ fn only_root_may_ask_and_the_socket_goes_with_the_mount() {
     need_root!();
     let mut m = TestMount::layerfuse(Layers::new(1), &Opts::default());
     let pid = m.pid().unwrap();
-    let socks = sockets_of(pid);
-    assert_eq!(socks.len(), 1, "{socks:?}");
+    // Its socket and the record of its mount, both root's only.
+    let files = sockets_of(pid);
+    let of_kind = |x: &str| {
+        files
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == x))
+            .count()
+    };
+    assert_eq!(
+        (files.len(), of_kind("sock"), of_kind("mount")),
+        (2, 1, 1),
+        "{files:?}"
+    );
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(Path::new("/run/layerfuse/mounts")), 0o700);
-    assert_eq!(mode(&socks[0]), 0o600);
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
     // Another user learns nothing of it.
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -209,6 +223,80 @@ fn a_mount_of_another_subtype_is_found_by_its_daemon() {
     );
     let left = mounts_at(&m.mnt);
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A mount of another subtype whose daemon was killed (every access: ENOTCONN, no daemon to
+/// ask) is still layerfuse's to unmount: the record its daemon left beside its socket says
+/// so. A non-layerfuse mount at a path is still refused. Nothing of either stays behind.
+#[test]
+fn a_dead_mount_of_another_subtype_is_known_by_its_record() {
+    need_root!();
+    let opts = Opts {
+        extra_args: vec!["-o".into(), "subtype=lfdead,fsname=deadone".into()],
+        ..Default::default()
+    };
+    let m = TestMount::layerfuse(Layers::new(1), &opts);
+    let pid = m.pid().expect("daemon pid");
+    let records = |pid: u32| -> Vec<std::path::PathBuf> {
+        sockets_of(pid)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "mount"))
+            .collect()
+    };
+    assert_eq!(records(pid).len(), 1, "{:?}", sockets_of(pid));
+    // SAFETY: kill on the daemon this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(
+        wait_for(DEADLINE, || process_gone(pid as i32)),
+        "daemon did not die"
+    );
+    assert!(
+        wait_for(DEADLINE, || fs::metadata(&m.mnt)
+            .err()
+            .and_then(|e| e.raw_os_error())
+            == Some(libc::ENOTCONN)),
+        "the dead mount does not answer ENOTCONN"
+    );
+    // `layerfuse status` drops the dead socket but keeps the record: the mount is there.
+    let _ = status_json(&[]);
+    assert_eq!(records(pid).len(), 1, "{:?}", sockets_of(pid));
+    let out = Command::new(layerfuse_bin())
+        .arg("umount")
+        .arg(&m.mnt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "layerfuse umount of a dead fuse.lfdead mount: {}; stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(mounts_at(&m.mnt).is_empty(), "{:?}", mounts_at(&m.mnt));
+    assert!(sockets_of(pid).is_empty(), "left: {:?}", sockets_of(pid));
+    // Something else mounted there afterwards is not layerfuse's.
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "lf-not-ours"])
+        .arg(&m.mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new(layerfuse_bin())
+        .arg("umount")
+        .arg(&m.mnt)
+        .output()
+        .unwrap();
+    let still = mounts_at(&m.mnt);
+    let _ = Command::new("umount").arg(&m.mnt).status();
+    assert!(
+        !out.status.success(),
+        "a tmpfs was unmounted as layerfuse's"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a layerfuse mount"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(still.len(), 1, "{still:?}");
 }
 
 /// `status MNT --watch` redraws on a terminal (a pty from script(1)); without one it refuses.
