@@ -130,7 +130,11 @@ fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{level},fuser::session=error"))
     });
+    // Colour only for a person at a terminal: a log file or a runtime's journal gets none.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
+        .with_ansi(colour)
         .with_env_filter(filter)
         .with_writer(|| -> Box<dyn Write> {
             if DETACHED.load(Ordering::Relaxed) {
