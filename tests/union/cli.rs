@@ -808,7 +808,10 @@ fn an_ignored_compat_option_is_warned_about_once() {
     let warnings = stderr.lines().filter(|l| l.contains("frobnicate")).count();
     assert_eq!(warnings, 1, "stderr: {stderr}");
     // Written to a file, not a terminal: no colour codes in it.
-    assert!(!stderr.contains('\u{1b}'), "escape codes in a log file: {stderr:?}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "escape codes in a log file: {stderr:?}"
+    );
 }
 
 /// A mount whose daemon was killed (every access: ENOTCONN) is unmounted by `layerfuse
