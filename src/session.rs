@@ -166,6 +166,12 @@ impl Session {
         cfg: MountConfig,
         report: &(dyn Fn(FillProgress) + Sync),
     ) -> Result<Session, SetupError> {
+        // Every file a caller holds open in the union is an fd here: as many as the hard
+        // limit allows, not the soft 1024 a service usually starts with.
+        match crate::sys::raise_open_file_limit() {
+            Ok(n) => tracing::debug!(open_files = n, "open-file limit"),
+            Err(e) => tracing::debug!(error = %e, "open-file limit not raised"),
+        }
         let made_work = match &cfg.make_work {
             Some(w) => {
                 make_work_dir(w)?;

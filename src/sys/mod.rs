@@ -677,6 +677,35 @@ pub fn getegid() -> u32 {
     unsafe { libc::getegid() }
 }
 
+/// Raise this process's soft limit on open files to its hard limit (macOS: to at most
+/// `OPEN_MAX`, which it enforces). A serving daemon holds an fd for every file a caller has
+/// open in the union, and the usual soft limit (1024) would turn the thousandth open file
+/// into EMFILE for every caller. Returns the limit now in force.
+#[allow(clippy::unnecessary_cast)] // rlim_t is u64 here, i64 on the BSDs
+pub fn raise_open_file_limit() -> SysResult<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given, which is live.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    if lim.rlim_cur >= lim.rlim_max {
+        return Ok(lim.rlim_cur as u64);
+    }
+    let want = lim.rlim_max;
+    for cur in [want, want.min(10240)] {
+        let new = libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given, which is live.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
+            return Ok(cur as u64);
+        }
+    }
+    Ok(lim.rlim_cur as u64)
+}
+
 pub fn getpid() -> u32 {
     // SAFETY: getpid cannot fail.
     unsafe { libc::getpid() as u32 }

@@ -770,8 +770,12 @@ fn volume_fill_progress_shows_on_a_terminal_only() {
 /// Start `layerfuse ARGS` in daemon mode (stderr to a file), wait for it to return, and
 /// hand back its stderr and the daemons serving `l.mnt` (guarded: unmounted and ended).
 fn daemon_mount(l: &Layers, args: &[OsString]) -> (String, DaemonGuard) {
+    daemon_mount_by(l, Command::new(layerfuse_bin()), args)
+}
+
+/// [`daemon_mount`] through `cmd` (layerfuse itself, or a wrapper that runs it).
+fn daemon_mount_by(l: &Layers, mut cmd: Command, args: &[OsString]) -> (String, DaemonGuard) {
     let err = l.root.join("daemon.stderr");
-    let mut cmd = Command::new(layerfuse_bin());
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -788,6 +792,57 @@ fn daemon_mount(l: &Layers, args: &[OsString]) -> (String, DaemonGuard) {
     assert!(status.success(), "exit {status}; stderr: {stderr}");
     assert!(!guard.pids.is_empty(), "no background daemon process found");
     (stderr, guard)
+}
+
+/// A daemon started with the usual soft limit of 1,024 open files (a service's default)
+/// still serves a caller holding 1,500 files of the union open at once: it raises its
+/// own soft limit to the hard one, as the kernel's union has no such limit to hit.
+#[test]
+fn a_daemon_started_with_1024_open_files_serves_more() {
+    need_root!();
+    const OPEN: usize = 1500;
+    let l = base();
+    for i in 0..OPEN {
+        l.lower(1).file(&format!("many/f{i}"), "x");
+    }
+    // This test's own process needs room for them.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process, with a live struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    assert!(
+        lim.rlim_max >= (OPEN + 200) as libc::rlim_t,
+        "hard open-file limit {} too low for this test",
+        lim.rlim_max
+    );
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: as above.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=1024:", "--"]).arg(layerfuse_bin());
+    let mut a: Vec<OsString> = vec!["mount".into()];
+    a.extend(std_args(&l));
+    a.push(s(&l.mnt));
+    let (_, guard) = daemon_mount_by(&l, cmd, &a);
+    let limits = fs::read_to_string(format!("/proc/{}/limits", guard.pids[0])).unwrap();
+    let soft: Vec<&str> = limits
+        .lines()
+        .find(|x| x.starts_with("Max open files"))
+        .map(|x| x.split_whitespace().skip(3).take(2).collect())
+        .unwrap_or_default();
+    assert_eq!(soft.first(), soft.get(1), "soft limit not raised: {limits}");
+    let mut held = Vec::with_capacity(OPEN);
+    for i in 0..OPEN {
+        match fs::File::open(l.mnt.join(format!("many/f{i}"))) {
+            Ok(f) => held.push(f),
+            Err(e) => panic!("open #{i} through the union: {e}"),
+        }
+    }
+    assert_eq!(held.len(), OPEN);
+    drop(held);
+    drop(guard);
 }
 
 /// The fuse-overlayfs syntax warns about an option it ignores once, though both the command
