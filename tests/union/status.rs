@@ -160,7 +160,13 @@ fn only_root_may_ask_and_the_socket_goes_with_the_mount() {
     need_root!();
     let mut m = TestMount::layerfuse(Layers::new(1), &Opts::default());
     let pid = m.pid().unwrap();
-    // Its socket and the record of its mount, both root's only.
+    // Its socket and the record of its mount, both root's only. The record is written once
+    // the connection is up, which may be just after the mount shows in mountinfo.
+    assert!(
+        wait_for(DEADLINE, || sockets_of(pid).len() == 2),
+        "{:?}",
+        sockets_of(pid)
+    );
     let files = sockets_of(pid);
     let of_kind = |x: &str| {
         files
@@ -243,7 +249,12 @@ fn a_dead_mount_of_another_subtype_is_known_by_its_record() {
             .filter(|p| p.extension().is_some_and(|x| x == "mount"))
             .collect()
     };
-    assert_eq!(records(pid).len(), 1, "{:?}", sockets_of(pid));
+    // Written once the connection is up, which may be just after the mount shows.
+    assert!(
+        wait_for(DEADLINE, || records(pid).len() == 1),
+        "{:?}",
+        sockets_of(pid)
+    );
     // SAFETY: kill on the daemon this test started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     assert!(
