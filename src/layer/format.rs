@@ -63,6 +63,10 @@ pub struct UpperMarkers {
     pub origin: Option<Vec<u8>>,
     /// `overlay.metacopy`: its data is still the lower file's.
     pub metacopy: bool,
+    /// A file's `overlay.redirect` (a metacopy's data elsewhere) and `overlay.nlink`
+    /// adjustment (0 without one), read by [`Layer::upper_markers_at`] where listed.
+    pub redirect: Option<Vec<u8>>,
+    pub nlink_adjust: i64,
 }
 
 /// The name of a lower inode's entry in the work dir's hard-link index.
@@ -404,28 +408,40 @@ impl Layer {
     /// The origin and metacopy markers of the upper entry behind `fd`.
     pub fn upper_markers(&self, fd: BorrowedFd<'_>) -> UpperMarkers {
         let names = sys::list_xattr(fd).unwrap_or_default();
-        self.upper_markers_of(&names, |x| sys::get_xattr(fd, x))
+        self.upper_markers_of(&names, false, |x| sys::get_xattr(fd, x))
     }
 
     /// [`Layer::upper_markers`] of the entry `name` of `dir`, read without opening it.
+    /// A file's redirect and link-count adjustment come with them (read only where listed).
     pub fn upper_markers_at(&self, dir: BorrowedFd<'_>, name: &OsStr) -> UpperMarkers {
         let names = sys::list_xattr_at(dir, name).unwrap_or_default();
-        self.upper_markers_of(&names, |x| sys::get_xattr_at(dir, name, x))
+        self.upper_markers_of(&names, true, |x| sys::get_xattr_at(dir, name, x))
     }
 
     fn upper_markers_of(
         &self,
         names: &[Vec<u8>],
+        file: bool,
         get: impl Fn(&OsStr) -> SysResult<Vec<u8>>,
     ) -> UpperMarkers {
         let has = |n: &OsStr| names.iter().any(|x| x.as_slice() == n.as_bytes());
+        let read = |n: &OsStr| if has(n) { get(n).ok() } else { None };
         UpperMarkers {
-            origin: if has(self.markers.origin()) {
-                get(self.markers.origin()).ok()
+            origin: read(self.markers.origin()),
+            metacopy: has(self.markers.metacopy()),
+            // A directory's redirect is read with its other markers (`dir_markers`).
+            redirect: if file {
+                read(self.markers.redirect())
             } else {
                 None
             },
-            metacopy: has(self.markers.metacopy()),
+            nlink_adjust: if file {
+                read(self.markers.nlink())
+                    .and_then(|v| parse_nlink_adjust(&v))
+                    .unwrap_or(0)
+            } else {
+                0
+            },
         }
     }
 

@@ -355,8 +355,7 @@ impl Overlay {
                     // module) any other entry is not opened for them: a socket cannot
                     // be opened, and opening a device would run its driver.
                     // A directory is opened for its own markers too; a file's are read
-                    // by name (and it is opened only for a metacopy's redirect or a
-                    // hard link's count).
+                    // by name, its redirect and link-count adjustment with them.
                     let fd = if is_dir {
                         Some(sys::open_path_at(sys::borrow(&dir), name)?)
                     } else {
@@ -385,8 +384,7 @@ impl Overlay {
                                 return Err(Errno::EPERM);
                             }
                             metacopy = true;
-                            let own = sys::open_path_at(sys::borrow(&dir), name)?;
-                            if let Some(r) = u.layer.redirect_of(sys::borrow(&own)) {
+                            if let Some(r) = marked.redirect {
                                 search = redirect_search(r);
                             }
                         }
@@ -399,10 +397,7 @@ impl Overlay {
                                 (nlink_adjust, index) = self.kept_index(st.ino);
                             }
                         } else if st.nlink > 1 {
-                            if sys::XATTRS {
-                                let own = sys::open_path_at(sys::borrow(&dir), name)?;
-                                nlink_adjust = u.layer.nlink_adjust(sys::borrow(&own));
-                            }
+                            nlink_adjust = marked.nlink_adjust;
                             index = self.index_of(origin.as_deref(), &st);
                         }
                     }

@@ -191,33 +191,33 @@ fn write_record(sock: &Path, fixed: &Fixed) {
 /// mounts still there; records of mounts gone are removed on the way.
 fn dead_records() -> Vec<(PathBuf, MountRecord)> {
     let mut found = Vec::new();
-    for dir in socket_dirs() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+    for path in files_named("mount") {
+        let record = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<MountRecord>(&b).ok());
+        let Some(record) = record else {
             continue;
         };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.extension().is_none_or(|x| x != "mount") {
-                continue;
-            }
-            let record = std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<MountRecord>(&b).ok());
-            let Some(record) = record else {
-                continue;
-            };
-            // A daemon that answers: its mount is not dead.
-            if UnixStream::connect(path.with_extension("sock")).is_ok() {
-                continue;
-            }
-            if record.still_mounted() {
-                found.push((path, record));
-            } else {
-                let _ = std::fs::remove_file(&path);
-            }
+        // A daemon that answers: its mount is not dead.
+        if UnixStream::connect(path.with_extension("sock")).is_ok() {
+            continue;
+        }
+        if record.still_mounted() {
+            found.push((path, record));
+        } else {
+            let _ = std::fs::remove_file(&path);
         }
     }
     found
+}
+
+/// Every `*.EXT` file of the socket directories this caller looks in.
+fn files_named(ext: &'static str) -> impl Iterator<Item = PathBuf> {
+    socket_dirs()
+        .into_iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flat_map(|entries| entries.flatten().map(|e| e.path()))
+        .filter(move |p| p.extension().is_some_and(|x| x == ext))
 }
 
 /// The records a dead daemon left of the mount at `mountpoint` (still there).
@@ -408,24 +408,15 @@ fn ask(socket: &Path) -> Option<MountStatus> {
 /// Sockets of daemons that died are removed on the way (where the caller may).
 pub fn list() -> Vec<MountStatus> {
     let mut out = Vec::new();
-    for dir in socket_dirs() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.extension().is_none_or(|x| x != "sock") {
-                continue;
-            }
-            match ask(&path) {
-                Some(s) => out.push(s),
-                None => {
-                    if matches!(
-                        UnixStream::connect(&path),
-                        Err(ref err) if err.kind() == std::io::ErrorKind::ConnectionRefused
-                    ) {
-                        let _ = std::fs::remove_file(&path);
-                    }
+    for path in files_named("sock") {
+        match ask(&path) {
+            Some(s) => out.push(s),
+            None => {
+                if matches!(
+                    UnixStream::connect(&path),
+                    Err(ref err) if err.kind() == std::io::ErrorKind::ConnectionRefused
+                ) {
+                    let _ = std::fs::remove_file(&path);
                 }
             }
         }

@@ -369,6 +369,28 @@ pub fn pids_with_arg(needle: &Path) -> Vec<i32> {
     out
 }
 
+/// SIGKILL the daemons `pids` serving `mnt`, wait until they are gone and the mount
+/// answers ENOTCONN, as a dead FUSE mount does. On io_uring the kernel tears the dead
+/// daemon's rings down after the process is gone (io_uring's exit work): a request sent in
+/// that window ends with ECANCELED or ECONNABORTED, and after it with ENOTCONN.
+pub fn kill_daemons(pids: &[i32], mnt: &Path) {
+    for &pid in pids {
+        // SAFETY: kill on a daemon the calling test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(
+        wait_for(DEADLINE, || pids.iter().all(|&p| process_gone(p))),
+        "daemon did not die"
+    );
+    let mut last = None;
+    let dead = wait_for(DEADLINE, || {
+        last = fs::metadata(mnt).err().and_then(|e| e.raw_os_error());
+        !matches!(last, Some(libc::ECANCELED | libc::ECONNABORTED))
+    });
+    assert!(dead, "still {last:?} after {DEADLINE:?}");
+    assert_eq!(last, Some(libc::ENOTCONN), "a dead mount answers nothing");
+}
+
 /// Whether `pid` has exited (gone, or a zombie).
 pub fn process_gone(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -879,24 +879,7 @@ fn unmount_of_a_mount_whose_daemon_was_killed() {
     a.extend(std_args(&l));
     a.push(s(&l.mnt));
     let (_, guard) = daemon_mount(&l, &a);
-    for &pid in &guard.pids {
-        // SAFETY: kill on the daemon this test started (found by its unique mountpoint).
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-    assert!(
-        wait_for(DEADLINE, || guard.pids.iter().all(|&p| process_gone(p))),
-        "daemon did not die"
-    );
-    // On io_uring the kernel tears the dead daemon's rings down after the process is gone
-    // (io_uring's exit work): a request sent in that window is ended with ECANCELED or
-    // ECONNABORTED; once the rings are gone the connection answers ENOTCONN, as on /dev/fuse.
-    let mut last = None;
-    let dead = wait_for(DEADLINE, || {
-        last = fs::metadata(&l.mnt).err().and_then(|e| e.raw_os_error());
-        !matches!(last, Some(libc::ECANCELED | libc::ECONNABORTED))
-    });
-    assert!(dead, "still {last:?} after {DEADLINE:?}");
-    assert_eq!(last, Some(libc::ENOTCONN), "a dead mount answers nothing");
+    kill_daemons(&guard.pids, &l.mnt);
     assert!(!mounts_at(&l.mnt).is_empty());
     let out = Command::new(layerfuse_bin())
         .arg("unmount")

@@ -255,19 +255,7 @@ fn a_dead_mount_of_another_subtype_is_known_by_its_record() {
         "{:?}",
         sockets_of(pid)
     );
-    // SAFETY: kill on the daemon this test started.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    assert!(
-        wait_for(DEADLINE, || process_gone(pid as i32)),
-        "daemon did not die"
-    );
-    assert!(
-        wait_for(DEADLINE, || fs::metadata(&m.mnt)
-            .err()
-            .and_then(|e| e.raw_os_error())
-            == Some(libc::ENOTCONN)),
-        "the dead mount does not answer ENOTCONN"
-    );
+    kill_daemons(&[pid as i32], &m.mnt);
     // `layerfuse status` drops the dead socket but keeps the record: the mount is there.
     let _ = status_json(&[]);
     assert_eq!(records(pid).len(), 1, "{:?}", sockets_of(pid));
