@@ -116,6 +116,20 @@ impl Overlay {
         if let NamePlace::Graft(at) = self.place_of_name(t, parent, name) {
             return self.graft_lookup(parent, name, at, count);
         }
+        self.lookup_union_name(t, parent, name, count)
+            .map(|(node, st, _)| (node, st))
+    }
+
+    /// [`Self::lookup_node`] of a name that is no graft, with the upper layer's entry
+    /// at this very name (for a hard link, not necessarily the node's recorded name):
+    /// `None` when the name is only below. A removal needs no second look at it.
+    pub(super) fn lookup_union_name(
+        &self,
+        t: &Tree,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        count: bool,
+    ) -> SysResult<(Arc<Node>, Stat, Option<Stat>)> {
         let mut r = self.resolve(t, parent, name)?.ok_or(Errno::ENOENT)?;
         if !r.upper && self.join_indexed_copy(t, parent, name, &r)? {
             r = self.resolve(t, parent, name)?.ok_or(Errno::ENOENT)?;
@@ -124,12 +138,12 @@ impl Overlay {
         let node = self.node_for(parent, name, r, count);
         // The stat resolving made is the node's own unless the node is a hard link
         // already copied up through another name.
-        let st = if node.state.read().upper == found_upper {
+        let node_st = if node.state.read().upper == found_upper {
             st
         } else {
             self.stat_node(t, &node)?
         };
-        Ok((node, st))
+        Ok((node, node_st, found_upper.then_some(st)))
     }
 
     /// Turn a resolved entry into its node.

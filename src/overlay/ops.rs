@@ -18,6 +18,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 /// What to make for a new name.
+#[derive(Clone, Copy)]
 pub enum NewEntry<'a> {
     File { flags: i32 },
     Dir,
@@ -44,6 +45,9 @@ struct Slot {
     /// module's format) for the name: the new entry is made first (an entry wins over a
     /// whiteout in the same layer), then the marker is removed.
     over_oci_whiteout: bool,
+    /// The name was looked at in the upper layer. Unprobed, the slot knows of no
+    /// whiteout: its entry is made with an exclusive create, which finds one (EEXIST).
+    probed: bool,
 }
 
 /// How the write phase of a removal ended.
@@ -76,8 +80,16 @@ fn check_remove_kind(node: &Node, dir: bool) -> SysResult<()> {
 }
 
 impl Overlay {
-    /// Copy the parent up and check that `name` is free in the union.
-    fn slot(&self, t: &Tree, parent: &Arc<Node>, name: &OsStr) -> SysResult<(&Upper, Slot)> {
+    /// Copy the parent up and check that `name` is free in the union. `probe`: look
+    /// at the name in the upper layer for a whiteout now (always done for the OCI
+    /// format, whose whiteout is another name).
+    fn slot(
+        &self,
+        t: &Tree,
+        parent: &Arc<Node>,
+        name: &OsStr,
+        probe: bool,
+    ) -> SysResult<(&Upper, Slot)> {
         check_name(name)?;
         let upper = self.upper()?;
         if parent.kind() != FileKind::Directory {
@@ -85,7 +97,8 @@ impl Overlay {
         }
         self.copy_up_dir(t, parent)?;
         let dir = self.dir_fd(LayerId::Upper, &self.upper_path(t, parent))?;
-        let whiteout = upper.layer.entry_at(sys::borrow(&dir), name)? == Found::Whiteout;
+        let probed = probe || upper.layer.oci;
+        let whiteout = probed && upper.layer.entry_at(sys::borrow(&dir), name)? == Found::Whiteout;
         let over_oci_whiteout = whiteout
             && upper.layer.oci
             && sys::stat_at(sys::borrow(&dir), name) == Err(Errno::ENOENT);
@@ -95,6 +108,7 @@ impl Overlay {
                 dir,
                 over_whiteout: whiteout && !over_oci_whiteout,
                 over_oci_whiteout,
+                probed,
             },
         ))
     }
@@ -138,7 +152,27 @@ impl Overlay {
             }
             NamePlace::Union => {}
         }
-        let (upper, slot) = self.slot(&t, &parent, name)?;
+        let (upper, mut slot) = self.slot(&t, &parent, name, false)?;
+        let perm = mode & 0o7777 & !caller.umask;
+        // Made with its final mode unless it has set-id or sticky bits, which the
+        // chown that follows would clear: then it gets them after.
+        let init = if perm & 0o7000 == 0 { perm } else { 0o600 };
+        // Made straight at its name unless a whiteout is known to be there. A name the
+        // union shows free may still hold one in the upper layer (the kernel's format
+        // is not probed first): the exclusive create finds it (EEXIST), and only then
+        // is the name looked at, and the entry made in the work dir to replace it.
+        let mut made_at_name = None;
+        if !slot.over_whiteout {
+            match make_entry(sys::borrow(&slot.dir), name, what, mode, init) {
+                Err(Errno::EEXIST) if !slot.probed => {
+                    slot = self.slot(&t, &parent, name, true)?.1;
+                    if !slot.over_whiteout {
+                        return Err(Errno::EEXIST);
+                    }
+                }
+                made => made_at_name = Some(made?),
+            }
+        }
         // A directory made in a merged directory (or over a whiteout) is opaque, as
         // the kernel makes it: nothing below can ever merge into it.
         let opaque = matches!(what, NewEntry::Dir)
@@ -151,13 +185,12 @@ impl Overlay {
         } else {
             (sys::borrow(&slot.dir), name.to_owned())
         };
-        let perm = mode & 0o7777 & !caller.umask;
-        // Made with its final mode unless it has set-id or sticky bits, which the
-        // chown that follows would clear: then it gets them after.
-        let init = if perm & 0o7000 == 0 { perm } else { 0o600 };
         let is_dir = matches!(what, NewEntry::Dir);
         let is_symlink = matches!(what, NewEntry::Symlink { .. });
-        let opened = make_entry(at_dir, &at_name, what, mode, init)?;
+        let opened = match made_at_name {
+            Some(opened) => opened,
+            None => make_entry(at_dir, &at_name, what, mode, init)?,
+        };
         let result = self.finish_new(
             upper,
             &slot,
@@ -182,7 +215,10 @@ impl Overlay {
         if slot.over_oci_whiteout {
             upper.layer.drop_oci_whiteout(sys::borrow(&slot.dir), name);
         }
-        let st = sys::stat_at(sys::borrow(&slot.dir), name)?;
+        let st = match &opened {
+            Some(fd) => sys::stat_fd(sys::borrow(fd))?,
+            None => sys::stat_at(sys::borrow(&slot.dir), name)?,
+        };
         // A new object: no copy's number is this inode's any more.
         self.drop_copy_number(st.ino);
         let r = Resolved {
@@ -313,13 +349,6 @@ impl Overlay {
             };
             prepare = true;
             let t = self.tree.write();
-            if node.is_none() {
-                match self.place_of_name(&t, &parent, name) {
-                    NamePlace::Graft(at) if at.is_root() => return Err(Errno::EBUSY),
-                    NamePlace::Graft(_) => continue,
-                    NamePlace::Union => {}
-                }
-            }
             let removed = self.remove_name(&t, &parent, name, dir, node.as_ref())?;
             drop(t);
             match removed {
@@ -359,7 +388,7 @@ impl Overlay {
 
     /// Phase 2 of a removal, under the write lock: look the name up again (another
     /// operation may have come in between: back to phase 1 if what phase 1 made is
-    /// not there), change the upper layer and mark the node. Copies no data, and frees
+    /// not there, or if the name is a graft's, which phase 1 answers for), change the upper layer and mark the node. Copies no data, and frees
     /// none that may take long: a directory, an entry that leaves a whiteout and a
     /// large file are moved into the work dir instead, to be deleted after (the
     /// `Removal::Done` value). `prepared`: the node phase 1 returned, if it ran.
@@ -372,7 +401,13 @@ impl Overlay {
         prepared: Option<&Arc<Node>>,
     ) -> SysResult<Removal> {
         let upper = self.upper()?;
-        let (node, st) = self.lookup_node(t, parent, name, false)?;
+        if let NamePlace::Graft(_) = self.place_of_name(t, parent, name) {
+            // A mount point, or a name in a graft: phase 1 answers for it.
+            return Ok(Removal::Retry);
+        }
+        // The entry at this name in the upper layer (not just the node's: hard links)
+        // comes with the lookup.
+        let (node, st, in_upper) = self.lookup_union_name(t, parent, name, false)?;
         check_remove_kind(&node, dir)?;
         if !parent.state.read().upper || (prepared.is_none() && st.nlink > 1) {
             // Phase 1 has work to do first (a copy-up, a hard link's index copy).
@@ -391,11 +426,6 @@ impl Overlay {
         }
         let pdir = self.dir_fd(LayerId::Upper, &self.upper_path(t, parent))?;
         let pdir = sys::borrow(&pdir);
-        // This name (not just the node: hard links) may be in the upper or only below.
-        let in_upper = match upper.layer.entry_at(pdir, name) {
-            Ok(Found::Entry(st)) => Some(st),
-            _ => None,
-        };
         let mut last_link = true;
         let mut left = None;
         if let Some(ust) = in_upper {
@@ -529,7 +559,7 @@ impl Overlay {
             (Place::Upper | Place::Lower, NamePlace::Union) => {}
             _ => return Err(Errno::EXDEV),
         }
-        let (upper, slot) = self.slot(&t, &newparent, name)?;
+        let (upper, slot) = self.slot(&t, &newparent, name, true)?;
         self.copy_up(&mut t, &node, Data::Meta)?;
         if node.state.read().metacopy {
             // The new name lies elsewhere: record where the data is from the root,
