@@ -50,6 +50,19 @@ struct Slot {
     probed: bool,
 }
 
+impl Slot {
+    /// Look at `name` in the upper directory for a whiteout.
+    fn probe(&mut self, upper: &Upper, name: &OsStr) -> SysResult<()> {
+        let dir = sys::borrow(&self.dir);
+        let whiteout = upper.layer.entry_at(dir, name)? == Found::Whiteout;
+        let oci = whiteout && upper.layer.oci && sys::stat_at(dir, name) == Err(Errno::ENOENT);
+        self.over_whiteout = whiteout && !oci;
+        self.over_oci_whiteout = oci;
+        self.probed = true;
+        Ok(())
+    }
+}
+
 /// How the write phase of a removal ended.
 enum Removal {
     /// Removed; with what was moved into the work dir, to delete there.
@@ -97,20 +110,16 @@ impl Overlay {
         }
         self.copy_up_dir(t, parent)?;
         let dir = self.dir_fd(LayerId::Upper, &self.upper_path(t, parent))?;
-        let probed = probe || upper.layer.oci;
-        let whiteout = probed && upper.layer.entry_at(sys::borrow(&dir), name)? == Found::Whiteout;
-        let over_oci_whiteout = whiteout
-            && upper.layer.oci
-            && sys::stat_at(sys::borrow(&dir), name) == Err(Errno::ENOENT);
-        Ok((
-            upper,
-            Slot {
-                dir,
-                over_whiteout: whiteout && !over_oci_whiteout,
-                over_oci_whiteout,
-                probed,
-            },
-        ))
+        let mut slot = Slot {
+            dir,
+            over_whiteout: false,
+            over_oci_whiteout: false,
+            probed: false,
+        };
+        if probe || upper.layer.oci {
+            slot.probe(upper, name)?;
+        }
+        Ok((upper, slot))
     }
 
     /// Create a new entry: a file (returned open), directory, device node or symlink.
@@ -165,7 +174,7 @@ impl Overlay {
         if !slot.over_whiteout {
             match make_entry(sys::borrow(&slot.dir), name, what, mode, init) {
                 Err(Errno::EEXIST) if !slot.probed => {
-                    slot = self.slot(&t, &parent, name, true)?.1;
+                    slot.probe(upper, name)?;
                     if !slot.over_whiteout {
                         return Err(Errno::EEXIST);
                     }
